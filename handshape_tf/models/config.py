@@ -1,0 +1,147 @@
+"""Model configuration: a frozen dataclass with named presets.
+
+`ModelConfig.preset("paper")` follows the paper (Sec. 4.1-4.2 and 5.1): 256 x 256 input,
+2-stacked hourglass with 256 channels, 64 x 64 heat-maps, a residual encoder with 8 residual
+modules and 4 max-pools (4 x 4 x 256 = 4096 latent), two FC layers to 80 coarse nodes x 64
+features, four x2 graph upsamplings with K = 3 Chebyshev convolutions up to 1280 nodes, and the
+linear pose regressor. `ModelConfig.preset("cpu")` is the small model that trains at >= 30
+images/s on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from handshape_tf.config_utils import ConfigError, merge
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Sizes of the network. See the module docstring for the paper's values.
+
+    Attributes:
+      image_size: side of the square RGB input crop, pixels.
+      num_stacks: hourglass stacks (each gives heat-maps with intermediate supervision).
+      hourglass_depth: recursion levels of each hourglass.
+      hourglass_filters: feature channels of the hourglass.
+      num_keypoints: heat-maps and joints (21).
+      encoder_filters: channels of the residual encoder.
+      encoder_residuals: residual modules in the encoder (paper: 8).
+      encoder_pools: 2x2 max-pools in the encoder (paper: 4).
+      decoder_fc_units: width of the first FC layer of the mesh decoder.
+      decoder_coarse_features: features per node on the coarsest graph (paper: 64).
+      decoder_widths: Chebyshev widths after each x2 upsampling, coarse to fine; its length
+        is the number of coarsening levels (paper: 4 levels, 80 -> 1280 nodes).
+      cheb_order: Chebyshev polynomial order K (paper: 3).
+      pose_widths: widths of the two linear Chebyshev layers of the pose regressor.
+      graph_seed: seed of the Graclus coarsening of the hand template.
+      graph_formulation: "sparse" (sparse-tensor Laplacian, for training) or "gather"
+        (padded-neighbour gather, builtin ops only, for TFLite/ONNX export); same weights.
+    """
+
+    image_size: int = 256
+    num_stacks: int = 2
+    hourglass_depth: int = 4
+    hourglass_filters: int = 256
+    num_keypoints: int = 21
+    encoder_filters: int = 256
+    encoder_residuals: int = 8
+    encoder_pools: int = 4
+    decoder_fc_units: int = 512
+    decoder_coarse_features: int = 64
+    decoder_widths: tuple[int, ...] = (64, 64, 32, 32)
+    cheb_order: int = 3
+    pose_widths: tuple[int, int] = (32, 32)
+    graph_seed: int = 0
+    graph_formulation: Literal["sparse", "gather"] = "sparse"
+
+    @property
+    def heatmap_size(self) -> int:
+        """Side of the heat-maps: the hourglass works at a quarter of the input resolution."""
+        return self.image_size // 4
+
+    @property
+    def graph_levels(self) -> int:
+        return len(self.decoder_widths)
+
+    @property
+    def latent_size(self) -> int:
+        side = self.heatmap_size // 2**self.encoder_pools
+        return side * side * self.encoder_filters
+
+    @staticmethod
+    def preset_names() -> tuple[str, ...]:
+        return tuple(_PRESETS)
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "ModelConfig":
+        """A named preset ("paper", "cpu", "tiny"), optionally with fields overridden."""
+        if name not in _PRESETS:
+            raise ConfigError(f"unknown model preset {name!r}; choose one of {list(_PRESETS)}")
+        return merge(_PRESETS[name], overrides).validated()
+
+    def validated(self) -> "ModelConfig":
+        """Returns self after checking that the sizes fit together; raises ConfigError."""
+        problems = []
+        for name in ("image_size", "num_stacks", "hourglass_depth", "hourglass_filters", "num_keypoints",
+                     "encoder_filters", "encoder_residuals", "decoder_fc_units", "decoder_coarse_features",
+                     "cheb_order"):  # fmt: skip
+            if getattr(self, name) < 1:
+                problems.append(f"{name}={getattr(self, name)} must be >= 1")
+        multiple = 4 * 2**self.hourglass_depth
+        if self.image_size % multiple:
+            problems.append(
+                f"image_size={self.image_size} must be a multiple of 4 * 2**hourglass_depth = {multiple}"
+            )
+        if self.encoder_pools < 0 or self.heatmap_size % 2**self.encoder_pools:
+            problems.append(
+                f"encoder_pools={self.encoder_pools} does not divide the {self.heatmap_size}-pixel heat-maps "
+                f"into whole cells"
+            )
+        if self.encoder_pools > self.encoder_residuals:
+            problems.append(f"encoder_pools={self.encoder_pools} exceeds encoder_residuals={self.encoder_residuals}")
+        if not self.decoder_widths or min(self.decoder_widths) < 1:
+            problems.append(f"decoder_widths={self.decoder_widths} must be one positive width per graph level")
+        if len(self.pose_widths) != 2 or min(self.pose_widths) < 1:
+            problems.append(f"pose_widths={self.pose_widths} must be two positive widths")
+        if self.graph_levels < 4:
+            problems.append(
+                f"decoder_widths has {self.graph_levels} levels; the pose regressor pools the mesh graph by 4 twice, "
+                "so at least 4 levels are needed"
+            )
+        if self.graph_formulation not in ("sparse", "gather"):
+            problems.append(f"graph_formulation={self.graph_formulation!r} must be 'sparse' or 'gather'")
+        if problems:
+            raise ConfigError("inconsistent model config: " + "; ".join(problems))
+        return self
+
+
+_PRESETS = {
+    "paper": ModelConfig(),
+    # Measured on the 2-core CPU: see README "Presets" for the training throughput.
+    "cpu": ModelConfig(
+        image_size=128,
+        num_stacks=1,
+        hourglass_filters=64,
+        encoder_filters=64,
+        decoder_fc_units=256,
+        decoder_coarse_features=32,
+        decoder_widths=(32, 32, 16, 16),
+        pose_widths=(16, 16),
+    ),
+    # For tests: builds and runs in a fraction of a second.
+    "tiny": ModelConfig(
+        image_size=64,
+        num_stacks=1,
+        hourglass_depth=2,
+        hourglass_filters=16,
+        encoder_filters=16,
+        encoder_residuals=4,
+        encoder_pools=2,
+        decoder_fc_units=32,
+        decoder_coarse_features=8,
+        decoder_widths=(8, 8, 8, 8),
+        pose_widths=(4, 4),
+    ),
+}
