@@ -25,6 +25,8 @@ class ModelConfig:
       num_stacks: hourglass stacks (each gives heat-maps with intermediate supervision).
       hourglass_depth: recursion levels of each hourglass.
       hourglass_filters: feature channels of the hourglass.
+      hourglass_modules: residual modules at each hourglass position (1 in Newell et al.,
+        2 in the paper's reference code).
       num_keypoints: heat-maps and joints (21).
       encoder_filters: channels of the residual encoder.
       encoder_residuals: residual modules in the encoder (paper: 8).
@@ -44,6 +46,7 @@ class ModelConfig:
     num_stacks: int = 2
     hourglass_depth: int = 4
     hourglass_filters: int = 256
+    hourglass_modules: int = 2
     num_keypoints: int = 21
     encoder_filters: int = 256
     encoder_residuals: int = 8
@@ -84,7 +87,7 @@ class ModelConfig:
     def validated(self) -> "ModelConfig":
         """Returns self after checking that the sizes fit together; raises ConfigError."""
         problems = []
-        for name in ("image_size", "num_stacks", "hourglass_depth", "hourglass_filters", "num_keypoints",
+        for name in ("image_size", "num_stacks", "hourglass_depth", "hourglass_filters", "hourglass_modules", "num_keypoints",
                      "encoder_filters", "encoder_residuals", "decoder_fc_units", "decoder_coarse_features",
                      "cheb_order"):  # fmt: skip
             if getattr(self, name) < 1:
@@ -124,6 +127,7 @@ _PRESETS = {
         image_size=128,
         num_stacks=1,
         hourglass_filters=64,
+        hourglass_modules=1,
         encoder_filters=64,
         decoder_fc_units=256,
         decoder_coarse_features=32,
@@ -136,6 +140,7 @@ _PRESETS = {
         num_stacks=1,
         hourglass_depth=2,
         hourglass_filters=16,
+        hourglass_modules=1,
         encoder_filters=16,
         encoder_residuals=4,
         encoder_pools=2,
