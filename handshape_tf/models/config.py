@@ -131,7 +131,7 @@ _PRESETS = {
         encoder_filters=64,
         decoder_fc_units=256,
         decoder_coarse_features=32,
-        decoder_widths=(32, 32, 16, 16),
+        decoder_widths=(32, 16, 16, 8),
         pose_widths=(16, 16),
     ),
     # For tests: builds and runs in a fraction of a second.
