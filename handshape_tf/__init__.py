@@ -8,6 +8,12 @@ coarsening) -> `layers/` and `models/` (image -> heat-maps -> latent -> mesh -> 
 TensorFlow is imported lazily, so `import handshape_tf` alone stays cheap.
 """
 
+import os
+
+# TensorFlow's C++ start-up chatter (CPU feature and CUDA notices) drowns our own output;
+# a user's own TF_CPP_MIN_LOG_LEVEL wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 __version__ = "0.1.0"
 
 _LAZY = {
