@@ -1,0 +1,64 @@
+"""Drawing a prediction over its image: mesh wireframe, skeleton and crop box (OpenCV only)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from handshape_tf.assets.template import KEYPOINT_PARENTS, load_template
+from handshape_tf.data.crop import to_rgb_uint8
+from handshape_tf.inference.prediction import HandPrediction
+
+# Sub-pixel precision of OpenCV drawing: coordinates are multiplied by 2**_SHIFT.
+_SHIFT = 4
+# RGB colour of each finger's bones (thumb, index, middle, ring, little).
+_FINGER_COLOURS = ((255, 80, 80), (255, 200, 0), (60, 220, 60), (0, 170, 255), (200, 90, 255))
+
+
+def draw_overlay(
+    image,
+    prediction: HandPrediction,
+    mesh_colour=(200, 200, 200),
+    box_colour=(255, 255, 0),
+    draw_mesh: bool = True,
+    channel_order: str = "rgb",
+) -> np.ndarray:
+    """The image with the predicted mesh wireframe, the 21-joint skeleton and the crop box.
+
+    Args:
+      image: the image the prediction was made on (anything `data.crop.to_rgb_uint8` takes).
+      prediction: its `HandPrediction` (mesh_uv, joints_uv and box in its pixels).
+      mesh_colour: RGB of the wireframe edges.
+      box_colour: RGB of the crop box outline.
+      draw_mesh: False draws only the skeleton and box.
+      channel_order: "rgb" or "bgr", the channel order of `image`.
+
+    Returns:
+      H x W x 3 uint8 RGB copy of the image with the drawing (line width grows with the image).
+    """
+    canvas = to_rgb_uint8(image, channel_order=channel_order).copy()
+    height, width = canvas.shape[:2]
+    thickness = max(1, int(round(max(height, width) / 400)))
+    scale = float(2**_SHIFT)
+
+    def fixed(points):
+        # OpenCV puts pixel centres on integers; far-off points are clamped to stay int32.
+        shifted = np.round(np.asarray(points, np.float64) * scale - 0.5 * scale)
+        return np.clip(shifted, -(2**28), 2**28).astype(np.int32)
+
+    if draw_mesh:
+        edges = load_template().edges
+        segments = fixed(prediction.mesh_uv)[edges]  # E x 2 x 2
+        cv2.polylines(canvas, list(segments), False, mesh_colour, thickness, cv2.LINE_AA, _SHIFT)
+    joints = fixed(prediction.joints_uv)
+    for child, parent in enumerate(KEYPOINT_PARENTS):
+        if parent < 0:
+            continue
+        colour = _FINGER_COLOURS[(child - 1) // 4]
+        cv2.line(canvas, tuple(joints[parent]), tuple(joints[child]), colour, thickness + 1, cv2.LINE_AA, _SHIFT)
+    for joint in joints:
+        cv2.circle(canvas, tuple(joint), int((thickness + 2) * scale), (255, 0, 0), -1, cv2.LINE_AA, _SHIFT)
+    x0, y0, w, h = np.asarray(prediction.box, np.float64)
+    corners = fixed([[x0, y0], [x0 + w, y0], [x0 + w, y0 + h], [x0, y0 + h]])
+    cv2.polylines(canvas, [corners], True, box_colour, thickness, cv2.LINE_AA, _SHIFT)
+    return canvas

@@ -1,0 +1,150 @@
+"""Estimates 3D hand pose and shape on image files and writes JSON, OBJ meshes and overlays.
+
+    python -m handshape_tf.predict hand.png --model exported/handshape.tflite --out results
+    python -m handshape_tf.predict frame.jpg --model model.keras --box 210,80,260,260 \\
+        --intrinsics 607.9,607.9,314.8,236.4 --root-depth 480 --scale 28 --json
+
+For each IMAGE it writes into --out: <name>.json (box, joints and vertices in image pixels,
+uvd and 3D, confidences), <name>.obj (the mesh in 3D: camera frame in mm with --intrinsics,
+--root-depth and --scale, the paper's protocol; otherwise root-relative in units of the hand
+scale s) and <name>_overlay.png (mesh wireframe and skeleton). <name> is the image's file name
+without extension (prefixed with its position when two images share a name). --json also
+prints one JSON list with all results to stdout. --box applies to every image; without it the
+crop is the square centred on the image with side max(H, W) (for images that are hand crops).
+--left marks every image as a left hand.
+
+Exit status: 0 on success, 2 for bad arguments, a model path that is missing or of an unknown
+format, or an input file that is not an image (the message names the file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from handshape_tf.data.crop import read_image
+
+logger = logging.getLogger("handshape_tf.predict")
+
+EXIT_USAGE = 2
+
+
+def _numbers(count: int, what: str):
+    def parse(text: str) -> list[float]:
+        try:
+            values = [float(part) for part in text.split(",")]
+        except ValueError:
+            values = []
+        if len(values) != count or not all(np.isfinite(values)):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {count} comma-separated finite numbers ({what})")
+        return values
+
+    return parse
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (np.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number > 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m handshape_tf.predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (PNG, JPEG, ...)")
+    parser.add_argument("--model", required=True, type=Path, help=".keras file, SavedModel directory or .tflite file")
+    parser.add_argument("--out", type=Path, default=Path("predictions"), help="output directory (default: predictions)")
+    parser.add_argument("--json", action="store_true", help="also print the results as JSON to stdout")
+    parser.add_argument("--box", type=_numbers(4, "x0,y0,w,h"), metavar="x0,y0,w,h", help="hand box in image pixels")
+    parser.add_argument(
+        "--intrinsics", type=_numbers(4, "fx,fy,cx,cy"), metavar="fx,fy,cx,cy", help="camera intrinsics, pixels"
+    )
+    parser.add_argument("--root-depth", type=_positive, metavar="MM", help="depth of the wrist, mm")
+    parser.add_argument("--scale", type=_positive, metavar="MM", help="hand scale s (middle finger MCP-PIP length), mm")
+    parser.add_argument("--left", action="store_true", help="the images show left hands")
+    parser.add_argument("--batch-size", type=int, default=8, help="crops per model call (default: 8)")
+    parser.add_argument("--threads", type=int, default=None, help="interpreter threads for .tflite models")
+    return parser
+
+
+def output_names(paths: list[Path]) -> list[str]:
+    """File-name stems, prefixed with their position where two images share a stem."""
+    counts = Counter(path.stem for path in paths)
+    return [path.stem if counts[path.stem] == 1 else f"{index:03d}_{path.stem}" for index, path in enumerate(paths)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    camera = [args.intrinsics, args.root_depth, args.scale]
+    if any(value is not None for value in camera) and not all(value is not None for value in camera):
+        parser.error("--intrinsics, --root-depth and --scale must be given together")
+    if args.batch_size < 1:
+        parser.error(f"--batch-size is {args.batch_size}; expected >= 1")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    images = []
+    for path in args.images:
+        try:
+            images.append(read_image(path))
+        except (FileNotFoundError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_USAGE
+
+    from handshape_tf.inference import draw_overlay, load_predictor, mesh_faces, save_obj
+
+    try:
+        predictor = load_predictor(args.model, batch_size=args.batch_size, num_threads=args.threads)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        predictions = predictor.predict(
+            images,
+            boxes=args.box,
+            intrinsics=args.intrinsics,
+            root_depth=args.root_depth,
+            scale=args.scale,
+            is_left=args.left,
+        )
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for path, name, image, prediction in zip(args.images, output_names(args.images), images, predictions, strict=True):
+        files = {
+            "json": args.out / f"{name}.json",
+            "obj": args.out / f"{name}.obj",
+            "overlay": args.out / f"{name}_overlay.png",
+        }
+        result = {"image": str(path), "files": {key: str(value) for key, value in files.items()}}
+        result.update(prediction.to_dict())
+        files["json"].write_text(json.dumps(result) + "\n", encoding="utf-8")
+        save_obj(files["obj"], prediction.vertices_xyz, mesh_faces(prediction.is_left))
+        overlay = draw_overlay(image, prediction)
+        if not cv2.imwrite(str(files["overlay"]), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"could not write {files['overlay']}")
+        logger.info("%s -> %s.{json,obj}, %s", path, args.out / name, files["overlay"].name)
+        results.append(result)
+    if args.json:
+        json.dump(results, sys.stdout)
+        sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""The TF Serving-compatible REST server: status, metadata, predictions in both formats and
+base64, the 4xx answers, concurrent clients, and survival after bad requests."""
+
+import base64
+import http.client
+import json
+import re
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import cv2
+import keras
+import numpy as np
+import pytest
+
+from handshape_tf import ModelConfig, build_model
+from handshape_tf.inference import HandPredictor
+from handshape_tf.inference.signature import save_serving_model
+from handshape_tf.serve import RequestError, ServedModel, main, make_server, resolve_model_dir
+
+SIZE = 64
+MAX_BODY = 2 * 2**20
+NAME = "hands"
+
+
+@pytest.fixture(scope="module")
+def model():
+    keras.utils.set_random_seed(1)
+    return build_model(ModelConfig.preset("tiny"))
+
+
+@pytest.fixture(scope="module")
+def saved_dir(model, tmp_path_factory):
+    base = tmp_path_factory.mktemp("served")
+    save_serving_model(model, base / "3")
+    return base
+
+
+@pytest.fixture(scope="module")
+def server(saved_dir):
+    server = make_server(saved_dir, port=0, name=NAME, max_body_bytes=MAX_BODY)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def api(model):
+    return HandPredictor.from_keras_model(model)
+
+
+def _request(server, method, path, body=None, headers=None):
+    """(status, parsed JSON) of one request on a fresh connection."""
+    host, port = server.server_address[:2]
+    connection = http.client.HTTPConnection(host, port, timeout=60)
+    try:
+        data = body if body is None or isinstance(body, bytes) else json.dumps(body).encode()
+        connection.request(method, path, body=data, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def _crops(count, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (count, SIZE, SIZE, 3)).astype(np.uint8)
+
+
+def test_model_status_and_metadata_like_tf_serving(server):
+    status, body = _request(server, "GET", f"/v1/models/{NAME}")
+    assert status == 200
+    assert body == {
+        "model_version_status": [
+            {"version": "3", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+        ]
+    }
+    assert _request(server, "GET", f"/v1/models/{NAME}/versions/3")[0] == 200
+    status, body = _request(server, "GET", f"/v1/models/{NAME}/metadata")
+    assert status == 200 and body["model_spec"] == {"name": NAME, "signature_name": "", "version": "3"}
+    signatures = body["metadata"]["signature_def"]["signature_def"]
+    default = signatures["serving_default"]
+    assert default["method_name"] == "tensorflow/serving/predict"
+    images = default["inputs"]["images"]
+    assert images["dtype"] == "DT_UINT8"
+    assert [d["size"] for d in images["tensor_shape"]["dim"]] == ["-1", "64", "64", "3"]
+    assert set(default["outputs"]) == {"heatmaps", "mesh_uvd", "pose_uvd", "joints_uv"}
+    assert signatures["predict_encoded"]["inputs"]["image_bytes"]["dtype"] == "DT_STRING"
+
+
+def test_row_format_gives_the_same_numbers_as_the_api(server, api):
+    crops = _crops(2)
+    status, body = _request(server, "POST", f"/v1/models/{NAME}:predict", {"instances": crops.tolist()})
+    assert status == 200 and len(body["predictions"]) == 2
+    for crop, row in zip(crops, body["predictions"], strict=True):
+        expected = api.predict(crop)
+        assert set(row) == {"heatmaps", "mesh_uvd", "pose_uvd", "joints_uv"}
+        np.testing.assert_allclose(row["mesh_uvd"], expected.mesh_uvd, atol=2e-5)
+        np.testing.assert_allclose(row["pose_uvd"], expected.pose_uvd, atol=2e-5)
+        np.testing.assert_allclose(row["heatmaps"], expected.heatmaps, atol=2e-5)
+        np.testing.assert_allclose(row["joints_uv"], expected.joints_uv, atol=2e-3)  # crop = image: same pixels
+    # Instances as objects keyed by input name, and an explicit version.
+    status, named = _request(
+        server, "POST", f"/v1/models/{NAME}/versions/3:predict", {"instances": [{"images": crops[1].tolist()}]}
+    )
+    assert status == 200
+    np.testing.assert_allclose(named["predictions"][0]["mesh_uvd"], body["predictions"][1]["mesh_uvd"], atol=1e-6)
+
+
+def test_columnar_format_and_base64_images(server, api):
+    crops = _crops(3, seed=1)
+    status, body = _request(server, "POST", f"/v1/models/{NAME}:predict", {"inputs": {"images": crops.tolist()}})
+    assert status == 200 and set(body["outputs"]) == {"heatmaps", "mesh_uvd", "pose_uvd", "joints_uv"}
+    assert np.shape(body["outputs"]["mesh_uvd"]) == (3, 1159, 3)
+    expected = api.predict(list(crops))
+    np.testing.assert_allclose(body["outputs"]["pose_uvd"], np.stack([e.pose_uvd for e in expected]), atol=2e-5)
+    # PNG files of crop size: padding and resizing are identities, so the numbers are the same.
+    encoded = [base64.b64encode(cv2.imencode(".png", crop[..., ::-1])[1].tobytes()).decode() for crop in crops[:2]]
+    request = {"signature_name": "predict_encoded", "instances": [{"b64": data} for data in encoded]}
+    status, body = _request(server, "POST", f"/v1/models/{NAME}:predict", request)
+    assert status == 200, body
+    for row, e in zip(body["predictions"], expected[:2], strict=True):
+        np.testing.assert_allclose(row["mesh_uvd"], e.mesh_uvd, atol=2e-5)
+    status, body = _request(
+        server, "POST", f"/v1/models/{NAME}:predict", {"signature_name": "predict_encoded", "inputs": [{"b64": "@@@"}]}
+    )
+    assert status == 400 and "invalid base64 data" in body["error"]
+
+
+@pytest.mark.parametrize(
+    "request_body, message",
+    [
+        (b"{not json", "JSON Parse error"),
+        (b"[1, 2]", "Request body is a JSON list; expected an object"),
+        ({"instance": []}, "Missing 'inputs' or 'instances' key"),
+        ({"instances": [], "inputs": []}, "Request has both 'instances' and 'inputs' keys"),
+        ({"instances": []}, "'instances' must be a non-empty JSON list"),
+        ({"instances": [[[[0, 0, 0]] * 32] * 32]}, r"has shape \[32, 32, 3\]; the signature expects \[64, 64, 3\]"),
+        (
+            {"instances": np.full((1, 64, 64, 3), 0.5).tolist()},
+            "non-integer numbers .* expected integers for dtype uint8",
+        ),
+        (
+            {"instances": np.full((1, 64, 64, 3), 300).tolist()},
+            r"values span \[300, 300\]; dtype uint8 holds \[0, 255\]",
+        ),
+        ({"instances": [[["a"]]]}, "got JSON values of type string; expected numbers for dtype uint8"),
+        ({"instances": [[[0, 0], [0]]]}, "nested lists of different lengths"),
+        ({"instances": [{"pixels": []}]}, r"has keys \['pixels'\]; the signature's inputs are \['images'\]"),
+        ({"signature_name": "classify", "instances": [0]}, "Serving signature name: 'classify' not found"),
+        ({"signature_name": "predict_encoded", "instances": [3]}, r"expected a string or \{\"b64\": ...\}"),
+    ],
+)
+def test_bad_predict_requests_get_400(server, request_body, message):
+    status, body = _request(server, "POST", f"/v1/models/{NAME}:predict", request_body)
+    assert status == 400
+    assert set(body) == {"error"}
+    assert re.search(message, body["error"]), body["error"]
+
+
+def test_unknown_model_path_method_and_size_get_the_right_status(server):
+    assert _request(server, "GET", "/v1/models/other") == (
+        404,
+        {"error": "Servable not found for request: Latest(other)"},
+    )
+    assert _request(server, "GET", f"/v1/models/{NAME}/versions/9")[0] == 404
+    assert _request(server, "POST", "/v1/models/other:predict", {"instances": [0]})[0] == 404
+    assert _request(server, "GET", "/v2/anything")[0] == 404
+    status, body = _request(server, "POST", f"/v1/models/{NAME}:classify", {"examples": []})
+    assert status == 404 and "this server implements :predict" in body["error"]
+    status, body = _request(server, "PUT", f"/v1/models/{NAME}:predict", {"instances": [0]})
+    assert status == 405 and "use POST" in body["error"]
+    assert _request(server, "POST", f"/v1/models/{NAME}", {})[0] == 405
+    assert _request(server, "GET", f"/v1/models/{NAME}:predict")[0] == 405
+    assert _request(server, "DELETE", f"/v1/models/{NAME}/metadata")[0] == 405
+    status, body = _request(server, "POST", f"/v1/models/{NAME}:predict", b"x" * (MAX_BODY + 1))
+    assert status == 413 and f"exceeds the limit of {MAX_BODY} bytes" in body["error"]
+
+
+def test_missing_content_length_and_truncated_bodies(server):
+    host, port = server.server_address[:2]
+    with socket.create_connection((host, port), timeout=30) as sock:
+        sock.sendall(f"POST /v1/models/{NAME}:predict HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        reply = sock.makefile("rb").read().decode()
+    assert reply.startswith("HTTP/1.1 411") and "Missing Content-Length header" in reply
+    with socket.create_connection((host, port), timeout=30) as sock:
+        sock.sendall(f"POST /v1/models/{NAME}:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{{}}".encode())
+        sock.shutdown(socket.SHUT_WR)
+        reply = sock.makefile("rb").read().decode()
+    assert reply.startswith("HTTP/1.1 400") and "Request body ended after 2 of 100 bytes" in reply
+
+
+def test_concurrent_clients_and_survival_after_bad_requests(server, api):
+    crops = _crops(8, seed=2)
+
+    def call(index):
+        if index % 2:  # interleave garbage with the good requests
+            _request(server, "POST", f"/v1/models/{NAME}:predict", b"\xff\xfe garbage")
+        return _request(server, "POST", f"/v1/models/{NAME}:predict", {"instances": [crops[index].tolist()]})
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(call, range(8)))
+    expected = api.predict(list(crops))
+    for (status, body), e in zip(results, expected, strict=True):
+        assert status == 200
+        np.testing.assert_allclose(body["predictions"][0]["mesh_uvd"], e.mesh_uvd, atol=2e-5)
+    assert _request(server, "GET", f"/v1/models/{NAME}")[0] == 200
+
+
+def test_keep_alive_connection_serves_several_requests(server):
+    host, port = server.server_address[:2]
+    connection = http.client.HTTPConnection(host, port, timeout=60)
+    try:
+        for path in (f"/v1/models/{NAME}", f"/v1/models/{NAME}/metadata", f"/v1/models/{NAME}"):
+            connection.request("GET", path)
+            response = connection.getresponse()
+            assert response.status == 200 and json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def test_model_directory_resolution_and_cli_errors(saved_dir, tmp_path, capsys):
+    assert resolve_model_dir(saved_dir) == (saved_dir / "3", "3")
+    assert resolve_model_dir(saved_dir / "3") == (saved_dir / "3", "3")
+    with pytest.raises(ValueError, match="is not a SavedModel directory .* nor a base directory"):
+        resolve_model_dir(tmp_path)
+    assert main(["--model", str(tmp_path / "missing"), "--port", "0"]) == 2
+    assert "model not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--model", str(saved_dir), "--name", "a/b"])
+    assert "--name is 'a/b'" in capsys.readouterr().err
+
+
+def test_served_model_answers_without_http(server):
+    served = server.served
+    assert isinstance(served, ServedModel) and served.version == "3" and served.name == NAME
+    response = served.predict(json.dumps({"inputs": _crops(1).tolist()}).encode())
+    assert np.shape(response["outputs"]["joints_uv"]) == (1, 21, 2)
+
+
+@pytest.fixture(scope="module")
+def toy_model(tmp_path_factory):
+    """A SavedModel with two inputs (float32 and string), string outputs and a one-output signature."""
+    import tensorflow as tf
+
+    @tf.function(
+        input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x"), tf.TensorSpec([None], tf.string, name="text")]
+    )
+    def both(x, text):
+        return {"total": tf.reduce_sum(x, axis=1), "echo": text, "echo_bytes": text}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32, name="x")])
+    def single(x):
+        return {"total": tf.reduce_sum(x, axis=1)}
+
+    root = tf.Module()
+    root.both, root.single = both, single
+    path = tmp_path_factory.mktemp("toy") / "7"
+    tf.saved_model.save(root, str(path), signatures={"serving_default": both, "single": single})
+    return ServedModel(path, name="toy")
+
+
+def test_multiple_inputs_strings_and_single_outputs(toy_model):
+    def predict(request):
+        return toy_model.predict(json.dumps(request).encode())
+
+    binary = base64.b64encode(b"\x00\xff").decode()
+    rows = predict({"instances": [{"x": [1, 2.5], "text": "héllo"}, {"x": [0, -1], "text": {"b64": binary}}]})
+    assert rows == {
+        "predictions": [
+            {"total": 3.5, "echo": "héllo", "echo_bytes": {"b64": base64.b64encode("héllo".encode()).decode()}},
+            {"total": -1.0, "echo": "\x00\ufffd", "echo_bytes": {"b64": binary}},
+        ]
+    }
+    columns = predict({"inputs": {"x": [[1, 1]], "text": ["a"]}})
+    assert columns == {"outputs": {"total": [2.0], "echo": ["a"], "echo_bytes": [{"b64": "YQ=="}]}}
+    assert predict({"signature_name": "single", "instances": [[1, 2], [3, 4]]}) == {"predictions": [3.0, 7.0]}
+    assert predict({"signature_name": "single", "inputs": [[1, 2]]}) == {"outputs": [3.0]}
+    with pytest.raises(RequestError, match=r"bare value but the signature has inputs \['text', 'x'\]") as error:
+        predict({"instances": [[1, 2]]})
+    assert error.value.status == 400
+    with pytest.raises(RequestError, match=r"instance 0 input 'x' has shape \[3\]; the signature expects \[2\]"):
+        predict({"instances": [{"x": [1, 2, 3], "text": "a"}]})
+    with pytest.raises(RequestError, match=r"input 'x': instances have different shapes"):
+        predict({"signature_name": "single", "instances": [[1, 2], [1, 2, 3]]})
+    with pytest.raises(RequestError, match="got JSON values of type boolean; expected numbers for dtype float32"):
+        predict({"signature_name": "single", "inputs": [[True, False]]})
