@@ -96,7 +96,10 @@ def encode_example(sample: dict[str, Any]) -> bytes:
     }
     for name in ARRAY_FIELDS:
         features[name] = float_feature(sample[name])
-    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+    # deterministic=True: protobuf map order otherwise varies between processes (hash seeds),
+    # and the same sample must give the same bytes.
+    example = tf.train.Example(features=tf.train.Features(feature=features))
+    return example.SerializeToString(deterministic=True)
 
 
 def write_shard(path: Path, samples: Iterable[dict[str, Any]]) -> int:

@@ -1,0 +1,1073 @@
+"""Synthetic hand dataset: posed, shaped, lit hands rendered into crops over backgrounds.
+
+Shape shorthand: B render batch, V mesh vertices (1159), R rig joints (25), J keypoints (21),
+P pose parameters (23), S shape parameters (14), N image size.
+
+Per sample (`sample_params` draws everything from one random generator; `HandRenderer.render`
+turns a batch of `SampleParams` into shard samples, see `handshape_tf.data.shards`):
+
+1. Hand: right or left (50/50; the left hand is the mirrored template posed with mirrored
+   rotations, so the same pose angles mean the same anatomical pose), shape factors from
+   `hand_shapes.sample_shape` (adults and children, finger and palm proportions), a
+   collision-free pose from `hand_poses.sample_pose` (half gestures, half the random prior),
+   posed by forward kinematics + linear blend skinning (`geometry.skinning.pose_hand`); the 21
+   keypoints follow the shaped rig.
+2. Camera: the view direction is uniform over the sphere around the hand (so about half the
+   views see the palm side and half the back) except where the camera would lie within 50 deg
+   of the forearm's axis seen from the wrist (the arm would come at the camera and hide the
+   hand); roll uniform over 360 deg; the distance from the camera to the hand's centre
+   log-uniform in 250-1000 mm (a phone or egocentric camera at arm's length to
+   a webcam across a desk; STB's RealSense sequences are 300-600 mm). The full frame is a
+   640 x 480 webcam (55-78 deg horizontal field of view), a 1280 x 720 webcam (60-78 deg), a
+   640 x 480 RealSense colour camera (65-72 deg; fx 615 px at 69 deg, STB's is 608 px) or a
+   1920 x 1080 phone (60-77 deg), principal point near the centre, and the hand centre lands
+   anywhere in the central 80% of the frame, so crops see the hand off the optical axis as
+   real crops do.
+3. Crop: a square around the projected mesh, its side 1.1-1.5 x the larger side of the mesh's
+   bounding box and its centre jittered by up to 40% of the free margin (the hand always stays
+   inside), rendered DIRECTLY at N x N with the crop's intrinsics: if the crop's top-left
+   corner is (x0, y0) and its side w in the full frame, k = N / w and the crop camera is
+   (fx k, fy k, (cx - x0) k, (cy - y0) k), i.e. x = fx' X / Z + cx' in the crop's continuous
+   pixel coordinates (pixel centres at i + 0.5).
+4. Image: a forearm leaves the picture from the template's forearm stub (skin, half the time
+   in a sleeve; not part of the labels). One rasterization per batch (the project's
+   `rendering.rasterize`, for visibility) gives the covered pixels, at which depth, normals,
+   albedo, specular strength and ambient occlusion (`appearance`) are interpolated with
+   perspective-correct barycentrics (`interpolate_covered`) and shaded. `mask` is the pixels
+   whose centre the hand covers, exactly `depth > 0` (where the forearm hides the hand, it is
+   not hand). Alpha is the coverage blurred by a 3 x 3 tent (3/4 and 1/4 on either side of a
+   straight edge, about what a box filter over the pixel gives), with the colour extended by
+   one pixel under the soft edge: the hand + forearm composited over a background
+   (`backgrounds`), then camera effects (a crop that spans fewer than N full-frame pixels
+   is resampled through that size, as a real one would be enlarged; sometimes blur, sometimes
+   sensor noise), make `image`; the hand alone with the hand's alpha makes `image_rgba`.
+
+Labels: joints_uv (crop pixels), joints_xyz and vertices_xyz (camera mm), the crop
+intrinsics, root depth, scale (middle MCP-PIP, mm), is_left, pose (P angles, degrees), shape
+(S factors) and camera: the rigid 4 x 4 transform from the posed hand's model frame to the
+camera frame, both in metres, so vertices_xyz = 1000 (camera[:3, :3] v + camera[:3, 3]) for
+the vertices v posed from pose and shape with `pose_hand` (no global rotation or translation).
+
+Datasets: sample g of a dataset seeded with s is drawn from `np.random.default_rng([s, g])`,
+so the same seed gives the same samples (and the same shard BYTES, whatever the number of
+workers) and a shard depends only on (seed, its index). `generate_dataset` writes
+`shards.write_shard` files (atomic) and an atomically updated `metadata.json`; rerunning it on
+the same folder with the same arguments writes only the shards that are missing. Workers are
+spawned processes with one TensorFlow thread each.
+
+Command line:
+  python -m handshape_tf.data.synthetic --num N --out DIR [--seed S] [--size 256]
+      [--workers 2] [--samples-per-shard 256] [--backgrounds DIR] [--preview]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import multiprocessing
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator, NamedTuple, Sequence
+
+import cv2
+import numpy as np
+
+from handshape_tf.assets.template import (
+    ROOT_KEYPOINT,
+    SCALE_BONE,
+    TEMPLATE_VERSION,
+    HandTemplate,
+    load_template,
+)
+from handshape_tf.data import appearance, shards
+from handshape_tf.data.backgrounds import BackgroundSource
+from handshape_tf.data.hand_poses import (
+    NUM_POSE_PARAMETERS,
+    POSE_PARAMETER_NAMES,
+    joint_positions,
+    palm_axes,
+    pose_rotations,
+    sample_pose,
+)
+from handshape_tf.data.hand_shapes import (
+    NUM_SHAPE_PARAMETERS,
+    SHAPE_PARAMETER_NAMES,
+    apply_shape,
+    sample_shape,
+    shape_template,
+)
+
+logger = logging.getLogger(__name__)
+
+GENERATOR_VERSION = 1  # bump whenever a seed's samples change (resuming checks it)
+RENDER_BATCH = 8
+MIN_IMAGE_SIZE = 32
+
+# Full-frame cameras: name, width, height, horizontal field of view range (degrees).
+CAMERA_MODELS = (
+    ("webcam_vga", 640, 480, (55.0, 78.0)),
+    ("webcam_hd", 1280, 720, (60.0, 78.0)),
+    ("realsense", 640, 480, (65.0, 72.0)),
+    ("phone", 1920, 1080, (60.0, 77.0)),
+)
+DISTANCE_MM = (250.0, 1000.0)  # camera to hand centre, log-uniform
+# Seen from the wrist, the camera is never within this angle of the forearm's axis: there the
+# forearm would come at the camera and hide the hand (or end in the picture).
+FOREARM_CONE_DEG = 50.0
+_MAX_VIEW_DRAWS = 1000
+CROP_MARGIN = (1.1, 1.5)  # crop side / larger side of the hand's bounding box
+CROP_JITTER = 0.4  # centre offset, as a fraction of the free margin on each side
+HAND_CENTRE_FRAME = 0.8  # the hand centre lands in this central fraction of the full frame
+PRINCIPAL_POINT_JITTER = 0.01  # SD, fraction of the frame size
+# Camera effects on `image` (not on `image_rgba`).
+BLUR_PROBABILITY = 0.25
+BLUR_SIGMA_PX = (0.3, 1.0)  # at 256 px
+NOISE_PROBABILITY = 0.7
+MIN_SOURCE_PIXELS = 16  # crops from fewer full-frame pixels are not resampled further
+NOISE_SIGMA = (0.002, 0.02)  # of full scale
+# A 3 x 3 tent filter: the anti-aliased alpha of the pixel-centre mask.
+_ALPHA_KERNEL = np.outer([1.0, 2.0, 1.0], [1.0, 2.0, 1.0]).astype(np.float32) / 16.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Sample parameters.
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleParams:
+    """Everything that determines one sample.
+
+    Attributes:
+      is_left: left hand (mirrored template).
+      shape: S shape factors (`hand_shapes.SHAPE_PARAMETER_NAMES`).
+      angles: P pose angles, degrees (`hand_poses.POSE_PARAMETER_NAMES`).
+      gesture: the gesture the pose was drawn from, or "random".
+      view: 3 unit vector from the hand towards the camera in the posed hand's palm frame
+        (distal, radial, palmar: `hand_poses.palm_axes`); palmar > 0 sees the palm.
+      roll: rotation about the optical axis, radians (0: fingers point up in the image).
+      distance_mm: camera centre to the centre of the hand's bounding box.
+      frame_size: (width, height) of the full frame, pixels.
+      frame_intrinsics: (fx, fy, cx, cy) of the full frame.
+      hand_pixel: (x, y) where the hand's centre projects in the full frame.
+      crop_margin: crop side / larger side of the projected mesh's bounding box.
+      crop_offset: (x, y) in [-1, 1], the crop centre's shift as a fraction of CROP_JITTER
+        times the free margin.
+      appearance_seed: seeds the skin, lights, background and camera effects.
+    """
+
+    is_left: bool
+    shape: np.ndarray
+    angles: np.ndarray
+    gesture: str
+    view: np.ndarray
+    roll: float
+    distance_mm: float
+    frame_size: tuple[int, int]
+    frame_intrinsics: np.ndarray
+    hand_pixel: np.ndarray
+    crop_margin: float
+    crop_offset: np.ndarray
+    appearance_seed: int
+
+
+def _sample_view(
+    rng: np.random.Generator, template: HandTemplate, rotations: np.ndarray, is_left: bool
+) -> tuple[np.ndarray, float]:
+    """A view direction (palm frame) and a distance (mm) that keep the camera out of the forearm cone.
+
+    The direction is uniform on the sphere and the distance log-uniform; draws that put the
+    camera within FOREARM_CONE_DEG of the forearm's axis as seen from the wrist are redrawn
+    (the camera looks at about the centre of the joints' bounding box, the wrist has no pose
+    parameter, so its posed frame is its rest frame with +z along the forearm).
+    """
+    joints = joint_positions(template, rotations)  # R x 3, model frame
+    axes = palm_axes(joints, is_left)
+    centre = 0.5 * (joints.min(axis=0) + joints.max(axis=0))
+    wrist = template.rest_transforms[0].astype(np.float64)
+    for _ in range(_MAX_VIEW_DRAWS):
+        height = rng.uniform(-1.0, 1.0)
+        azimuth = rng.uniform(0.0, 2.0 * np.pi)
+        view = np.array([height, np.sqrt(1 - height**2) * np.cos(azimuth), np.sqrt(1 - height**2) * np.sin(azimuth)])
+        distance = float(np.exp(rng.uniform(*np.log(DISTANCE_MM))))
+        to_camera = centre + distance / 1000.0 * (axes.T @ view) - wrist[:3, 3]
+        if to_camera @ wrist[:3, 2] < np.cos(np.radians(FOREARM_CONE_DEG)) * np.linalg.norm(to_camera):
+            return view, distance
+    raise RuntimeError(f"no view outside the forearm cone in {_MAX_VIEW_DRAWS} draws")
+
+
+def sample_params(rng: np.random.Generator, templates: dict[bool, HandTemplate]) -> SampleParams:
+    """Draws one sample's parameters (module docstring, steps 1-3).
+
+    Args:
+      rng: the random generator (the only source of randomness).
+      templates: {False: right template, True: left template} (rest pose, unshaped).
+
+    Returns:
+      SampleParams.
+    """
+    is_left = bool(rng.uniform() < 0.5)
+    shape = sample_shape(rng)
+    shaped = shape_template(templates[is_left], shape)
+    pose = sample_pose(rng, shaped)
+    view, distance = _sample_view(rng, shaped, pose.rotations, is_left)
+    _, width, height, fov = CAMERA_MODELS[int(rng.integers(len(CAMERA_MODELS)))]
+    focal = 0.5 * width / np.tan(np.radians(rng.uniform(*fov)) / 2)
+    centre = np.array([width, height]) / 2 + rng.normal(0, PRINCIPAL_POINT_JITTER, 2) * [width, height]
+    margin = (1.0 - HAND_CENTRE_FRAME) / 2
+    hand_pixel = rng.uniform(margin, 1.0 - margin, 2) * [width, height]
+    return SampleParams(
+        is_left=is_left,
+        shape=shape,
+        angles=pose.angles,
+        gesture=pose.gesture,
+        view=view,
+        roll=float(rng.uniform(-np.pi, np.pi)),
+        distance_mm=distance,
+        frame_size=(width, height),
+        frame_intrinsics=np.array([focal, focal, centre[0], centre[1]]),
+        hand_pixel=hand_pixel,
+        crop_margin=float(rng.uniform(*CROP_MARGIN)),
+        crop_offset=rng.uniform(-1.0, 1.0, 2),
+        appearance_seed=int(rng.integers(2**63)),
+    )
+
+
+def mirror_params(params: SampleParams) -> SampleParams:
+    """The mirror image of a sample: the other hand with the same shape, pose and view, seen by
+    a camera mirrored about its y-z plane (same appearance seed). Its camera-frame points are
+    the original's with x negated and its crop pixels x -> N - x."""
+    width = params.frame_size[0]
+    fx, fy, cx, cy = params.frame_intrinsics
+    return dataclasses.replace(
+        params,
+        is_left=not params.is_left,
+        roll=-params.roll,
+        frame_intrinsics=np.array([fx, fy, width - cx, cy]),
+        hand_pixel=np.array([width - params.hand_pixel[0], params.hand_pixel[1]]),
+        crop_offset=params.crop_offset * [-1.0, 1.0],
+    )
+
+
+def _rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """3 x 3 rotation taking unit vector a to unit vector b about their common normal (for
+    a = +-z when they are (anti)parallel)."""
+    axis = np.cross(a, b)
+    sine, cosine = np.linalg.norm(axis), float(a @ b)
+    if sine < 1e-12:  # parallel, or antiparallel: a half turn about an axis normal to a = +-z
+        return np.eye(3) if cosine > 0 else np.diag([1.0, -1.0, -1.0])
+    k = axis / sine
+    cross = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + sine * cross + (1 - cosine) * cross @ cross
+
+
+def camera_transform(params: SampleParams, joints: np.ndarray, vertices: np.ndarray) -> np.ndarray:
+    """4 x 4 rigid transform from the posed hand's model frame to the camera frame (metres).
+
+    Looks at the centre of the mesh's bounding box from `params.view` (palm frame) at
+    `params.distance_mm`, rolled by `params.roll`, then turned so that the centre projects at
+    `params.hand_pixel`.
+
+    Args:
+      params: the sample's parameters.
+      joints: R x 3 posed rig joints, model frame (for the palm axes).
+      vertices: V x 3 posed vertices, model frame.
+    """
+    axes = palm_axes(joints.astype(np.float64), params.is_left)  # rows: distal, radial, palmar
+    forward = -(axes.T @ params.view)  # camera z in the model frame
+    # Roll 0: the distal axis points up (-y) in the image; radial when looking along it.
+    reference = -axes[0] if abs(axes[0] @ forward) < 0.999 else axes[1]
+    down = reference - (reference @ forward) * forward
+    down /= np.linalg.norm(down)
+    right = np.cross(down, forward)
+    cos, sin = np.cos(params.roll), np.sin(params.roll)
+    look = np.stack([cos * right + sin * down, -sin * right + cos * down, forward])  # rows x, y, z
+    fx, fy, cx, cy = params.frame_intrinsics
+    ray = np.array([(params.hand_pixel[0] - cx) / fx, (params.hand_pixel[1] - cy) / fy, 1.0])
+    ray /= np.linalg.norm(ray)
+    rotation = _rotation_between(np.array([0.0, 0.0, 1.0]), ray) @ look
+    centre = 0.5 * (vertices.min(axis=0) + vertices.max(axis=0))
+    transform = np.eye(4)
+    transform[:3, :3] = rotation
+    transform[:3, 3] = params.distance_mm / 1000.0 * ray - rotation @ centre
+    return transform
+
+
+def crop_intrinsics(params: SampleParams, points_mm: np.ndarray, image_size: int) -> np.ndarray:
+    """4 crop intrinsics (fx, fy, cx, cy) of the square crop around points V x 3 (camera mm)."""
+    fx, fy, cx, cy = params.frame_intrinsics
+    x = fx * points_mm[:, 0] / points_mm[:, 2] + cx
+    y = fy * points_mm[:, 1] / points_mm[:, 2] + cy
+    low = np.array([x.min(), y.min()])
+    extent = np.array([x.max(), y.max()]) - low
+    side = extent.max() * params.crop_margin
+    centre = low + extent / 2 + params.crop_offset * CROP_JITTER * (side - extent) / 2
+    corner = centre - side / 2
+    k = image_size / side
+    return np.array([fx * k, fy * k, (cx - corner[0]) * k, (cy - corner[1]) * k])
+
+
+def project(points: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
+    """... x 2 pixel coordinates of camera-frame points ... x 3 (x = fx X / Z + cx)."""
+    fx, fy, cx, cy = np.asarray(intrinsics, np.float64)
+    points = np.asarray(points, np.float64)
+    return np.stack([fx * points[..., 0] / points[..., 2] + cx, fy * points[..., 1] / points[..., 2] + cy], -1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering.
+
+
+# Forearm: the template ends in a short forearm stub closed by a flat, slanted cap. The image
+# extends it out of the picture: rings of the stub's last cross-section (the cap's outline),
+# scaled as the forearm widens towards the elbow (wrist ~55 x 40 mm, mid-forearm ~70 x 55 mm
+# in adults), joined to the stub's own last ring so the skin runs on without a seam. Rings:
+# (distance from the wrist joint along the forearm, mm at shape scale 1; cross-section scale).
+_ARM_RINGS = ((40.0, 1.08), (120.0, 1.25), (260.0, 1.3))
+_CAP_MIN_DEPTH_MM = 4.0  # cap faces lie beyond this distance past the wrist joint ...
+_CAP_MIN_COSINE = 0.5  # ... and face along the forearm
+SLEEVE_PROBABILITY = 0.5
+_SLEEVE_START_MM = (30.0, 160.0)
+_SLEEVE_WIDTH = (1.15, 1.6)  # sleeve radius / forearm radius
+_SLEEVE_RINGS = 4
+_SLEEVE_POINTS = 20
+_ARM_NEAREST = 0.15  # the forearm is shortened to stay beyond this fraction of the hand distance
+
+
+def stub_cap(template: HandTemplate) -> tuple[np.ndarray, np.ndarray]:
+    """The forearm stub's end: its cap faces and their outline.
+
+    Returns:
+      (F bool: the cap's faces, beyond `_CAP_MIN_DEPTH_MM` past the wrist joint and facing
+      along the forearm; C vertex indices of the cap's outline, ordered counter-clockwise
+      about the forearm axis, i.e. from the wrist frame's x axis towards its y axis).
+
+    Raises:
+      ValueError: the template has no such cap, or its outline is not a single loop.
+    """
+    wrist = template.rest_transforms[0].astype(np.float64)
+    local = (template.vertices - wrist[:3, 3]) @ wrist[:3, :3]  # V x 3 in the wrist frame
+    corners = local[template.faces]  # F x 3 x 3
+    normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    cap = (corners[..., 2].min(axis=1) > _CAP_MIN_DEPTH_MM / 1000.0) & (normals[:, 2] > _CAP_MIN_COSINE)
+    edges = np.sort(template.faces[cap][:, [[0, 1], [1, 2], [2, 0]]].reshape(-1, 2), axis=1)
+    unique, counts = np.unique(edges, axis=0, return_counts=True)
+    outline = np.unique(unique[counts == 1])
+    if not cap.any() or len(outline) != int(np.sum(counts == 1)):
+        raise ValueError(f"the template's forearm stub has no single-loop end cap ({int(cap.sum())} cap faces)")
+    offsets = local[outline, :2] - local[outline, :2].mean(axis=0)
+    return cap, outline[np.argsort(np.arctan2(offsets[:, 1], offsets[:, 0]))]
+
+
+def _band_faces(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Triangles joining two rings of P vertex indices; outward when the rings run counter-
+    clockwise about the axis they advance along (first to second)."""
+    a, b = first, np.roll(first, -1)
+    c, d = second, np.roll(second, -1)
+    return np.concatenate([np.stack([a, b, c], 1), np.stack([b, d, c], 1)])
+
+
+def _fan_faces(ring: np.ndarray, centre: int) -> np.ndarray:
+    """Triangles closing a counter-clockwise ring with a centre vertex, facing along the axis."""
+    return np.stack([ring, np.roll(ring, -1), np.full(len(ring), centre)], 1)
+
+
+def _elliptic_rings(origin, axes, semi_axes, positions, radii, points) -> np.ndarray:
+    """K * points + 1 x 3 vertices of elliptical rings and the last ring's centre.
+
+    Args:
+      origin: 3 section centre at position 0.  axes: 3 x 3 rows x, y (section), z (axis).
+      semi_axes: 2 section semi-axes along x and y.  positions: K distances along z.
+      radii: K x points radius factors.  points: vertices per ring.
+    """
+    angle = 2 * np.pi * np.arange(points) / points
+    x = radii * semi_axes[0] * np.cos(angle)  # K x points
+    y = radii * semi_axes[1] * np.sin(angle)
+    z = np.broadcast_to(np.asarray(positions, np.float64)[:, None], x.shape)
+    rings = origin + x[..., None] * axes[0] + y[..., None] * axes[1] + z[..., None] * axes[2]
+    return np.concatenate([rings.reshape(-1, 3), [origin + positions[-1] * axes[2]]])
+
+
+class Scene(NamedTuple):
+    """The geometry of a batch of samples, before rasterization (A forearm and sleeve vertices).
+
+    Attributes:
+      model: B x (V + A) x 3 float64 hand, forearm and sleeve vertices, model frame, metres.
+      vertices: B x (V + A) x 3 float32 the same in the camera frame, mm.
+      normals: B x (V + A) x 3 float32 outward unit vertex normals, camera frame.
+      keypoints: B x J x 3 float64 camera frame, mm.
+      cameras: B x 4 x 4 camera-from-model transforms (metres).
+      intrinsics: B x 4 float64 crop intrinsics.
+      rngs: B random generators of the appearance (skin noise, lights, background, camera).
+      skins: B skins.
+    """
+
+    model: np.ndarray
+    vertices: np.ndarray
+    normals: np.ndarray
+    keypoints: np.ndarray
+    cameras: np.ndarray
+    intrinsics: np.ndarray
+    rngs: list
+    skins: list
+
+
+class HandRenderer:
+    """Renders batches of `SampleParams` into shard samples (module docstring, steps 1-4).
+
+    The image also shows a forearm (skin coloured, half the time in a sleeve) leaving the
+    picture; it is not part of the labels, and where it hides the hand the hand is not in
+    `mask` / `depth` / `image_rgba`.
+
+    Args:
+      image_size: N, the square output size in pixels.
+      backgrounds: where backgrounds come from (default: procedural `BackgroundSource()`).
+
+    Attributes:
+      image_size, backgrounds: as given.
+      templates: {False: right, True: left} hand templates.
+    """
+
+    def __init__(self, image_size: int = 256, backgrounds: BackgroundSource | None = None):
+        import tensorflow as tf
+
+        from handshape_tf.geometry.skinning import pose_hand
+        from handshape_tf.rendering import rasterize, vertex_normals
+
+        _check_positive_int("image_size", image_size, MIN_IMAGE_SIZE)
+        self.image_size = int(image_size)
+        self.backgrounds = backgrounds if backgrounds is not None else BackgroundSource()
+        right = load_template()
+        self.templates = {False: right, True: right.mirrored()}
+        hand = right.num_vertices
+        cap, outline = stub_cap(right)
+        self._outline = outline
+        # Extra vertices after the hand's: forearm rings + end centre, then sleeve rings + end centre.
+        ring = len(outline)
+        arm = [hand + k * ring + np.arange(ring) for k in range(len(_ARM_RINGS))]
+        arm_centre = hand + len(_ARM_RINGS) * ring
+        sleeve_start = arm_centre + 1
+        sleeve = [sleeve_start + k * _SLEEVE_POINTS + np.arange(_SLEEVE_POINTS) for k in range(_SLEEVE_RINGS)]
+        self._num_hand_vertices = hand
+        self._num_hand_faces = len(right.faces)
+        self._sleeve_start = sleeve_start
+        extra_faces = [_band_faces(a, b) for a, b in zip([outline] + arm[:-1], arm)]
+        extra_faces += [_fan_faces(arm[-1], arm_centre)]
+        extra_faces += [_band_faces(a, b) for a, b in zip(sleeve[:-1], sleeve[1:])]
+        extra_faces += [_fan_faces(sleeve[-1], sleeve[-1][-1] + 1)]
+        faces = np.concatenate([right.faces] + extra_faces).astype(np.int32)
+        # The stub's cap ends up inside the forearm; leaving it out of the normals keeps the
+        # outline's normals those of a continuing tube.
+        shading_faces = faces[np.concatenate([~cap, np.ones(len(faces) - len(cap), bool)])]
+        self._faces = faces
+        regions = appearance.skin_regions(right)  # vertex order is shared by both hands
+        arm_palmar = np.append(np.tile(regions.palmar[outline], len(_ARM_RINGS)), regions.palmar[outline].mean())
+        zeros = np.zeros(hand + len(arm_palmar), np.float32)
+        self._regions = appearance.SkinRegions(
+            palmar=np.concatenate([regions.palmar, arm_palmar]).astype(np.float32),
+            nail=np.concatenate([regions.nail, zeros[hand:]]),
+            knuckle=np.concatenate([regions.knuckle, zeros[hand:]]),
+        )  # hand and forearm
+        self._occluders = appearance.occluder_vertices(right)
+        size = self.image_size
+
+        @tf.function(reduce_retracing=True)
+        def pose(rest_vertices, rest_transforms, rotations):
+            posed = pose_hand(right, rotations, rest_vertices=rest_vertices, rest_transforms=rest_transforms)
+            return posed.vertices, posed.keypoints, posed.joints
+
+        @tf.function(reduce_retracing=True)
+        def normals(vertices):
+            return vertex_normals(vertices, shading_faces)
+
+        @tf.function(reduce_retracing=True)
+        def render(vertices, intrinsics):
+            return rasterize(vertices, faces, intrinsics, (size, size)).triangle_ids
+
+        self._pose, self._normals, self._render = pose, normals, render
+
+    def _forearm(
+        self, params: SampleParams, rest_vertices: np.ndarray, rest_transforms: np.ndarray,
+        camera: np.ndarray, rng: np.random.Generator,
+    ) -> np.ndarray:  # fmt: skip
+        """Forearm and sleeve vertices (A x 3, model frame, metres) of one posed hand.
+
+        The wrist has no pose parameter, so its posed frame is its (shaped) rest frame: +z
+        along the forearm, +y out of the back of the hand, and the stub is where the rest
+        mesh has it. The forearm is shortened if it would come nearer the camera than
+        `_ARM_NEAREST` x the hand's distance; without a sleeve the sleeve's vertices are hidden
+        inside the forearm.
+        """
+        wrist = rest_transforms[0].astype(np.float64)
+        axes = wrist[:3, :3].T  # rows: the wrist's x, y, z axes
+        scale = float(params.shape[0])
+        outline = (rest_vertices[self._outline] - wrist[:3, 3]) @ axes.T  # C x 3 in the wrist frame
+        centre = outline[:, :2].mean(axis=0)
+        offsets = outline[:, :2] - centre  # C x 2
+        positions = np.array([r[0] for r in _ARM_RINGS]) / 1000.0 * scale
+        widths = np.array([r[1] for r in _ARM_RINGS])
+        # Keep the far end in front of the camera: the nearest point of the widest ring.
+        direction = camera[:3, :3] @ axes[2]
+        origin = wrist[:3, 3] + centre @ axes[:2]
+        start = camera[:3, :3] @ origin + camera[:3, 3]
+        reach = widths.max() * _SLEEVE_WIDTH[1] * np.abs(offsets).max()
+        if direction[2] < 0:
+            room = start[2] - _ARM_NEAREST * params.distance_mm / 1000.0 - reach
+            limit = max(room / -direction[2], 2.0 * outline[:, 2].max())
+            positions = np.minimum(positions, limit * positions / positions[-1])
+        section = centre + widths[:, None, None] * offsets  # K x C x 2
+        rings = (
+            wrist[:3, 3] + section[..., :1] * axes[0] + section[..., 1:] * axes[1] + positions[:, None, None] * axes[2]
+        )
+        arm = np.concatenate([rings.reshape(-1, 3), [origin + positions[-1] * axes[2]]])
+        semi = np.abs(offsets).max(axis=0)
+        # Rings run counter-clockwise about the forearm on a right hand and, mirrored, clockwise
+        # on a left one, like the outline (so one face winding serves both, see `scene`).
+        ring_axes = axes * np.array([[-1.0], [1.0], [1.0]]) if params.is_left else axes
+        if rng.uniform() < SLEEVE_PROBABILITY:
+            begin = min(rng.uniform(*_SLEEVE_START_MM) / 1000.0 * scale, 0.8 * positions[-1])
+            along = np.linspace(begin, positions[-1], _SLEEVE_RINGS)
+            width = rng.uniform(*_SLEEVE_WIDTH) * np.interp(along, positions, widths)
+            folds = 1.0 + rng.uniform(0.0, 0.06) * rng.standard_normal((_SLEEVE_RINGS, _SLEEVE_POINTS))
+            sleeve = _elliptic_rings(origin, ring_axes, semi, along, width[:, None] * folds, _SLEEVE_POINTS)
+        else:
+            along = np.linspace(positions[0], positions[-1], _SLEEVE_RINGS)
+            sleeve = _elliptic_rings(origin, ring_axes, semi, along, np.full((_SLEEVE_RINGS, 1), 0.5), _SLEEVE_POINTS)
+        return np.concatenate([arm, sleeve])
+
+    def scene(self, params: Sequence[SampleParams]) -> Scene:
+        """Poses, frames and lights up the geometry of a batch (everything but the pixels).
+
+        Args:
+          params: B sample parameters.
+
+        Returns:
+          Scene (see there).
+        """
+        size = self.image_size
+        hand = self._num_hand_vertices
+        rest = [apply_shape(self.templates[p.is_left], p.shape) for p in params]
+        rotations = np.stack([pose_rotations(p.angles, self.templates[p.is_left]) for p in params])  # B x R x 3 x 3
+        vertices, keypoints, joints = (
+            t.numpy().astype(np.float64)
+            for t in self._pose(np.stack([r[0] for r in rest]), np.stack([r[1] for r in rest]), rotations)
+        )  # model frame, metres
+        cameras = np.stack([camera_transform(p, j, v) for p, j, v in zip(params, joints, vertices)])  # B x 4 x 4
+        rngs = [np.random.default_rng(p.appearance_seed) for p in params]
+        skins = [appearance.sample_skin(rng) for rng in rngs]
+        arms = np.stack([self._forearm(p, r[0], r[1], c, g) for p, r, c, g in zip(params, rest, cameras, rngs)])
+        model = np.concatenate([vertices, arms], axis=1)  # B x (V + A) x 3
+
+        def to_camera_mm(points):
+            return 1000.0 * (np.einsum("bij,bvj->bvi", cameras[:, :3, :3], points) + cameras[:, None, :3, 3])
+
+        camera_mm = to_camera_mm(model)
+        intrinsics = np.stack([crop_intrinsics(p, v[:hand], size) for p, v in zip(params, camera_mm)])  # B x 4
+        camera_mm = camera_mm.astype(np.float32)
+        # The faces are the right hand's; a mirrored (left) mesh with them turns inside out,
+        # which only flips the sign of the area-weighted normals.
+        outward = np.where([p.is_left for p in params], -1.0, 1.0).astype(np.float32)[:, None, None]
+        normals = self._normals(camera_mm).numpy() * outward
+        return Scene(
+            model=model, vertices=camera_mm, normals=normals, keypoints=to_camera_mm(keypoints), cameras=cameras,
+            intrinsics=intrinsics, rngs=rngs, skins=skins,
+        )  # fmt: skip
+
+    def render(self, params: Sequence[SampleParams]) -> list[dict[str, Any]]:
+        """Shard samples (`handshape_tf.data.shards` schema) for a batch of parameters.
+
+        Args:
+          params: B sample parameters (render in batches of about `RENDER_BATCH`).
+
+        Returns:
+          B dicts with image, image_rgba, mask, depth, joints_uv, joints_xyz, vertices_xyz,
+          intrinsics, root_depth, scale, is_left, pose, shape, camera (and gesture, tone: not
+          stored in shards).
+        """
+        if not params:
+            return []
+        size = self.image_size
+        hand = self._num_hand_vertices
+        scene = self.scene(params)
+        everything, everything_mm, normals, intrinsics = scene.model, scene.vertices, scene.normals, scene.intrinsics
+        rngs, skins, keypoints_mm, cameras = scene.rngs, scene.skins, scene.keypoints, scene.cameras
+        occlusion = np.ones(everything_mm.shape[:2], np.float32)
+        occlusion[:, :hand] = appearance.ambient_occlusion(
+            everything_mm[:, :hand], normals[:, :hand], self._occluders, self._faces[: self._num_hand_faces]
+        )
+        albedo = np.empty_like(everything_mm)
+        specular = np.empty(everything_mm.shape[:2], np.float32)
+        skin_end = self._sleeve_start
+        for b, (rng, skin) in enumerate(zip(rngs, skins)):
+            albedo[b, :skin_end], specular[b, :skin_end] = appearance.skin_albedo(
+                rng, skin, self._regions, everything[b, :skin_end]
+            )
+            albedo[b, skin_end:], specular[b, skin_end:] = appearance.cloth_albedo(rng, everything[b, skin_end:])
+        attributes = np.concatenate(
+            [everything_mm[..., 2:], normals, albedo, specular[..., None], occlusion[..., None]], axis=-1
+        )  # B x (V + A) x 9: z, normal, albedo, specular, occlusion
+        triangles = self._render(everything_mm, intrinsics.astype(np.float32)).numpy()  # B x N x N
+        batch, pixel_rows, pixel_columns, values = interpolate_covered(
+            everything_mm, self._faces, triangles, intrinsics, attributes
+        )
+        bounds = np.searchsorted(batch, np.arange(len(params) + 1))
+
+        samples = []
+        for b, p in enumerate(params):
+            rng = rngs[b]
+            lighting = appearance.sample_lighting(rng, skins[b])
+            rows, columns = pixel_rows[bounds[b] : bounds[b + 1]], pixel_columns[bounds[b] : bounds[b + 1]]
+            here = values[bounds[b] : bounds[b + 1]]  # covered pixels x 9
+            covered = triangles[b] >= 0
+            mask = covered & (triangles[b] < self._num_hand_faces)
+            depth = np.zeros((size, size), np.float32)
+            depth[rows, columns] = here[:, 0]
+            depth[~mask] = 0.0
+            colour = np.zeros((size, size, 3), np.float32)
+            colour[rows, columns] = self._shade(rows, columns, here, intrinsics[b], lighting)
+            everything_colour, everything_alpha = _soft_edges(colour, covered)
+            hand_colour, hand_alpha = _soft_edges(colour, mask)
+            background = self.backgrounds.sample(rng, size).astype(np.float32) / 255.0
+            alpha = everything_alpha[..., None]
+            source_pixels = size * p.frame_intrinsics[0] / intrinsics[b, 0]  # the crop's side in the full frame
+            image = _camera_effects(rng, everything_colour * alpha + background * (1.0 - alpha), source_pixels)
+            joints_xyz = keypoints_mm[b]
+            samples.append(
+                {
+                    "image": _to_uint8(image),
+                    "image_rgba": np.concatenate([_to_uint8(hand_colour), _to_uint8(hand_alpha[..., None])], axis=-1),
+                    "mask": mask,
+                    "depth": depth,
+                    "joints_uv": project(joints_xyz, intrinsics[b]).astype(np.float32),
+                    "joints_xyz": joints_xyz.astype(np.float32),
+                    "vertices_xyz": everything_mm[b, :hand],
+                    "intrinsics": intrinsics[b].astype(np.float32),
+                    "root_depth": np.float32(joints_xyz[ROOT_KEYPOINT, 2]),
+                    "scale": np.float32(np.linalg.norm(joints_xyz[SCALE_BONE[0]] - joints_xyz[SCALE_BONE[1]])),
+                    "is_left": p.is_left,
+                    "pose": np.asarray(p.angles, np.float32),
+                    "shape": np.asarray(p.shape, np.float32),
+                    "camera": cameras[b].astype(np.float32),
+                    "gesture": p.gesture,
+                    "tone": skins[b].tone,
+                }
+            )
+        return samples
+
+    @staticmethod
+    def _shade(
+        rows: np.ndarray, columns: np.ndarray, values: np.ndarray, intrinsics: np.ndarray,
+        lighting: appearance.Lighting,
+    ) -> np.ndarray:  # fmt: skip
+        """M x 3 sRGB colours in [0, 1] of covered pixels.
+
+        Args:
+          rows, columns: M pixel indices.
+          values: M x 9 interpolated z, normal, albedo, specular, occlusion.
+          intrinsics: 4 crop intrinsics.
+          lighting: the lights.
+        """
+        fx, fy, cx, cy = intrinsics
+        view = -np.stack([(columns + 0.5 - cx) / fx, (rows + 0.5 - cy) / fy, np.ones(len(rows))], axis=1)
+        view /= np.linalg.norm(view, axis=1, keepdims=True)
+        normals = values[:, 1:4] / np.maximum(np.linalg.norm(values[:, 1:4], axis=1, keepdims=True), 1e-6)
+        # Surfaces seen from behind (the inside of a sleeve) are lit as their visible side.
+        normals *= np.where(np.sum(normals * view, axis=1, keepdims=True) < 0, -1.0, 1.0)
+        radiance = appearance.shade(
+            normals, view, values[:, 4:7], values[:, 7], np.clip(values[:, 8], 0.0, 1.0), lighting
+        )
+        return appearance.linear_to_srgb(radiance)
+
+
+def interpolate_covered(
+    vertices: np.ndarray, faces: np.ndarray, triangle_ids: np.ndarray, intrinsics: np.ndarray, attributes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Perspective-correct interpolation of vertex attributes at the covered pixel centres.
+
+    The ray from the camera centre through a pixel centre, direction d = ((i + 0.5 - cx) / fx,
+    (j + 0.5 - cy) / fy, 1), meets triangle (P0, P1, P2) at the point whose barycentric
+    coordinates are proportional to the triple products d . (P_j x P_k), (i, j, k) cyclic. The
+    cross products belong to the triangle, so a pixel costs one 3 x 3 product: the same
+    coordinates as `handshape_tf.rendering.rasterize`'s (the tests compare them), without
+    filling whole images.
+
+    Args:
+      vertices: B x V x 3 camera-frame positions.
+      faces: F x 3 triangles.
+      triangle_ids: B x N x N visible triangle per pixel (-1: none), from `rasterize`.
+      intrinsics: B x 4 (fx, fy, cx, cy).
+      attributes: B x V x K per-vertex values.
+
+    Returns:
+      (batch M, rows M, columns M, values M x K float32) of the M covered pixels, batch-major.
+    """
+    num_batch, num_vertices = vertices.shape[:2]
+    height, width = triangle_ids.shape[1:]
+    flat = triangle_ids.reshape(-1)
+    covered = np.flatnonzero(flat >= 0)
+    triangles = flat[covered]
+    batch, pixel = np.divmod(covered, height * width)
+    rows, columns = np.divmod(pixel, width)
+    corners = np.asarray(vertices, np.float64)[:, faces]  # B x F x 3 x 3
+    cross = np.cross(np.roll(corners, -1, axis=2), np.roll(corners, -2, axis=2))  # B x F x 3 x 3: P_j x P_k
+    cross = np.take(cross.reshape(-1, 9), batch * len(faces) + triangles, axis=0).reshape(-1, 3, 3)  # M x 3 x 3
+    fx, fy, cx, cy = np.asarray(intrinsics, np.float64).T
+    ray_x = (columns + 0.5 - cx[batch]) / fx[batch]
+    ray_y = (rows + 0.5 - cy[batch]) / fy[batch]
+    weights = cross[:, :, 0] * ray_x[:, None] + cross[:, :, 1] * ray_y[:, None] + cross[:, :, 2]  # M x 3
+    weights /= weights.sum(axis=1, keepdims=True)
+    corner_ids = np.take(faces, triangles, axis=0) + (batch * num_vertices)[:, None]  # M x 3
+    flat_attributes = np.asarray(attributes, np.float32).reshape(num_batch * num_vertices, -1)
+    corner_values = np.take(flat_attributes, corner_ids, axis=0)  # M x 3 x K
+    values = np.einsum("mi,mik->mk", weights.astype(np.float32), corner_values)
+    return batch, rows, columns, values
+
+
+def _soft_edges(colour: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Anti-aliased alpha of a pixel-centre mask and the colour under its soft edge.
+
+    Args:
+      colour: N x N x 3, valid where `mask`.
+      mask: N x N bool.
+
+    Returns:
+      (N x N x 3 colour: `colour` inside the mask, the mean of the covered neighbours in the
+      one-pixel band outside it, 0 elsewhere; N x N alpha, the mask blurred by a 3 x 3 tent).
+    """
+    coverage = mask.astype(np.float32)
+    alpha = cv2.filter2D(coverage, -1, _ALPHA_KERNEL, borderType=cv2.BORDER_CONSTANT)
+    inside = colour * coverage[..., None]
+    spread = cv2.filter2D(inside, -1, _ALPHA_KERNEL, borderType=cv2.BORDER_CONSTANT)
+    outside = ~mask & (alpha > 0)
+    inside[outside] = spread[outside] / alpha[outside, None]
+    return inside, alpha
+
+
+def _camera_effects(rng: np.random.Generator, image: np.ndarray, source_pixels: float) -> np.ndarray:
+    """What a real crop of the full frame would look like (N x N x 3 float in [0, 1]).
+
+    A crop that spans fewer than N pixels of the full frame is enlarged from them: the image
+    is resampled through that size (area down, bilinear up), with the sensor noise added at
+    the source size. Sometimes a slight blur (focus, motion) and sometimes noise.
+
+    Args:
+      rng: the random generator.
+      image: N x N x 3.
+      source_pixels: the crop's side in full-frame pixels.
+    """
+    size = image.shape[0]
+    if rng.uniform() < BLUR_PROBABILITY:
+        image = cv2.GaussianBlur(image, (0, 0), rng.uniform(*BLUR_SIGMA_PX) * size / 256)
+    source = int(round(source_pixels))
+    if MIN_SOURCE_PIXELS <= source < size:
+        image = cv2.resize(image, (source, source), interpolation=cv2.INTER_AREA)
+    if rng.uniform() < NOISE_PROBABILITY:
+        image = image + np.float32(rng.uniform(*NOISE_SIGMA)) * rng.standard_normal(image.shape, dtype=np.float32)
+    if image.shape[0] != size:
+        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+    return image
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------
+# Datasets.
+
+
+def _check_positive_int(name: str, value: Any, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} is {value!r}; expected an int >= {minimum}")
+
+
+def sample_rng(seed: int, index: int) -> np.random.Generator:
+    """The random generator of sample `index` of a dataset seeded with `seed`."""
+    return np.random.default_rng([int(seed), int(index)])
+
+
+def render_range(renderer: HandRenderer, seed: int, start: int, count: int) -> Iterator[dict[str, Any]]:
+    """Samples start .. start + count - 1 of the dataset seeded with `seed`, rendered in batches."""
+    for first in range(start, start + count, RENDER_BATCH):
+        indices = range(first, min(first + RENDER_BATCH, start + count))
+        yield from renderer.render([sample_params(sample_rng(seed, i), renderer.templates) for i in indices])
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardTask:
+    """One shard to render: samples start .. start + count - 1 of the dataset seeded with `seed`,
+    written to `folder` / `shards.shard_name(index, num_shards)`, backgrounds from the folder
+    `backgrounds` (None: procedural)."""
+
+    folder: str
+    index: int
+    num_shards: int
+    start: int
+    count: int
+    seed: int
+    image_size: int
+    backgrounds: str | None
+
+
+_WORKER_RENDERERS: dict[tuple[int, str | None], HandRenderer] = {}
+
+
+def _init_worker() -> None:
+    """Spawned worker: one TensorFlow and OpenCV thread (deterministic, no oversubscription)."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    cv2.setNumThreads(1)
+
+
+class ShardResult(NamedTuple):
+    """A written shard: its index, samples, unreadable backgrounds skipped while rendering it,
+    and the CPU seconds its process spent on it."""
+
+    index: int
+    count: int
+    skipped_backgrounds: int
+    cpu_seconds: float
+
+
+def _run_shard(task: ShardTask) -> ShardResult:
+    """Renders and writes one shard."""
+    start = time.process_time()
+    key = (task.image_size, task.backgrounds)
+    renderer = _WORKER_RENDERERS.get(key)
+    if renderer is None:
+        renderer = HandRenderer(task.image_size, BackgroundSource(task.backgrounds))
+        _WORKER_RENDERERS[key] = renderer
+    skipped = renderer.backgrounds.num_skipped
+    path = Path(task.folder) / shards.shard_name(task.index, task.num_shards)
+    count = shards.write_shard(path, render_range(renderer, task.seed, task.start, task.count))
+    return ShardResult(task.index, count, renderer.backgrounds.num_skipped - skipped, time.process_time() - start)
+
+
+@contextlib.contextmanager
+def _single_threaded_children() -> Iterator[None]:
+    """Sets BLAS/OpenMP thread counts to 1 for processes spawned inside (not overriding the user's)."""
+    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    added = [name for name in names if name not in os.environ]
+    for name in added:
+        os.environ[name] = "1"
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
+def _prepare_folder(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"output folder {out_dir} is a file; expected a folder (or a path to create)")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise PermissionError(f"output folder {out_dir} is not writable ({error.strerror or error})") from None
+
+
+def _dataset_config(num_samples, seed, image_size, samples_per_shard, backgrounds) -> dict[str, Any]:
+    template = load_template()
+    return {
+        "generator": "handshape_tf.data.synthetic",
+        "generator_version": GENERATOR_VERSION,
+        "template_version": TEMPLATE_VERSION,
+        "seed": int(seed),
+        "num_samples": int(num_samples),
+        "samples_per_shard": int(samples_per_shard),
+        "image_size": int(image_size),
+        "backgrounds": None if backgrounds is None else str(Path(backgrounds).expanduser().resolve()),
+        "num_vertices": int(template.num_vertices),
+        "pose_size": NUM_POSE_PARAMETERS,
+        "shape_size": NUM_SHAPE_PARAMETERS,
+        "pose_parameters": list(POSE_PARAMETER_NAMES),
+        "shape_parameters": list(SHAPE_PARAMETER_NAMES),
+        "depth_unit_mm": shards.DEPTH_UNIT_MM,
+        "camera_convention": "OpenCV: x right, y down, z forward, mm; pixel centres at i + 0.5",
+    }
+
+
+def generate_dataset(
+    out_dir: str | Path,
+    num_samples: int,
+    *,
+    seed: int = 0,
+    image_size: int = 256,
+    workers: int = 2,
+    samples_per_shard: int = 256,
+    progress: bool = True,
+    backgrounds: str | Path | None = None,
+) -> dict[str, Any]:
+    """Renders a synthetic dataset into shards (resumable; see the module docstring).
+
+    Args:
+      out_dir: the dataset folder (created if needed).
+      num_samples: number of samples, > 0.
+      seed: dataset seed, >= 0.
+      image_size: square crop size N in pixels (>= 32).
+      workers: processes rendering shards in parallel (spawned, 1 TF thread each); 0 renders
+        in this process (for tests and debugging; the samples are the same).
+      samples_per_shard: samples per shard file (the last one may be smaller).
+      progress: show a tqdm progress bar.
+      backgrounds: a folder of photos to crop backgrounds from, or None for procedural ones.
+
+    Returns:
+      The metadata written to `metadata.json` (counts, seed, generator version, image size,
+      the complete shards and their sample counts).
+
+    Raises:
+      ValueError: num_samples, seed, image_size, samples_per_shard or workers out of range, or the
+        folder holds a dataset generated with other arguments.
+      NotADirectoryError: out_dir is a file.  PermissionError: out_dir is not writable.
+      BackgroundError: the background folder is missing or holds no images.
+    """
+    _check_positive_int("num_samples", num_samples)
+    _check_positive_int("seed", seed, 0)
+    _check_positive_int("image_size", image_size, MIN_IMAGE_SIZE)
+    _check_positive_int("samples_per_shard", samples_per_shard)
+    _check_positive_int("workers", workers, 0)
+    if backgrounds is not None:
+        BackgroundSource(backgrounds)  # fails now on a missing or empty folder
+    out_dir = Path(out_dir).expanduser()
+    _prepare_folder(out_dir)
+
+    config = _dataset_config(num_samples, seed, image_size, samples_per_shard, backgrounds)
+    num_shards = math.ceil(num_samples / samples_per_shard)
+    names = [shards.shard_name(i, num_shards) for i in range(num_shards)]
+    counts = {name: min(samples_per_shard, num_samples - i * samples_per_shard) for i, name in enumerate(names)}
+    _check_existing(out_dir, config)
+    # Shard files are renamed into place only when complete, so any present file is complete.
+    done = {name for name in names if (out_dir / name).is_file()}
+
+    def metadata() -> dict[str, Any]:
+        complete = sorted(done)
+        return {
+            "format_version": shards.FORMAT_VERSION,
+            **config,
+            "num_shards": num_shards,
+            "shards": complete,
+            "shard_counts": {name: counts[name] for name in complete},
+            "num_complete_samples": int(sum(counts[name] for name in complete)),
+            "complete": len(complete) == num_shards,
+        }
+
+    shards.write_metadata(out_dir, metadata())
+    tasks = [
+        ShardTask(str(out_dir), i, num_shards, i * samples_per_shard, counts[name], int(seed), int(image_size),
+                   config["backgrounds"])
+        for i, name in enumerate(names)
+        if name not in done
+    ]  # fmt: skip
+    if not tasks:
+        logger.info("%s: all %d shards present; nothing to do", out_dir, num_shards)
+        return metadata()
+    logger.info("%s: rendering %d of %d shards (%d samples) with %d workers", out_dir, len(tasks), num_shards,
+                sum(t.count for t in tasks), workers)  # fmt: skip
+
+    from tqdm import tqdm
+
+    skipped = 0
+    with tqdm(total=num_samples, initial=num_samples - sum(t.count for t in tasks), unit="sample",
+              disable=not progress, desc="rendering") as bar:  # fmt: skip
+        for result in render_shards(tasks, workers):
+            done.add(names[result.index])
+            skipped += result.skipped_backgrounds
+            shards.write_metadata(out_dir, metadata())
+            bar.update(result.count)
+    if skipped:
+        logger.warning("%d unreadable background images were skipped", skipped)
+    return metadata()
+
+
+def render_shards(tasks: Sequence[ShardTask], workers: int) -> Iterator[ShardResult]:
+    """Renders and writes shards, in this process (workers = 0) or in `workers` spawned processes
+    with one TensorFlow thread each. Yields a ShardResult as each shard completes."""
+    if workers == 0:
+        for task in tasks:
+            yield _run_shard(task)
+        return
+    context = multiprocessing.get_context("spawn")
+    with _single_threaded_children():
+        pool = context.Pool(min(workers, len(tasks)), initializer=_init_worker)
+    try:
+        yield from pool.imap_unordered(_run_shard, tasks)
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+def _check_existing(out_dir: Path, config: dict[str, Any]) -> None:
+    """Raises ValueError if out_dir holds a dataset made with other arguments."""
+    path = out_dir / shards.METADATA
+    if not path.is_file():
+        stray = sorted(p.name for p in out_dir.glob("shard-*.tfrecord"))
+        if stray:
+            raise ValueError(f"{out_dir} holds shard files ({stray[0]}, ...) but no {shards.METADATA}; "
+                             "expected an empty folder or one made by this generator")  # fmt: skip
+        return
+    try:
+        existing = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); delete the folder or choose another") from None
+    different = {
+        key: (existing.get(key), value)
+        for key, value in config.items()
+        if key in ("generator_version", "template_version", "seed", "num_samples", "samples_per_shard",
+                   "image_size", "backgrounds") and existing.get(key) != value
+    }  # fmt: skip
+    if different:
+        detail = ", ".join(f"{key}: folder has {old!r}, requested {new!r}" for key, (old, new) in different.items())
+        raise ValueError(f"{out_dir} holds a dataset generated with other arguments ({detail}); "
+                         "rerun with the same arguments to resume it, or choose a new folder")  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line.
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m handshape_tf.data.synthetic", description=__doc__.split("\n")[0])
+    parser.add_argument("--num", type=int, required=True, help="number of samples")
+    parser.add_argument("--out", type=Path, required=True, help="dataset folder (created; resumed if present)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", type=int, default=256, help="crop size in pixels")
+    parser.add_argument("--workers", type=int, default=2, help="parallel processes (0: this process)")
+    parser.add_argument("--samples-per-shard", type=int, default=256)
+    parser.add_argument("--backgrounds", type=Path, default=None, help="folder of photos for backgrounds")
+    parser.add_argument("--preview", action="store_true", help="also write DIR/preview.png (a contact sheet)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        metadata = generate_dataset(
+            args.out, args.num, seed=args.seed, image_size=args.size, workers=args.workers,
+            samples_per_shard=args.samples_per_shard, progress=not args.quiet, backgrounds=args.backgrounds,
+        )  # fmt: skip
+    except (ValueError, OSError) as error:
+        parser.exit(2, f"error: {error}\n")
+    logger.info("%s: %d samples in %d shards", args.out, metadata["num_complete_samples"], len(metadata["shards"]))
+    if args.preview:
+        from handshape_tf.data.preview import write_preview
+
+        path = write_preview(args.out, args.out / "preview.png")
+        logger.info("preview: %s", path)
+    return 0
+
+
+if __name__ == "__main__":
+    # Run the imported module's main, so spawned workers unpickle functions by their real name.
+    from handshape_tf.data.synthetic import main as _main
+
+    sys.exit(_main())
