@@ -1,0 +1,123 @@
+"""The LiteRT demo: runs without TensorFlow, writes annotated images and videos, explains missing assets."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import keras
+import numpy as np
+import pytest
+
+from export import common, tflite
+from handshape_tf import ModelConfig, build_model
+from mobile_demo import demo, make_assets
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_tflite(tmp_path_factory):
+    """A tiny float32 .tflite model whose mesh spreads over the crop (u, v around 0.5)."""
+    keras.utils.set_random_seed(0)
+    model = build_model(ModelConfig.preset("tiny"))
+    kernel, bias = [w for w in model.get_layer("mesh_decoder").weights if w.shape[-1] == 3 and w.trainable]
+    kernel.assign(kernel.numpy() * 20.0)
+    bias.assign([0.5, 0.5, 0.0])
+    path = tmp_path_factory.mktemp("model") / "tiny.tflite"
+    path.write_bytes(tflite.convert_keras(common.export_twin(model)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+    """A 160 x 120 BGR test picture: a skin-coloured blob on a grey-blue background."""
+    image = np.full((120, 160, 3), (90, 70, 50), np.uint8)
+    cv2.ellipse(image, (80, 60), (30, 45), 15, 0, 360, (140, 170, 220), -1)
+    path = tmp_path_factory.mktemp("images") / "hand.png"
+    cv2.imwrite(str(path), image)
+    return path
+
+
+def _run_demo(*args, cwd=REPO):
+    return subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "mobile_demo", *map(str, args)],
+        cwd=cwd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+
+
+def _imported(stderr: str) -> set[str]:
+    """Top-level module names from `python -X importtime` output."""
+    names = set()
+    for line in stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            names.add(line.rsplit("|", 1)[1].strip().split(".")[0])
+    return names
+
+
+def test_demo_annotates_an_image_without_importing_tensorflow(tiny_tflite, photo, tmp_path):
+    result = _run_demo("--model", tiny_tflite, "--images", photo, "--out", tmp_path, "--benchmark", "--runs", "3",
+                       "--threads", "1")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    imported = _imported(result.stderr)
+    assert {"ai_edge_litert", "cv2", "mobile_demo"} <= imported
+    assert not imported & {"tensorflow", "keras", "tf2onnx", "onnxruntime"}
+    written = cv2.imread(str(tmp_path / "hand_overlay.png"))
+    original = cv2.imread(str(photo))
+    assert written.shape == original.shape
+    changed = np.any(written != original, axis=2)
+    assert changed.mean() > 0.02  # mesh, skeleton, box and frame-rate text
+    assert changed[:20, :].any()  # the frame-rate line at the top
+    stages = [line.split()[0] for line in result.stdout.splitlines()[2:6]]
+    assert stages == ["pre_post", "inference", "draw", "total"]
+    assert "frames/s end to end" in result.stdout
+
+
+def test_demo_writes_an_annotated_video(tiny_tflite, tmp_path):
+    clip = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (96, 64))
+    for step in range(6):
+        frame = np.full((64, 96, 3), 40 * step, np.uint8)
+        writer.write(frame)
+    writer.release()
+    out = tmp_path / "out"
+    assert demo.main(["--model", str(tiny_tflite), "--video", str(clip), "--out", str(out), "--max-frames", "4"]) == 0
+    capture = cv2.VideoCapture(str(out / "clip_overlay.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 4
+    ok, frame = capture.read()
+    assert ok and frame.shape == (64, 96, 3)
+
+
+def test_missing_assets_say_how_to_make_them(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(demo, "DEFAULT_MODEL", tmp_path / "model.tflite")
+    monkeypatch.setattr(demo, "DEFAULT_IMAGE", tmp_path / "example.png")
+    assert demo.main(["--out", str(tmp_path / "out")]) == 2
+    message = capsys.readouterr().err
+    assert "no demo model at" in message and "python -m mobile_demo.make_assets --model path/to/model.keras" in message
+    assert "no example image at" in message and "make_assets --example PHOTO" in message
+    assert not (tmp_path / "out").exists()
+    assert demo.main(["--model", str(tmp_path / "other.tflite"), "--images", str(tmp_path / "a.png")]) == 2
+    message = capsys.readouterr().err
+    assert "other.tflite does not exist; expected a .tflite file" in message and "images not found:" in message
+
+
+def test_no_argument_run_uses_the_shipped_assets(tmp_path):
+    result = _run_demo(cwd=tmp_path)
+    if demo.DEFAULT_MODEL.is_file() and demo.DEFAULT_IMAGE.is_file():
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert (tmp_path / "runs" / "mobile_demo" / "example_overlay.png").is_file()
+    else:
+        assert result.returncode == 2
+        assert "mobile_demo.make_assets" in result.stderr
+
+
+def test_make_example_keeps_the_centred_square(tmp_path):
+    wide = np.zeros((100, 300, 3), np.uint8)
+    wide[:, 100:200] = 255
+    source = tmp_path / "wide.jpg"
+    cv2.imwrite(str(source), wide)
+    out = make_assets.make_example(source, max_size=50, out=tmp_path / "example.png")
+    example = cv2.imread(str(out))
+    assert example.shape == (50, 50, 3)
+    assert example.min() >= 250  # only the white middle square is kept
