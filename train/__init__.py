@@ -1,0 +1,2 @@
+"""Training entry points: `python -m train.synthetic` (paper Sec. 4.3) and `python -m train.ablations`
+(Tables 1-2); shared modules: config, datasets, objectives, loop, checkpoints, evaluate."""

@@ -1,0 +1,235 @@
+"""Training configuration: one frozen dataclass tree, resolved as preset -> YAML -> --set.
+
+Every number of a training run lives here (the model's sizes in `ModelConfig`, the input
+pipeline's in `DataConfig`). `resolve_config` builds it the way every entry point does; the
+resolved tree is written to `<run>/config.yaml`, and `--config <run>/config.yaml` reproduces
+the run.
+
+Stage budgets (paper Sec. 4.3: hourglass with L_H, then the pose regressor with L_J on ground-
+truth meshes, then everything but the pose regressor end to end with L_fully): each stage
+stops at its `max_steps` (0: no step limit) or when the run's training clock reaches its
+cumulative share of `budget_minutes` (stage k ends at (f_1 + ... + f_k) x budget), whichever
+comes first, so time a stage leaves unused passes to the next. The training clock counts the
+seconds spent in training steps (including the first step's tracing), is kept in the checkpoint
+and excludes data rendering, input pipeline start-up, checkpoint writing and evaluation. A stage
+with time_fraction 0 and max_steps 0 is skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Literal
+
+from handshape_tf.config_utils import ConfigError, load_yaml, merge
+from handshape_tf.data.pipeline import DataConfig
+from handshape_tf.models.config import ModelConfig
+
+STAGES = ("heatmap", "pose", "full")
+ARCHITECTURES = ("graph", "direct_lbs", "parametric")
+
+
+@dataclasses.dataclass(frozen=True)
+class StageConfig:
+    """One training stage.
+
+    Attributes:
+      time_fraction: share of `budget_minutes` (see the module docstring).
+      max_steps: step limit, 0 for none.
+      learning_rate: RMSprop learning rate (paper: 1e-3 on synthetic data).
+    """
+
+    time_fraction: float
+    max_steps: int = 0
+    learning_rate: float = 1e-3
+
+
+@dataclasses.dataclass(frozen=True)
+class StagesConfig:
+    """The three stages; `full_trains_pose_regressor` also updates the pose regressor in stage 3
+    (the paper trains it in stage 2 only)."""
+
+    heatmap: StageConfig = StageConfig(0.15)
+    pose: StageConfig = StageConfig(0.05)
+    full: StageConfig = StageConfig(0.80)
+    full_trains_pose_regressor: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """L_fully = w_H L_H + w_M L_M + w_J L_J, L_M = w_v L_v + w_n L_n + w_e L_e + w_l L_l (Eq. 6).
+
+    The switches drop terms (ablations, Table 1); the heat-map term is always on.
+    """
+
+    heatmap_weight: float = 0.5
+    mesh_weight: float = 1.0
+    pose_weight: float = 1.0
+    vertex_weight: float = 1.0
+    normal_weight: float = 1.0
+    edge_weight: float = 1.0
+    laplacian_weight: float = 50.0
+    vertex: bool = True
+    normal: bool = True
+    edge: bool = True
+    laplacian: bool = True
+    pose: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    """RMSprop (Keras): rho, momentum, epsilon; clipnorm 0 for no gradient clipping."""
+
+    rho: float = 0.9
+    momentum: float = 0.0
+    epsilon: float = 1e-7
+    clipnorm: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+    """A checkpoint every `every_steps` steps or `every_seconds` seconds, `keep` kept."""
+
+    every_steps: int = 500
+    every_seconds: float = 120.0
+    keep: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetConfig:
+    """The default synthetic dataset, rendered when `--data` is not given.
+
+    Held-out samples use seed + 1 (another stream of the generator).
+    """
+
+    train_samples: int = 10000
+    heldout_samples: int = 1000
+    seed: int = 0
+    workers: int = 2
+    samples_per_shard: int = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationConfig:
+    """Held-out evaluation: batch size, sample limit (0: all), samples the mean baseline is
+    fitted on, samples drawn on the prediction sheet."""
+
+    batch_size: int = 32
+    limit: int = 0
+    mean_baseline_samples: int = 2000
+    sheet_size: int = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class BaselineConfig:
+    """Table 2 baselines: hidden widths of their 3-layer MLP (two hidden + output), shape
+    components of the parametric rig and the shapes its basis is fitted on."""
+
+    mlp_units: tuple[int, ...] = (512, 512)
+    shape_components: int = 10
+    shape_samples: int = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """A training run on synthetic data.
+
+    Attributes:
+      model: network sizes (preset "cpu" by default).
+      architecture: "graph" (the paper's network), "direct_lbs" or "parametric" (Table 2).
+      batch_size: global batch (paper: 32), split over replicas.
+      budget_minutes: wall-clock training budget shared by the stages.
+      seed: seeds the input stream and the shape basis.
+      log_every_steps: TensorBoard / history interval.
+    """
+
+    model: ModelConfig = ModelConfig.preset("cpu")
+    architecture: Literal["graph", "direct_lbs", "parametric"] = "graph"
+    batch_size: int = 32
+    budget_minutes: float = 30.0
+    seed: int = 0
+    log_every_steps: int = 10
+    stages: StagesConfig = StagesConfig()
+    loss: LossConfig = LossConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    data: DataConfig = DataConfig()
+    dataset: DatasetConfig = DatasetConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    baseline: BaselineConfig = BaselineConfig()
+
+    def stage(self, name: str) -> StageConfig:
+        return getattr(self.stages, name)
+
+    def validated(self) -> "TrainConfig":
+        """Returns self after checking every section; raises ConfigError naming the keys."""
+        self.model.validated()
+        self.data.validated()
+        problems = []
+
+        def need(key: str, value: Any, ok: bool, rule: str) -> None:
+            if not ok:
+                problems.append(f"{key}={value!r} must be {rule}")
+
+        need("batch_size", self.batch_size, self.batch_size >= 1, ">= 1")
+        need("budget_minutes", self.budget_minutes, self.budget_minutes > 0, "> 0")
+        need("log_every_steps", self.log_every_steps, self.log_every_steps >= 1, ">= 1")
+        for name in STAGES:
+            stage = self.stage(name)
+            need(f"stages.{name}.time_fraction", stage.time_fraction, 0 <= stage.time_fraction <= 1, "in [0, 1]")
+            need(f"stages.{name}.max_steps", stage.max_steps, stage.max_steps >= 0, ">= 0")
+            need(f"stages.{name}.learning_rate", stage.learning_rate, stage.learning_rate > 0, "> 0")
+        total = sum(self.stage(name).time_fraction for name in STAGES)
+        need("stages.*.time_fraction (sum)", round(total, 6), total <= 1 + 1e-6, "<= 1")
+        for key, value in dataclasses.asdict(self.loss).items():
+            if key.endswith("_weight"):
+                need(f"loss.{key}", value, value >= 0, ">= 0")
+        need("optimizer.rho", self.optimizer.rho, 0 <= self.optimizer.rho < 1, "in [0, 1)")
+        need("optimizer.momentum", self.optimizer.momentum, self.optimizer.momentum >= 0, ">= 0")
+        need("optimizer.epsilon", self.optimizer.epsilon, self.optimizer.epsilon > 0, "> 0")
+        need("optimizer.clipnorm", self.optimizer.clipnorm, self.optimizer.clipnorm >= 0, ">= 0")
+        need("checkpoint.every_steps", self.checkpoint.every_steps, self.checkpoint.every_steps >= 1, ">= 1")
+        need("checkpoint.every_seconds", self.checkpoint.every_seconds, self.checkpoint.every_seconds > 0, "> 0")
+        need("checkpoint.keep", self.checkpoint.keep, self.checkpoint.keep >= 1, ">= 1")
+        for key in ("train_samples", "heldout_samples", "samples_per_shard"):
+            value = getattr(self.dataset, key)
+            need(f"dataset.{key}", value, value >= 1, ">= 1")
+        need("dataset.workers", self.dataset.workers, self.dataset.workers >= 0, ">= 0")
+        need("evaluation.batch_size", self.evaluation.batch_size, self.evaluation.batch_size >= 1, ">= 1")
+        need("evaluation.limit", self.evaluation.limit, self.evaluation.limit >= 0, ">= 0")
+        need("evaluation.mean_baseline_samples", self.evaluation.mean_baseline_samples,
+             self.evaluation.mean_baseline_samples >= 1, ">= 1")  # fmt: skip
+        need("evaluation.sheet_size", self.evaluation.sheet_size, self.evaluation.sheet_size >= 0, ">= 0")
+        units = self.baseline.mlp_units
+        need("baseline.mlp_units", units, len(units) >= 1 and min(units) >= 1, "one or more positive widths")
+        need("baseline.shape_components", self.baseline.shape_components,
+             self.baseline.shape_components >= 1, ">= 1")  # fmt: skip
+        need("baseline.shape_samples", self.baseline.shape_samples,
+             self.baseline.shape_samples > self.baseline.shape_components, "> baseline.shape_components")  # fmt: skip
+        if problems:
+            raise ConfigError("inconsistent training config: " + "; ".join(problems))
+        return self
+
+
+def preset_config(name: str) -> TrainConfig:
+    """The default TrainConfig with the model preset `name` ("paper", "cpu", "tiny").
+
+    Raises:
+      ConfigError: unknown preset.
+    """
+    return TrainConfig(model=ModelConfig.preset(name))
+
+
+def resolve_config(preset: str = "cpu", config_file: str | Path | None = None,
+                   overrides: dict[str, Any] | None = None) -> TrainConfig:  # fmt: skip
+    """Preset -> YAML file -> overrides (dotted keys), validated.
+
+    Raises:
+      ConfigError: unknown preset, missing or malformed file, unknown key, bad value.
+    """
+    config = preset_config(preset)
+    if config_file is not None:
+        config = merge(config, load_yaml(config_file))
+    if overrides:
+        config = merge(config, overrides)
+    return config.validated()

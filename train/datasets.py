@@ -1,0 +1,126 @@
+"""Training and held-out data of a run: the default rendered set, or a folder the user gives.
+
+Layouts `--data DIR` accepts:
+  * DIR/train and DIR/heldout shard folders (what `default_dataset` renders);
+  * a shard folder (metadata.json) for training, with `--heldout` naming the held-out folder;
+  * the paper's synthetic set (images/, 3D_labels/): its "train" and "val" camera splits.
+Everything is opened (and so checked) before training starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+from handshape_tf.assets.template import load_template
+from handshape_tf.data.pipeline import PaperSyntheticSource, ShardSource, check_image_size, open_source
+from handshape_tf.data.shards import METADATA, DatasetError
+from train.config import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+TRAIN, HELDOUT = "train", "heldout"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunData:
+    """Opened data of a run.
+
+    Attributes:
+      train: source of training samples.
+      heldout: source of held-out samples (None: no evaluation).
+      heldout_path: what `handshape_tf.evaluation.evaluate_model` opens for the held-out set.
+    """
+
+    train: Any
+    heldout: Any
+    heldout_path: Path | None
+
+    def describe(self) -> dict[str, Any]:
+        return {"train": repr(self.train), "heldout": repr(self.heldout),
+                "heldout_path": None if self.heldout_path is None else str(self.heldout_path)}  # fmt: skip
+
+
+def default_dataset_dir(workdir: Path, config: TrainConfig) -> Path:
+    """workdir/data/synthetic-<S>px-<train>+<heldout>-seed<seed> (train/ and heldout/ inside)."""
+    d = config.dataset
+    return Path(workdir) / "data" / f"synthetic-{config.model.image_size}px-{d.train_samples}+{d.heldout_samples}-seed{d.seed}"
+
+
+def render_default_dataset(folder: Path, config: TrainConfig, progress: bool = True) -> None:
+    """Renders (or completes: generation resumes) the default set at the model's image size."""
+    from handshape_tf.data.synthetic import generate_dataset
+
+    d = config.dataset
+    for name, count, seed in ((TRAIN, d.train_samples, d.seed), (HELDOUT, d.heldout_samples, d.seed + 1)):
+        logger.info("rendering %d %s samples into %s", count, name, folder / name)
+        generate_dataset(folder / name, count, seed=seed, image_size=config.model.image_size, workers=d.workers,
+                         samples_per_shard=d.samples_per_shard, progress=progress)  # fmt: skip
+
+
+def is_complete(folder: Path) -> bool:
+    """Whether both parts of a default dataset folder are fully rendered."""
+    import json
+
+    for name in (TRAIN, HELDOUT):
+        path = Path(folder) / name / METADATA
+        if not path.is_file() or not json.loads(path.read_text()).get("complete", False):
+            return False
+    return True
+
+
+def open_run_data(data: Path, heldout: Path | None = None) -> RunData:
+    """Opens `--data` (and `--heldout`) in one of the layouts of the module docstring.
+
+    Raises:
+      DatasetError: missing folder, no shards, no held-out set for a lone shard folder, or an
+        unknown layout.
+    """
+    data = Path(data)
+    if not data.is_dir():
+        raise DatasetError(f"data folder {data} does not exist")
+    if (data / TRAIN).is_dir() and heldout is None:
+        train = open_source(data / TRAIN)
+        return RunData(train, open_source(data / HELDOUT), data / HELDOUT)
+    source = open_source(data)
+    if isinstance(source, PaperSyntheticSource):
+        if heldout is not None:
+            return RunData(source, open_source(heldout), Path(heldout))
+        return RunData(source, PaperSyntheticSource(data, "val"), data)
+    if heldout is None:
+        raise DatasetError(
+            f"{data} is a single shard folder; name the held-out folder with --heldout, or give a folder "
+            f"holding {TRAIN}/ and {HELDOUT}/"
+        )
+    return RunData(source, open_source(heldout), Path(heldout))
+
+
+def check_run_data(data: RunData, config: TrainConfig) -> None:
+    """Fails fast on data that cannot train `config` (image size, meshes for the mesh terms).
+
+    Raises:
+      DatasetError: naming the folder, what it holds and what the config needs.
+    """
+    size = config.model.image_size
+    for source in (data.train, data.heldout):
+        if source is not None:
+            check_image_size(source, size, config.data.resize)
+    num_vertices = load_template().num_vertices
+    loss = config.loss
+    needs_mesh = config.architecture != "direct_lbs" and (loss.vertex or loss.normal or loss.edge or loss.laplacian)
+    if config.architecture == "graph" and (config.stages.pose.time_fraction > 0 or config.stages.pose.max_steps > 0):
+        needs_mesh = True
+    have = data.train.num_vertices
+    if needs_mesh and have != num_vertices:
+        held = "no meshes" if have is None else f"meshes of {have} vertices"
+        raise DatasetError(
+            f"{data.train!r} has {held}; the mesh loss terms and the pose stage need meshes in our hand "
+            f"template's topology ({num_vertices} vertices). Train on our shards, or switch them off: "
+            "--set loss.vertex=false loss.normal=false loss.edge=false loss.laplacian=false "
+            "stages.pose.time_fraction=0 stages.pose.max_steps=0"
+        )
+    if isinstance(data.train, ShardSource) and not data.train.metadata.get("complete", True):
+        logger.warning("%s is not completely rendered: training on its %d finished samples", data.train.folder,
+                       data.train.num_samples)  # fmt: skip
