@@ -1,0 +1,410 @@
+"""Weakly supervised fine-tuning: depth rendering and loss wiring, the real-like domain, crop
+sets, STB input checks, --init checks and resuming `train.weak_stb`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import scipy.io
+import tensorflow as tf
+
+from handshape_tf.assets.template import load_template
+from handshape_tf.config_utils import save_yaml
+from handshape_tf.data import real_like
+from handshape_tf.data.external.stb import SEQUENCES
+from handshape_tf.data.shards import DatasetError
+from handshape_tf.geometry.camera import xyz_to_uvd
+from handshape_tf.losses import MeshTopology, depth_map_loss
+from handshape_tf.models.config import ModelConfig
+from test_rendering import posed_hand_mm, ray_cast_depth
+from train import weak_stb
+
+TINY = 64
+
+
+@pytest.fixture(scope="module")
+def tiny_init(tmp_path_factory) -> Path:
+    """A train.synthetic-style run folder holding an untrained tiny model."""
+    from handshape_tf.models.network import build_model
+    from train.config import preset_config
+
+    folder = tmp_path_factory.mktemp("init") / "synthetic-tiny"
+    folder.mkdir()
+    config = preset_config("tiny")
+    tf.keras.utils.set_random_seed(0)
+    build_model(config.model).save(folder / "model.keras")
+    save_yaml(config, folder / "config.yaml")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def renderer() -> real_like.RealLikeRenderer:
+    return real_like.RealLikeRenderer(TINY)
+
+
+@pytest.fixture(scope="module")
+def crop_sets(tmp_path_factory, renderer) -> Path:
+    """A folder with train/ (8) and test/ (4) real-like crop sets of 64 px."""
+    folder = tmp_path_factory.mktemp("real_like")
+    for name, count, seed in (("train", 8, 0), ("test", 4, 1)):
+        real_like.generate_real_like(folder / name, count, seed=seed, image_size=TINY, progress=False, renderer=renderer)
+    return folder
+
+
+def _uvd_to_xyz_np(uvd, intrinsics, root_depth, scale):
+    fx, fy, cx, cy = intrinsics
+    z = uvd[..., 2] * scale + root_depth
+    return np.stack([(uvd[..., 0] * TINY - cx) * z / fx, (uvd[..., 1] * TINY - cy) * z / fy, z], axis=-1)
+
+
+# --- depth rendering ------------------------------------------------------------------------
+
+
+def test_rendered_mesh_depth_matches_ray_casting():
+    xyz, faces = posed_hand_mm()
+    intrinsics = np.array([100.0, 100.0, 32.0, 32.0], np.float32)
+    root_depth, scale = np.float32(380.0), np.float32(40.0)
+    uvd = xyz_to_uvd(xyz[None], intrinsics, [0.0, 0.0, TINY, TINY], scale=[scale], root_depth=[root_depth])
+    rendered = weak_stb.render_mesh_depth(uvd, intrinsics[None], [root_depth], [scale], TINY, 32, faces).numpy()[0]
+    expected = ray_cast_depth(xyz, faces, intrinsics * 0.5, (32, 32))
+    both = (rendered > 0) & (expected > 0)
+    assert both.sum() > 100
+    assert np.sum((rendered > 0) != (expected > 0)) <= 0.02 * both.sum()  # pixel centres on an edge
+    np.testing.assert_allclose(rendered[both], expected[both], atol=0.05)
+
+
+def test_depth_loss_of_a_plane_moved_in_depth_is_hand_computed_and_its_gradient_points_back():
+    # A 120 mm square at 500 mm facing the camera; the reference is a wall at 520 mm.
+    half, depth, scale = 60.0, 500.0, 40.0
+    xyz = np.array([[[-half, -half, depth], [half, -half, depth], [half, half, depth], [-half, half, depth]]])
+    faces = np.array([[0, 2, 1], [0, 3, 2]], np.int32)
+    intrinsics = np.array([[100.0, 100.0, 32.0, 32.0]], np.float32)
+    uvd = tf.Variable(xyz_to_uvd(xyz, intrinsics, [0.0, 0.0, TINY, TINY], scale=[scale], root_depth=[depth]))
+    reference = tf.fill([1, 32, 32], 520.0)
+
+    def loss():
+        rendered = weak_stb.render_mesh_depth(uvd, intrinsics, [depth], [scale], TINY, 32, faces)
+        valid = weak_stb.depth_valid(rendered, reference, tf.constant([depth]), tf.constant([scale]), 3.0)
+        return depth_map_loss(rendered / scale, reference / scale, valid), valid
+
+    with tf.GradientTape() as tape:
+        value, valid = loss()
+    gradient = tape.gradient(value, uvd).numpy()[0]
+    assert int(tf.reduce_sum(tf.cast(valid, tf.int32))) == 12 * 12  # +-12 px at 64 -> 12 x 12 at 32
+    # (500 - 520) / 40 = -0.5 hand scales: smooth L1 = 0.5 * 0.25 on every valid pixel.
+    np.testing.assert_allclose(float(value), 0.125, rtol=1e-5)
+    assert np.all(gradient[:, 2] < 0)  # deeper (larger d) lowers the loss
+    # Shifting every d by t moves every pixel by t hand scales: dL/dt = -0.5.
+    np.testing.assert_allclose(gradient[:, 2].sum(), -0.5, rtol=1e-3)
+    uvd.assign_sub(2.0 * gradient[None])  # d + 0.25: halfway to the wall
+    assert float(loss()[0]) < 0.5 * 0.125
+
+
+def test_weak_objective_terms_and_total_match_a_numpy_computation():
+    template = load_template()
+    topology = MeshTopology.from_faces(template.faces, template.num_vertices)
+    config = dataclasses.replace(weak_stb.WeakConfig(model=ModelConfig.preset("tiny")),
+                                 loss=weak_stb.WeakLossConfig(pose=True)).validated()  # fmt: skip
+    objective = weak_stb.WeakObjective(config, topology, "uvd")
+    vertices, faces = posed_hand_mm()
+    joints = (template.keypoints - template.vertices.mean(axis=0)) * 1000.0 + [0.0, 0.0, 400.0]
+    intrinsics = np.array([100.0, 100.0, 32.0, 32.0], np.float32)
+    root_depth, scale = np.float32(joints[0, 2]), np.float32(50.0)
+    box = [0.0, 0.0, TINY, TINY]
+    mesh_uvd = xyz_to_uvd(vertices[None], intrinsics, box, scale=[scale], root_depth=[root_depth]).numpy()
+    pose_uvd = xyz_to_uvd(joints[None], intrinsics, box, scale=[scale], root_depth=[root_depth]).numpy()
+    pseudo_uvd = mesh_uvd * [1.0, 1.0, 1.5]
+    rendered = weak_stb.render_mesh_depth(mesh_uvd, intrinsics[None], [root_depth], [scale], TINY, 32, faces).numpy()
+    batch = {
+        "joints_uv": pose_uvd[..., :2] * TINY, "intrinsics": intrinsics[None], "root_depth": np.array([root_depth]),
+        "scale": np.array([scale]), "depth": np.where(rendered > 0, rendered + 10.0, 0.0),
+        "pseudo_mesh_uvd": pseudo_uvd, "joints_xyz": joints[None] + [5.0, 0.0, 0.0],
+    }  # fmt: skip
+    batch = {key: tf.constant(value, tf.float32) for key, value in batch.items()}
+    outputs = {"heatmaps": [objective.heatmap_targets(batch)], "mesh_uvd": mesh_uvd, "pose_uvd": pose_uvd}
+    total, values = objective.full_stage(outputs, batch)
+
+    pred = _uvd_to_xyz_np(mesh_uvd[0].astype(np.float64), intrinsics, root_depth, scale) / scale
+    target = _uvd_to_xyz_np(pseudo_uvd[0].astype(np.float64), intrinsics, root_depth, scale) / scale
+
+    def squared_edges(points):
+        return np.sum(np.square(points[topology.edges[:, 1]] - points[topology.edges[:, 0]]), axis=-1)
+
+    edge = np.mean(np.square(squared_edges(target) - squared_edges(pred)))
+    offset = target - pred
+    neighbours = np.concatenate([offset, np.zeros((1, 3))])[topology.neighbors].sum(axis=1) * topology.neighbor_weights
+    laplacian = np.mean(np.sum(np.square(offset - neighbours), axis=-1))
+    np.testing.assert_allclose(float(values["heatmap"]), 0.0, atol=1e-6)
+    np.testing.assert_allclose(float(values["depth"]), 0.5 * (10.0 / 50.0) ** 2, rtol=1e-4)  # every pixel 10 mm off
+    np.testing.assert_allclose(float(values["pose"]), (5.0 / 50.0) ** 2, rtol=1e-4)  # every joint 5 mm off
+    np.testing.assert_allclose(float(values["edge"]), edge, rtol=1e-3)
+    np.testing.assert_allclose(float(values["laplacian"]), laplacian, rtol=1e-3)
+    expected = 0.1 * 0.02 + 1.0 * (edge + 50.0 * laplacian) + 10.0 * 0.01
+    np.testing.assert_allclose(float(total), expected, rtol=1e-3)
+
+
+def test_nearest_resampling_keeps_missing_pixels_missing():
+    depth = np.arange(1.0, 17.0).reshape(4, 4)
+    depth[1, 3] = 0.0
+    np.testing.assert_array_equal(real_like.nearest_depth(depth, 2), [[6.0, 0.0], [14.0, 16.0]])
+    # Crop box (1, 1, 2, 2) at 4 x 4: centres x = 1.25, 1.75, 2.25, 2.75 -> columns 1, 1, 2, 2.
+    np.testing.assert_array_equal(real_like.crop_depth_nearest(depth, (1, 1, 2, 2), 4)[0], [6.0, 6.0, 7.0, 7.0])
+    outside = real_like.crop_depth_nearest(depth, (-2, 0, 4, 4), 4)
+    np.testing.assert_array_equal(outside[:, :2], 0.0)
+    np.testing.assert_array_equal(outside[:, 2:], depth[:, :2])
+
+
+# --- the real-like domain -----------------------------------------------------------------
+
+
+def test_sensor_noise_grows_with_distance_and_is_quantised():
+    sensor = real_like.SensorModel(speckle=0.0)
+    rng = np.random.default_rng(0)
+    stds = {}
+    for distance in (400.0, 800.0):
+        measured = real_like.sensor_depth(np.full((96, 96), distance), np.ones((96, 96)), 100.0, rng, sensor)
+        assert np.all(measured > 0)
+        np.testing.assert_array_equal(measured, np.round(measured))
+        stds[distance] = np.std(measured - distance)
+        modelled = np.sqrt(sensor.noise_std(distance) ** 2 + 1.0 / 12.0)  # plus 1 mm rounding
+        assert abs(stds[distance] / modelled - 1.0) < 0.1
+    assert 2.5 < stds[800.0] / stds[400.0] < 3.6  # ~ (z2 / z1)^2 = 4 above a 0.3 mm floor
+
+
+def test_sensor_drops_edges_grazing_surfaces_and_the_projector_shadow():
+    sensor = real_like.SensorModel(speckle=0.0)
+    depth = np.full((64, 64), 800.0)
+    depth[20:44, 20:44] = 400.0  # a square in front of a wall
+    square = np.zeros((64, 64), bool)
+    square[20:44, 20:44] = True
+    missing = np.mean([real_like.sensor_depth(depth, np.ones_like(depth), 100.0, np.random.default_rng(seed), sensor) == 0
+                       for seed in range(8)], axis=0)  # fmt: skip
+    border = cv2.dilate(square.astype(np.uint8), np.ones((3, 3))) > cv2.erode(square.astype(np.uint8), np.ones((3, 3)))
+    assert missing[border].mean() > 0.4
+    assert missing[cv2.erode(square.astype(np.uint8), np.ones((7, 7))) > 0].max() == 0.0
+    # Projector at +x: disparity difference 100 * 25 * (1/400 - 1/800) = 3.1 px of wall left of
+    # the square is hidden, none on its right (beyond the edge band).
+    np.testing.assert_array_equal(missing[24:40, 17:20], 1.0)
+    np.testing.assert_array_equal(missing[24:40, 46:60], 0.0)
+    np.testing.assert_array_equal(missing[24:40, 2:16], 0.0)
+    grazing = real_like.sensor_depth(np.full((8, 8), 500.0), np.full((8, 8), 0.05), 100.0, np.random.default_rng(0), sensor)
+    facing = real_like.sensor_depth(np.full((8, 8), 500.0), np.full((8, 8), 0.5), 100.0, np.random.default_rng(0), sensor)
+    assert np.all(grazing == 0) and np.all(facing > 0)
+
+
+def test_real_like_renders_have_holes_at_silhouettes_and_modelled_noise(renderer):
+    from handshape_tf.data.synthetic import sample_rng
+
+    params = [real_like.real_like_params(sample_rng(3, i), renderer.templates) for i in range(6)]
+    samples = renderer.render(params)
+    edge_missing, inside_missing, ratios = [], [], []
+    for sample in samples:
+        mask = sample["mask"].astype(np.uint8)
+        edge = (mask > 0) & (cv2.erode(mask, np.ones((3, 3), np.uint8)) == 0)
+        inside = cv2.erode(mask, np.ones((5, 5), np.uint8)) > 0
+        missing = sample["depth"] == 0
+        edge_missing.append(missing[edge].mean())
+        inside_missing.append(missing[inside].mean() if inside.any() else 0.0)
+        valid = ~missing & (sample["mask"] > 0)
+        residual = sample["depth"][valid] - sample["depth_exact"][valid]
+        modelled = np.sqrt(np.mean(renderer.sensor.noise_std(sample["depth_exact"][valid]) ** 2) + 1.0 / 12.0)
+        ratios.append(np.std(residual) / modelled)
+        assert sample["image"].dtype == np.uint8 and sample["image"].shape == (TINY, TINY, 3)
+    assert np.mean(edge_missing) > 2.0 * np.mean(inside_missing) and np.mean(edge_missing) > 0.3
+    assert 0.7 < np.median(ratios) < 1.4
+
+
+def test_stored_crops_are_right_hands_with_consistent_labels(crop_sets):
+    crops = real_like.CropSet(crop_sets / "train")
+    batch = crops.batch(np.arange(len(crops)))
+    batch["image"] = batch.pop("images")
+    fx, fy, cx, cy = np.moveaxis(batch["intrinsics"], -1, 0)[..., None]
+    xyz = batch["joints_xyz"]
+    projected = np.stack([fx * xyz[..., 0] / xyz[..., 2] + cx, fy * xyz[..., 1] / xyz[..., 2] + cy], axis=-1)
+    np.testing.assert_allclose(batch["joints_uv"], projected, atol=1e-2)
+    sample = {key: value[0] for key, value in batch.items() if key != "index"}
+    flipped = real_like.mirror_sample(sample)  # x -> S - x for every projected point
+    fx, fy, cx, cy = flipped["intrinsics"]
+    xyz = flipped["joints_xyz"]
+    np.testing.assert_allclose(flipped["joints_uv"], np.stack([fx * xyz[:, 0] / xyz[:, 2] + cx,
+                                                               fy * xyz[:, 1] / xyz[:, 2] + cy], -1), atol=1e-2)  # fmt: skip
+    np.testing.assert_array_equal(flipped["depth"][:, ::-1], sample["depth"])
+    twice = real_like.mirror_sample(flipped)
+    for key in ("image", "depth", "joints_uv", "joints_xyz", "vertices_xyz", "intrinsics"):
+        np.testing.assert_allclose(twice[key], sample[key], atol=1e-4)
+    assert batch["depth"].dtype == np.float32 and np.all(batch["depth"] == np.round(batch["depth"]))
+    assert crops.has_vertices and batch["vertices_xyz"].shape == (len(crops), load_template().num_vertices, 3)
+
+
+def test_crop_set_writer_resumes_and_rejects_another_source(tmp_path):
+    def sample(value):
+        return {"image": np.full((32, 32, 3), value, np.uint8), "depth": np.full((32, 32), 400.4),
+                "joints_uv": np.zeros((21, 2)), "joints_xyz": np.ones((21, 3)), "intrinsics": np.ones(4),
+                "root_depth": 1.0, "scale": 2.0, "mirrored": False}  # fmt: skip
+
+    real_like.CropSetWriter(tmp_path, 3, 32, False, {"seed": 1}).append([sample(1), sample(2)])
+    with pytest.raises(DatasetError, match="incomplete \\(2 of 3 samples\\)"):
+        real_like.CropSet(tmp_path)
+    writer = real_like.CropSetWriter(tmp_path, 3, 32, False, {"seed": 1})
+    assert writer.num_written == 2
+    writer.append([sample(3)])
+    crops = real_like.CropSet(tmp_path)
+    np.testing.assert_array_equal(crops.batch([0, 1, 2])["images"][:, 0, 0, 0], [1, 2, 3])
+    assert crops.batch([0])["depth"][0, 0, 0] == 400.0
+    with pytest.raises(DatasetError, match="made differently \\(source: folder has \\{'seed': 1\\}"):
+        real_like.CropSetWriter(tmp_path, 3, 32, False, {"seed": 2})
+    streamed = [b["index"] for _, b in zip(range(6), real_like.iterate_batches(crops, 2, seed=5))]
+    resumed = [b["index"] for _, b in zip(range(3), real_like.iterate_batches(crops, 2, seed=5, start=6))]
+    np.testing.assert_array_equal(np.concatenate(streamed[3:]), np.concatenate(resumed))
+    assert sorted(np.concatenate(streamed[:3]).tolist()[:3]) == [0, 1, 2]  # the first epoch is a permutation
+
+
+# --- entry point: input checks --------------------------------------------------------------
+
+
+def _run(argv, capsys) -> tuple[int, str]:
+    code = weak_stb.main([str(a) for a in argv])
+    return code, capsys.readouterr().err
+
+
+def test_init_errors_are_reported_before_any_work(tmp_path, tiny_init, capsys):
+    code, err = _run(["--workdir", tmp_path, "--preset", "tiny"], capsys)
+    assert code == 2 and "--init " in err and "synthetic-tiny does not exist" in err
+    assert "Make one first with `python -m train.synthetic --preset tiny`, or pass --init RUN_DIR" in err
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "config.yaml").write_text((tiny_init / "config.yaml").read_text())
+    code, err = _run(["--init", unfinished, "--workdir", tmp_path], capsys)
+    assert code == 2 and "lacks model.keras (unfinished?)" in err
+    code, err = _run(["--init", tiny_init, "--preset", "cpu", "--workdir", tmp_path], capsys)
+    assert code == 2 and "holds a model of another preset (image_size=64 (preset 'cpu': 128)" in err
+    assert "--preset ('tiny')" in err
+    code, err = _run(["--init", tiny_init, "--workdir", tmp_path, "--set", "model.image_size=128"], capsys)
+    assert code == 2 and "model comes from the --init run" in err
+    assert not (tmp_path / "data").exists()  # nothing rendered
+    sample = {"image": np.zeros((32, 32, 3), np.uint8), "depth": np.zeros((32, 32)), "joints_uv": np.zeros((21, 2)),
+              "joints_xyz": np.ones((21, 3)), "intrinsics": np.ones(4), "root_depth": 1.0, "scale": 1.0,
+              "mirrored": False}  # fmt: skip
+    for name in ("train", "test"):
+        real_like.CropSetWriter(tmp_path / "small" / name, 1, 32, False, {}).append([sample])
+    code, err = _run(["--init", tiny_init, "--data", tmp_path / "small", "--workdir", tmp_path], capsys)
+    assert code == 2 and "holds 32 px crops; the model takes 64 px" in err
+
+
+def _write_stb(root: Path, *, depth_size=(640, 480), depth_channels=3, skip: str | None = None):
+    """STB layout with one frame per sequence: a hand-sized point cloud 450 mm away, a flat
+    depth map at 450 mm (8-bit 3-channel PNG, depth = R + 256 G) and a grey colour image."""
+    rng = np.random.default_rng(0)
+    width, height = depth_size
+    depth = np.full((height, width), 450, np.int64)
+    encoded = np.stack([np.zeros_like(depth), depth // 256, depth % 256], axis=-1).astype(np.uint8)
+    if depth_channels == 1:
+        encoded = depth.astype(np.uint16)
+    (root / "labels").mkdir(parents=True)
+    for sequence in SEQUENCES:
+        joints = rng.normal([0.0, 0.0, 450.0], [30.0, 30.0, 10.0], (1, 21, 3))
+        if sequence != skip:
+            scipy.io.savemat(root / "labels" / f"{sequence}_SK.mat", {"handPara": joints.transpose(2, 1, 0)})
+            folder = root / "images" / sequence
+            folder.mkdir(parents=True)
+            cv2.imwrite(str(folder / "SK_color_0.png"), np.full((480, 640, 3), 128, np.uint8))
+            cv2.imwrite(str(folder / "SK_depth_0.png"), encoded)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"skip": "B3Random"}, "STB data missing for sequences .*B3Random_SK.mat"),
+        ({"depth_size": (320, 240)}, "STB depth image .*shape \\(240, 320, 3\\); expected uint8 with shape \\(480, 640, 3\\)"),
+        ({"depth_channels": 1}, "STB depth image .*dtype uint16 and shape \\(480, 640\\); expected uint8"),
+    ],
+)  # fmt: skip
+def test_stb_bad_input_fails_before_training(tmp_path, tiny_init, capsys, kwargs, message):
+    _write_stb(tmp_path / "STB", **kwargs)
+    code, err = _run(["--init", tiny_init, "--data", tmp_path / "STB", "--workdir", tmp_path / "work"], capsys)
+    assert code == 2
+    assert __import__("re").search(message, err), err
+    assert not (tmp_path / "work").exists()  # nothing cropped, no run folder
+
+
+def test_stb_frames_become_mirrored_crops_with_registered_depth(tmp_path):
+    _write_stb(tmp_path / "STB")
+    assert real_like.check_stb(tmp_path / "STB", TINY) == {"train": 10, "test": 2}
+    crops = real_like.prepare_stb(tmp_path / "STB", tmp_path / "crops", "test", TINY, progress=False)
+    batch = crops.batch([0, 1])
+    assert batch["mirrored"].all()
+    valid = batch["depth"] > 0
+    assert valid.mean() > 0.5
+    # Colour-frame z of the flat 450 mm depth plane (rotation ~0.7 deg, t_z = -1.2 mm): ~451 mm.
+    assert np.all(np.abs(batch["depth"][valid] - 451.0) <= 4.0)
+    fx, fy, cx, cy = np.moveaxis(batch["intrinsics"], -1, 0)[..., None]
+    xyz = batch["joints_xyz"]
+    projected = np.stack([fx * xyz[..., 0] / xyz[..., 2] + cx, fy * xyz[..., 1] / xyz[..., 2] + cy], axis=-1)
+    np.testing.assert_allclose(batch["joints_uv"], projected, atol=1e-2)
+
+
+# --- entry point: training and resuming -----------------------------------------------------
+
+
+def test_weak_stb_resumes_an_interrupted_run_from_its_checkpoint(tmp_path, tiny_init, crop_sets, capsys, monkeypatch):
+    run = tmp_path / "run"
+    argv = ["--init", tiny_init, "--data", crop_sets, "--workdir", tmp_path, "--run-dir", run, "--no-compare",
+            "--no-progress", "--set", "batch_size=4", "evaluation.batch_size=4", "evaluation.figure_samples=0",
+            "data.photometric=false", "log_every_steps=1", "checkpoint.every_steps=1", "stages.heatmap.time_fraction=0",
+            "stages.full.max_steps=3"]  # fmt: skip
+    stream = real_like.iterate_batches
+
+    def interrupted(*args, **kwargs):  # the process dies while fetching the second batch
+        for count, batch in enumerate(stream(*args, **kwargs)):
+            if count == 1:
+                raise KeyboardInterrupt
+            yield batch
+
+    monkeypatch.setattr(real_like, "iterate_batches", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        weak_stb.main([str(a) for a in argv])
+    assert not (run / "report.json").exists()
+    pseudo_gt = (run / "pseudo_gt" / "mesh_uvd.npy").stat().st_mtime_ns
+    monkeypatch.setattr(real_like, "iterate_batches", stream)
+    assert weak_stb.main([str(a) for a in argv]) == 0
+    report = json.loads((run / "report.json").read_text())
+    assert report["training"]["resumed_from_step"] == 1 and report["training"]["global_step"] == 3
+    assert report["training"]["stages"]["full"]["session_steps"] == 2
+    assert (run / "pseudo_gt" / "mesh_uvd.npy").stat().st_mtime_ns == pseudo_gt  # cached, not recomputed
+    assert [row["global_step"] for row in map(json.loads, (run / "history.jsonl").read_text().splitlines())] == [1, 2, 3]
+    assert report["evaluation"]["after"]["samples"] == 4 and report["evaluation"]["before"]["samples"] == 4
+    assert {"edge_log_ratio", "laplacian_ratio"} <= set(report["plausibility"]["after"])
+    assert (run / "model.keras").is_file() and "pretrained" in capsys.readouterr().out
+
+
+def test_mesh_plausibility_of_the_template_and_of_a_noisy_one():
+    template = load_template()
+    plausibility = weak_stb.MeshPlausibility()
+    keypoints = template.keypoints
+    scale = np.linalg.norm(keypoints[10] - keypoints[9])
+    plausibility.update(template.vertices[None] * 1000.0, [scale * 1000.0])  # same shape, other unit
+    summary = plausibility.summary()
+    assert summary["edge_log_ratio"] < 1e-6 and summary["edge_outliers"] == 0.0
+    np.testing.assert_allclose(summary["laplacian_ratio"], 1.0, rtol=1e-6)
+    noisy = weak_stb.MeshPlausibility()
+    jitter = np.random.default_rng(0).normal(0.0, 0.003, template.vertices.shape)  # 3 mm
+    noisy.update((template.vertices + jitter)[None], [scale])
+    assert noisy.summary()["laplacian_ratio"] > 2.0 and noisy.summary()["edge_log_ratio"] > 0.2
+
+
+def test_table3_names_the_command_that_makes_a_missing_baseline_run(tmp_path, tiny_init, capsys):
+    from train import weak_table3
+
+    argv = ["--init", tiny_init, "--preset", "tiny", "--workdir", tmp_path, "--variants", "full", "baseline1"]
+    assert weak_table3.main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert "--baseline1-init " in err and "ablations-tiny/direct_lbs does not exist" in err
+    assert "`python -m train.ablations --preset tiny --variants direct_lbs`, or pass --baseline1-init RUN_DIR" in err
+    argv = ["--init", tiny_init, "--baseline1-init", tiny_init, "--preset", "tiny", "--workdir", tmp_path]
+    assert weak_table3.main([str(a) for a in argv]) == 2
+    assert "is a 'graph' run; the baseline1 variants start from a 'direct_lbs' run" in capsys.readouterr().err
