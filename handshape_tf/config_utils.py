@@ -71,7 +71,12 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         return value
     if annotation in (int, float):
         try:
-            number = yaml.safe_load(value) if isinstance(value, str) else value
+            number = value
+            if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string: parse numbers directly
+                try:
+                    number = int(value) if annotation is int and value.strip().lstrip("+-").isdigit() else float(value)
+                except ValueError:
+                    number = yaml.safe_load(value)
             if isinstance(number, bool) or not isinstance(number, (int, float)):
                 raise TypeError
             if annotation is int and float(number) != int(number):

@@ -57,6 +57,14 @@ def test_bad_overrides_fail_with_the_key(pair, message):
         merge(ModelConfig(), parse_overrides([pair]))
 
 
+def test_exponent_floats_from_the_command_line():
+    @dataclasses.dataclass(frozen=True)
+    class Optim:
+        learning_rate: float = 0.1
+
+    assert merge(Optim(), parse_overrides(["learning_rate=1e-3"])).learning_rate == 0.001
+
+
 def test_malformed_set_pair():
     with pytest.raises(ConfigError, match=r"--set 'image_size': expected key=value"):
         parse_overrides(["image_size"])

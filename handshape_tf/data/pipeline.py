@@ -223,6 +223,7 @@ class ShardSource:
         if not shuffle:
             return records
 
+        @tf.autograph.experimental.do_not_convert
         def permuted(block, chunk):
             key = tf.random.experimental.stateless_fold_in(epoch_key, block)
             return tf.data.Dataset.from_tensor_slices(tf.random.experimental.stateless_shuffle(chunk, seed=key))
@@ -658,12 +659,14 @@ def training_dataset(source, config: DataConfig, *, image_size: int, heatmap_siz
     first_epoch, offset = divmod(int(start), per_epoch)
     size = source.image_size
 
+    @tf.autograph.experimental.do_not_convert
     def epoch_elements(epoch):
         elements = source.elements(epoch, seed, shuffle=True, buffer=config.shuffle_buffer)
         elements = elements.enumerate().shard(num_shards, shard_index)
         skip = tf.where(tf.equal(epoch, first_epoch), np.int64(offset), np.int64(0))
         return elements.skip(skip).map(lambda position, element: (epoch * source.num_samples + position, element))
 
+    @tf.autograph.experimental.do_not_convert  # plain TF ops, no Python control flow on tensors
     def decode_and_prepare(index, element):
         return prepare_sample(source.decode(element, images), index, stored_size=size, image_size=image_size,
                               heatmap_size=heatmap_size, config=config, seed=seed, augment=True,
@@ -699,6 +702,7 @@ def evaluation_dataset(source, config: DataConfig, *, image_size: int, heatmap_s
     if limit is not None:
         elements = elements.take(limit)
 
+    @tf.autograph.experimental.do_not_convert  # plain TF ops, no Python control flow on tensors
     def decode_and_prepare(index, element):
         return prepare_sample(source.decode(element, True), index, stored_size=size, image_size=image_size,
                               heatmap_size=heatmap_size, config=config, seed=0, augment=False,
