@@ -1188,6 +1188,8 @@ def main(argv: list[str] | None = None) -> int:
     meshes = report.pop("meshes", None)
     if meshes:
         columns = {"pretrained": meshes["before"], "weak": meshes["after"]}
+        if data.test.has_vertices:  # rendered sets know the true mesh
+            columns = {"ground truth": data.test.batch(np.arange(len(meshes["before"])))["vertices_xyz"], **columns}
         if comparison is not None:
             columns["weak, no L_pM"] = comparison.pop("meshes")["after"]
         figure = comparison_figure(Path(run_dir) / "meshes.png", data.test, columns)
