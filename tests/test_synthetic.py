@@ -421,6 +421,28 @@ def test_resume_writes_only_missing_shards(tmp_path):
         synthetic.generate_dataset(folder, 6, **{**arguments, "seed": 5})
 
 
+def test_frontal_views(renderer, tmp_path):
+    """views="frontal": the camera within 60 deg of the palm normal (palm and back), roll within
+    +-60 deg, so the wrist-to-middle-MCP direction points up in the crop (it can lean at most
+    60 deg from the roll plus the foreshortening of a 60 deg tilt)."""
+    params = [synthetic.sample_params(synthetic.sample_rng(3, i), renderer.templates, "frontal") for i in range(200)]
+    views = np.array([p.view for p in params])
+    np.testing.assert_allclose(np.linalg.norm(views, axis=1), 1.0, atol=1e-9)
+    assert np.all(np.abs(views[:, 2]) >= np.cos(np.radians(synthetic.FRONTAL_CONE_DEG)) - 1e-9)
+    assert 0.35 < np.mean(views[:, 2] > 0) < 0.65
+    rolls = np.degrees([p.roll for p in params])
+    assert np.all(np.abs(rolls) <= synthetic.FRONTAL_ROLL_DEG) and rolls.min() < -40 and rolls.max() > 40
+    samples = list(renderer.render(params[:12]))
+    up = np.array([s["joints_uv"][0] - s["joints_uv"][9] for s in samples])  # wrist minus middle MCP, pixels
+    assert np.all(up[:, 1] > 0)  # the MCP is above the wrist in every crop
+    with pytest.raises(ValueError, match=r"views='sideways'; expected one of \['full', 'frontal'\]"):
+        synthetic.generate_dataset(tmp_path / "x", 2, views="sideways", progress=False)
+    arguments = dict(image_size=SIZE, workers=0, samples_per_shard=2, progress=False)
+    synthetic.generate_dataset(tmp_path / "y", 2, views="frontal", **arguments)
+    with pytest.raises(ValueError, match="views: folder has 'frontal', requested 'full'"):
+        synthetic.generate_dataset(tmp_path / "y", 2, **arguments)
+
+
 def test_bad_arguments(tmp_path):
     a_file = tmp_path / "file.txt"
     a_file.write_text("x")

@@ -17,6 +17,7 @@ from scipy.spatial.transform import Rotation
 from test_pipeline import write_hand_shards
 
 from handshape_tf.assets.template import load_template
+from handshape_tf.config_utils import ConfigError
 from handshape_tf.data.pipeline import DataConfig, ShardSource, evaluation_dataset
 from handshape_tf.losses import MeshTopology
 from handshape_tf.models.baselines import (
@@ -30,7 +31,7 @@ from handshape_tf.models.config import ModelConfig
 from train import checkpoints
 from train.config import LossConfig, resolve_config
 from train.evaluate import headline, heldout_metrics
-from train.loop import Trainer, TrainingDiverged, make_environment
+from train.loop import LinearWarmup, Trainer, TrainingDiverged, make_environment
 from train.objectives import Objective, normalised_from_uvd, normalised_targets, uv_from_normalised
 from train.synthetic import main
 
@@ -148,7 +149,37 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path
                                                r"the last good checkpoint .*ckpt-1 is kept"):  # fmt: skip
         trainer.train()
     assert trainer.manager.latest_checkpoint.endswith("ckpt-1")
-    assert tf.train.load_checkpoint(trainer.manager.latest_checkpoint).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == 1
+    reader = tf.train.load_checkpoint(trainer.manager.latest_checkpoint)
+    assert reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == 1
+    keys = {key.split("/")[0] for key in reader.get_variable_to_shape_map()}
+    assert keys == {"model", "stage", "step", "global_step", "samples", "seconds", "optimizer_heatmap", "optimizer_pose",
+                    "optimizer_full", "save_counter", "_CHECKPOINTABLE_OBJECT_GRAPH"}  # fmt: skip
+    # Stage k ends at (f_1 + ... + f_k) x 30 min with the default shares 0.15, 0.05, 0.8.
+    deadlines = [trainer._deadline(name) for name in ("heatmap", "pose", "full")]
+    np.testing.assert_allclose(deadlines, [270.0, 360.0, 1800.0])
+
+
+def test_optimizer_choice_and_warmup(data, tmp_path):
+    """optimizer.name picks the Keras optimizer; warmup ramps each stage's rate from rate / steps."""
+    trainer = _trainer(data, tmp_path / "run", **{"optimizer.name": "adam", "optimizer.warmup_steps": 4,
+                                                  "stages.full.learning_rate": 2e-3})  # fmt: skip
+    optimizer = trainer.optimizers["full"]
+    assert isinstance(optimizer, keras.optimizers.Adam)
+    assert float(optimizer.learning_rate) == pytest.approx(5e-4)  # at the stage's first step
+    rates = [float(LinearWarmup(2e-3, 4)(step)) for step in range(6)]
+    np.testing.assert_allclose(rates, [5e-4, 1e-3, 1.5e-3, 2e-3, 2e-3, 2e-3], rtol=1e-6)
+    assert isinstance(_trainer(data, tmp_path / "other").optimizers["full"], keras.optimizers.RMSprop)
+    with pytest.raises(ConfigError, match="optimizer.warmup_steps=-1 must be >= 0"):
+        resolve_config("tiny", overrides={"optimizer.warmup_steps": -1})
+
+
+def test_training_config_checks_name_every_bad_key():
+    message = (r"inconsistent training config: batch_size=0 must be >= 1; .*stages.pose.learning_rate=0.0 must be > 0; "
+               r".*optimizer.rho=1.0 must be in \[0, 1\); .*evaluation.limit=-1 must be >= 0; "
+               r"dataset.workers=-1 must be >= 0; .*baseline.shape_samples=2 must be > baseline.shape_components$")
+    with pytest.raises(ConfigError, match=message):
+        resolve_config("tiny", overrides={"batch_size": 0, "stages.pose.learning_rate": 0.0, "optimizer.rho": 1.0,
+                                          "evaluation.limit": -1, "dataset.workers": -1, "baseline.shape_samples": 2})
 
 
 def test_bad_inputs_fail_before_training(data, tmp_path, capsys):

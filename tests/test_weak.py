@@ -14,7 +14,7 @@ import scipy.io
 import tensorflow as tf
 
 from handshape_tf.assets.template import load_template
-from handshape_tf.config_utils import save_yaml
+from handshape_tf.config_utils import ConfigError, merge, save_yaml
 from handshape_tf.data import real_like
 from handshape_tf.data.external.stb import SEQUENCES
 from handshape_tf.data.shards import DatasetError
@@ -380,6 +380,27 @@ def test_weak_stb_resumes_an_interrupted_run_from_its_checkpoint(tmp_path, tiny_
     assert report["evaluation"]["after"]["samples"] == 4 and report["evaluation"]["before"]["samples"] == 4
     assert {"edge_log_ratio", "laplacian_ratio"} <= set(report["plausibility"]["after"])
     assert (run / "model.keras").is_file() and "pretrained" in capsys.readouterr().out
+    # train.loop's checkpoint layout; `stage` counts in STAGES, so the skipped heatmap stage keeps its place.
+    reader = tf.train.load_checkpoint(str(run / "checkpoints"))
+    keys = {key.split("/")[0] for key in reader.get_variable_to_shape_map()}
+    assert keys == {"model", "stage", "step", "global_step", "samples", "seconds", "optimizer_full", "save_counter",
+                    "_CHECKPOINTABLE_OBJECT_GRAPH"}  # fmt: skip
+    assert reader.get_tensor("stage/.ATTRIBUTES/VARIABLE_VALUE") == 2
+    assert reader.get_tensor("samples/.ATTRIBUTES/VARIABLE_VALUE") == 3 * 4
+
+
+def test_weak_config_checks_name_every_bad_key():
+    config = weak_stb.WeakConfig(model=ModelConfig.preset("tiny"), architecture="direct_lbs")
+    bad = {"loss.pseudo_mesh": False, "stages.full.time_fraction": 1.5, "loss.depth_weight": -1.0,
+           "checkpoint.keep": 0, "loss.depth_size": 0, "evaluation.figure_samples": -1}  # fmt: skip
+    message = (r"inconsistent weak fine-tuning config: loss.depth=True must be false with architecture direct_lbs "
+               r"\(no trainable mesh\); stages.full.time_fraction=1.5 must be in \[0, 1\]; "
+               r"stages.\*.time_fraction \(sum\)=1.7 must be <= 1; loss.depth_weight=-1.0 must be >= 0; "
+               r"checkpoint.keep=0 must be >= 1; loss.depth_size=0 must be >= 1; "
+               r"evaluation.figure_samples=-1 must be >= 0$")
+    with pytest.raises(ConfigError, match=message):
+        merge(config, bad).validated()
+    assert weak_stb.WeakConfig(model=ModelConfig.preset("tiny")).validated().terms == ("heatmap", "depth", "pseudo_mesh")
 
 
 def test_mesh_plausibility_of_the_template_and_of_a_noisy_one():

@@ -18,6 +18,7 @@ with time_fraction 0 and max_steps 0 is skipped.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -78,12 +79,24 @@ class LossConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-    """RMSprop (Keras): rho, momentum, epsilon; clipnorm 0 for no gradient clipping."""
+    """One optimizer per stage (Keras).
 
+    Attributes:
+      name: "rmsprop" (the paper's) or "adam" (Keras defaults: beta_1 0.9, beta_2 0.999).
+      rho, momentum: RMSprop's squared-gradient decay and momentum (unused by Adam).
+      epsilon: added to the denominator (both).
+      clipnorm: per-variable gradient norm clip, 0 for none.
+      warmup_steps: the learning rate ramps linearly from 0 over a stage's first steps (each
+        stage's optimizer starts with empty statistics, and RMSprop's first updates are then
+        about 3x the learning rate per weight, enough to undo a pretrained stage), 0 for none.
+    """
+
+    name: Literal["rmsprop", "adam"] = "rmsprop"
     rho: float = 0.9
     momentum: float = 0.0
     epsilon: float = 1e-7
     clipnorm: float = 0.0
+    warmup_steps: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,9 +112,14 @@ class CheckpointConfig:
 class DatasetConfig:
     """The default synthetic dataset, rendered when `--data` is not given.
 
-    Held-out samples use seed + 1 (another stream of the generator).
+    Held-out samples use seed + 1 (another stream of the generator). `views` is the
+    generator's camera distribution (`handshape_tf.data.synthetic`): "frontal" (palm or back
+    towards the camera, fingers up within +-60 deg: a hand held up to a webcam) by default, which
+    the cpu preset learns within its short budget; "full" (any direction and roll) is the harder
+    domain of the paper's dataset.
     """
 
+    views: Literal["full", "frontal"] = "frontal"
     train_samples: int = 10000
     heldout_samples: int = 1000
     seed: int = 0
@@ -128,6 +146,60 @@ class BaselineConfig:
     mlp_units: tuple[int, ...] = (512, 512)
     shape_components: int = 10
     shape_samples: int = 256
+
+
+class Problems:
+    """Collects what a config check finds wrong, as "key=value must be rule" messages."""
+
+    def __init__(self):
+        self.messages: list[str] = []
+
+    def need(self, key: str, value: Any, ok: bool, rule: str) -> None:
+        """Records `key`=`value` as breaking `rule` unless `ok`."""
+        if not ok:
+            self.messages.append(f"{key}={value!r} must be {rule}")
+
+    def raise_if_any(self, what: str) -> None:
+        """Raises ConfigError("inconsistent <what>: <messages>") if a check failed."""
+        if self.messages:
+            raise ConfigError(f"inconsistent {what}: " + "; ".join(self.messages))
+
+
+def check_common(config: Any, stages: Sequence[str], problems: Problems) -> None:
+    """Checks the sections every staged run config has (`TrainConfig`, `train.weak_stb.WeakConfig`).
+
+    Args:
+      config: the config: batch_size, budget_minutes, log_every_steps, stage(name) ->
+        StageConfig, loss (its *_weight fields), optimizer, checkpoint, evaluation.batch_size
+        and evaluation.limit.
+      stages: the config's stage names.
+      problems: where the failed checks go.
+    """
+    need = problems.need
+    need("batch_size", config.batch_size, config.batch_size >= 1, ">= 1")
+    need("budget_minutes", config.budget_minutes, config.budget_minutes > 0, "> 0")
+    need("log_every_steps", config.log_every_steps, config.log_every_steps >= 1, ">= 1")
+    for name in stages:
+        stage = config.stage(name)
+        need(f"stages.{name}.time_fraction", stage.time_fraction, 0 <= stage.time_fraction <= 1, "in [0, 1]")
+        need(f"stages.{name}.max_steps", stage.max_steps, stage.max_steps >= 0, ">= 0")
+        need(f"stages.{name}.learning_rate", stage.learning_rate, stage.learning_rate > 0, "> 0")
+    total = sum(config.stage(name).time_fraction for name in stages)
+    need("stages.*.time_fraction (sum)", round(total, 6), total <= 1 + 1e-6, "<= 1")
+    for key, value in dataclasses.asdict(config.loss).items():
+        if key.endswith("_weight"):
+            need(f"loss.{key}", value, value >= 0, ">= 0")
+    o, c, e = config.optimizer, config.checkpoint, config.evaluation
+    need("optimizer.rho", o.rho, 0 <= o.rho < 1, "in [0, 1)")
+    need("optimizer.momentum", o.momentum, o.momentum >= 0, ">= 0")
+    need("optimizer.epsilon", o.epsilon, o.epsilon > 0, "> 0")
+    need("optimizer.clipnorm", o.clipnorm, o.clipnorm >= 0, ">= 0")
+    need("optimizer.warmup_steps", o.warmup_steps, o.warmup_steps >= 0, ">= 0")
+    need("checkpoint.every_steps", c.every_steps, c.every_steps >= 1, ">= 1")
+    need("checkpoint.every_seconds", c.every_seconds, c.every_seconds > 0, "> 0")
+    need("checkpoint.keep", c.keep, c.keep >= 1, ">= 1")
+    need("evaluation.batch_size", e.batch_size, e.batch_size >= 1, ">= 1")
+    need("evaluation.limit", e.limit, e.limit >= 0, ">= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,38 +237,13 @@ class TrainConfig:
         """Returns self after checking every section; raises ConfigError naming the keys."""
         self.model.validated()
         self.data.validated()
-        problems = []
-
-        def need(key: str, value: Any, ok: bool, rule: str) -> None:
-            if not ok:
-                problems.append(f"{key}={value!r} must be {rule}")
-
-        need("batch_size", self.batch_size, self.batch_size >= 1, ">= 1")
-        need("budget_minutes", self.budget_minutes, self.budget_minutes > 0, "> 0")
-        need("log_every_steps", self.log_every_steps, self.log_every_steps >= 1, ">= 1")
-        for name in STAGES:
-            stage = self.stage(name)
-            need(f"stages.{name}.time_fraction", stage.time_fraction, 0 <= stage.time_fraction <= 1, "in [0, 1]")
-            need(f"stages.{name}.max_steps", stage.max_steps, stage.max_steps >= 0, ">= 0")
-            need(f"stages.{name}.learning_rate", stage.learning_rate, stage.learning_rate > 0, "> 0")
-        total = sum(self.stage(name).time_fraction for name in STAGES)
-        need("stages.*.time_fraction (sum)", round(total, 6), total <= 1 + 1e-6, "<= 1")
-        for key, value in dataclasses.asdict(self.loss).items():
-            if key.endswith("_weight"):
-                need(f"loss.{key}", value, value >= 0, ">= 0")
-        need("optimizer.rho", self.optimizer.rho, 0 <= self.optimizer.rho < 1, "in [0, 1)")
-        need("optimizer.momentum", self.optimizer.momentum, self.optimizer.momentum >= 0, ">= 0")
-        need("optimizer.epsilon", self.optimizer.epsilon, self.optimizer.epsilon > 0, "> 0")
-        need("optimizer.clipnorm", self.optimizer.clipnorm, self.optimizer.clipnorm >= 0, ">= 0")
-        need("checkpoint.every_steps", self.checkpoint.every_steps, self.checkpoint.every_steps >= 1, ">= 1")
-        need("checkpoint.every_seconds", self.checkpoint.every_seconds, self.checkpoint.every_seconds > 0, "> 0")
-        need("checkpoint.keep", self.checkpoint.keep, self.checkpoint.keep >= 1, ">= 1")
+        problems = Problems()
+        check_common(self, STAGES, problems)
+        need = problems.need
         for key in ("train_samples", "heldout_samples", "samples_per_shard"):
             value = getattr(self.dataset, key)
             need(f"dataset.{key}", value, value >= 1, ">= 1")
         need("dataset.workers", self.dataset.workers, self.dataset.workers >= 0, ">= 0")
-        need("evaluation.batch_size", self.evaluation.batch_size, self.evaluation.batch_size >= 1, ">= 1")
-        need("evaluation.limit", self.evaluation.limit, self.evaluation.limit >= 0, ">= 0")
         need("evaluation.mean_baseline_samples", self.evaluation.mean_baseline_samples,
              self.evaluation.mean_baseline_samples >= 1, ">= 1")  # fmt: skip
         need("evaluation.sheet_size", self.evaluation.sheet_size, self.evaluation.sheet_size >= 0, ">= 0")
@@ -206,8 +253,7 @@ class TrainConfig:
              self.baseline.shape_components >= 1, ">= 1")  # fmt: skip
         need("baseline.shape_samples", self.baseline.shape_samples,
              self.baseline.shape_samples > self.baseline.shape_components, "> baseline.shape_components")  # fmt: skip
-        if problems:
-            raise ConfigError("inconsistent training config: " + "; ".join(problems))
+        problems.raise_if_any("training config")
         return self
 
 

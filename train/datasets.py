@@ -44,9 +44,10 @@ class RunData:
 
 
 def default_dataset_dir(workdir: Path, config: TrainConfig) -> Path:
-    """workdir/data/synthetic-<S>px-<train>+<heldout>-seed<seed> (train/ and heldout/ inside)."""
+    """workdir/data/synthetic-<views>-<S>px-<train>+<heldout>-seed<seed> (train/ and heldout/ inside)."""
     d = config.dataset
-    return Path(workdir) / "data" / f"synthetic-{config.model.image_size}px-{d.train_samples}+{d.heldout_samples}-seed{d.seed}"
+    name = f"synthetic-{d.views}-{config.model.image_size}px-{d.train_samples}+{d.heldout_samples}-seed{d.seed}"
+    return Path(workdir) / "data" / name
 
 
 def render_default_dataset(folder: Path, config: TrainConfig, progress: bool = True) -> None:
@@ -57,7 +58,7 @@ def render_default_dataset(folder: Path, config: TrainConfig, progress: bool = T
     for name, count, seed in ((TRAIN, d.train_samples, d.seed), (HELDOUT, d.heldout_samples, d.seed + 1)):
         logger.info("rendering %d %s samples into %s", count, name, folder / name)
         generate_dataset(folder / name, count, seed=seed, image_size=config.model.image_size, workers=d.workers,
-                         samples_per_shard=d.samples_per_shard, progress=progress)  # fmt: skip
+                         samples_per_shard=d.samples_per_shard, progress=progress, views=d.views)  # fmt: skip
 
 
 def is_complete(folder: Path) -> bool:

@@ -3,12 +3,17 @@
 Shape shorthand: B global batch, b = B / replicas, S input side, M heat-map side, J = 21,
 V mesh vertices.
 
-Stages (paper Sec. 4.3; `train.config` for the budgets):
+`StagedTrainer` is the loop both training entry points share: `Trainer` below (train.synthetic,
+train.ablations) and `train.weak_stb.WeakTrainer` (weakly supervised fine-tuning). It runs the
+stages of its subclass in order, each with its own optimizer (their variables differ; all are in
+the checkpoint), until the stage's max_steps or its share of the time budget (`train.config`);
+a subclass says which variables, batches and step function a stage has.
+
+Stages of `Trainer` (paper Sec. 4.3; `train.config` for the budgets):
   heatmap: the stacked hourglass alone with L_H;
   pose:    the pose regressor alone with L_J, fed ground-truth meshes (uvd) instead of images
            (models without a pose regressor, the Table 2 baselines, skip it);
   full:    everything but the pose regressor end to end with L_fully (`train.objectives`).
-Each stage has its own RMSprop (its variables differ); all are in the checkpoint.
 
 Distribution: the model, the optimizers and the steps live in a tf.distribute strategy (the
 default one, MirroredStrategy or MultiWorkerMirroredStrategy). Every input pipeline (one per
@@ -18,12 +23,13 @@ depend on a worker's clock (stop at the time budget, checkpoint every N seconds)
 the chief and all-reduced, so all workers step, save and stop together.
 
 Resume: the checkpoint holds the model, the optimizers, the stage, the step within it, the
-global step, the samples each input pipeline has consumed (the pipeline is a pure function of
-its seed, so it is rebuilt at that position) and the training seconds spent.
+global step, the samples each input pipeline has consumed (the input stream is a pure function
+of its seed, so it is rebuilt at that position) and the training seconds spent.
 """
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import logging
 import math
@@ -118,6 +124,20 @@ _SCALAR_METADATA = summary_pb2.SummaryMetadata(
 ).SerializeToString()
 
 
+class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
+    """Learning rate rate * min(1, (t + 1) / steps) at the optimizer's step t."""
+
+    def __init__(self, rate: float, steps: int):
+        self.rate = rate
+        self.steps = steps
+
+    def __call__(self, step):
+        return self.rate * keras.ops.minimum(1.0, (keras.ops.cast(step, "float32") + 1.0) / self.steps)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"rate": self.rate, "steps": self.steps}
+
+
 def _has_layer(model: keras.Model, name: str) -> bool:
     return any(layer.name == name for layer in model.layers)
 
@@ -126,54 +146,49 @@ def _peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-class Trainer:
-    """Trains one run folder from its config and a training source, resuming if it can.
+class StagedTrainer(abc.ABC):
+    """Trains a run folder stage by stage, resuming from its last checkpoint.
+
+    The base owns what every staged run has: the counters (stage, step, global_step, samples,
+    seconds), the checkpoint (keys model, stage, step, global_step, samples, seconds and
+    optimizer_<stage>) and its manager, history.jsonl, the TensorBoard writer, one optimizer per
+    stage, and the loop (time and step limits, non-finite stop, logging, periodic checkpoints,
+    the chief's decisions agreed by all workers). A subclass sets STAGE_ORDER and provides
+    `stage_variables`, `_batches` and `_step_fn`; it may narrow `_active`.
 
     Args:
-      config: the resolved TrainConfig.
+      config: the run's config (`TrainConfig`, `train.weak_stb.WeakConfig`): batch_size,
+        budget_minutes, log_every_steps, model.num_stacks, stage(name) -> StageConfig,
+        optimizer (OptimizerConfig) and checkpoint (CheckpointConfig).
       run_dir: the run folder (`train.checkpoints` layout); created by `prepare_run_dir`.
-      source: a `data.pipeline` source (ShardSource or PaperSyntheticSource).
+      model: the Keras model to train, built in `environment.strategy`'s scope.
       environment: the strategy (`make_environment`).
-      bank: N x S x S x 3 uint8 backgrounds; None draws them from BackgroundSource when the
-        data config composites.
-      progress: show tqdm progress bars.
+      progress: show tqdm progress bars (on the chief).
     """
 
-    def __init__(self, config: TrainConfig, run_dir: Path, source, environment: Environment, *,
-                 bank: np.ndarray | None = None, progress: bool = True):  # fmt: skip
+    STAGE_ORDER: tuple[str, ...]  # every stage name in order; `stage` and the deadlines count in it
+
+    def __init__(self, config: Any, run_dir: Path, model: keras.Model, environment: Environment, *,
+                 progress: bool = True):  # fmt: skip
         self.config = config
         self.run_dir = Path(run_dir)
-        self.source = source
+        self.model = model
         self.env = environment
         self.progress = progress
-        strategy = environment.strategy
-        replicas = strategy.num_replicas_in_sync
-        if config.batch_size % replicas:
-            raise ValueError(f"batch_size={config.batch_size} does not split over {replicas} replicas")
-        self.replicas = replicas
         self.samples_per_step = config.batch_size // environment.num_workers  # per input pipeline
-        keras.utils.set_random_seed(config.seed)  # the initial weights
-        with strategy.scope():
-            self.model = build_network(config)
-            self.stage_names = self._stage_names()
+        self.stage_names = [name for name in self.STAGE_ORDER if self._active(name)]
+        with environment.strategy.scope():
             self.optimizers = {name: self._optimizer(name) for name in self.stage_names}
         self.heatmap_model = keras.Model(
-            self.model.inputs,
-            [self.model.get_layer(f"heatmaps_{i}").output for i in range(config.model.num_stacks)],
+            model.inputs, [model.get_layer(f"heatmaps_{i}").output for i in range(config.model.num_stacks)]
         )
-        template = load_template()
-        self.objective = Objective(config.loss, MeshTopology.from_faces(template.faces, template.num_vertices),
-                                   config.model.image_size, mesh_trained=config.architecture != "direct_lbs")  # fmt: skip
-        self.bank = bank
-        if config.data.composite and bank is None:
-            self.bank = background_bank(config.data, config.model.image_size, config.seed)
         self.stage = tf.Variable(0, dtype=tf.int64, trainable=False, name="stage")
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         self.samples = tf.Variable(0, dtype=tf.int64, trainable=False, name="samples")
         self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="seconds")
         self.checkpoint = tf.train.Checkpoint(
-            model=self.model, stage=self.stage, step=self.step, global_step=self.global_step,
+            model=model, stage=self.stage, step=self.step, global_step=self.global_step,
             samples=self.samples, seconds=self.seconds,
             **{f"optimizer_{name}": optimizer for name, optimizer in self.optimizers.items()},
         )  # fmt: skip
@@ -186,35 +201,40 @@ class Trainer:
         self._agree_fn = self._make_agree() if environment.num_workers > 1 else None
 
     # ------------------------------------------------------------------------------------------
-    # Construction helpers.
+    # What a subclass says about its stages.
 
-    def _stage_names(self) -> list[str]:
-        names = []
-        for name in STAGES:
-            stage = self.config.stage(name)
-            if name == "pose" and not _has_layer(self.model, POSE_REGRESSOR):
-                continue
-            if stage.time_fraction > 0 or stage.max_steps > 0:
-                names.append(name)
-        return names
+    def _active(self, name: str) -> bool:
+        """Whether stage `name` runs: it has a time share or a step limit."""
+        stage = self.config.stage(name)
+        return stage.time_fraction > 0 or stage.max_steps > 0
 
+    @abc.abstractmethod
     def stage_variables(self, name: str) -> list:
         """Trainable variables of stage `name`."""
-        if name == "heatmap":
-            return list(self.model.get_layer(HOURGLASS).trainable_variables)
-        if name == "pose":
-            return list(self.model.get_layer(POSE_REGRESSOR).trainable_variables)
-        excluded = set()
-        if _has_layer(self.model, POSE_REGRESSOR) and not self.config.stages.full_trains_pose_regressor:
-            excluded = {id(v) for v in self.model.get_layer(POSE_REGRESSOR).trainable_variables}
-        return [v for v in self.model.trainable_variables if id(v) not in excluded]
+
+    @abc.abstractmethod
+    def _batches(self, name: str):
+        """The iterator stage `name`'s step function draws its batches from, starting at the
+        `samples` this input pipeline has consumed."""
+
+    @abc.abstractmethod
+    def _step_fn(self, name: str):
+        """A function iterator -> {"loss": scalar, term: scalar, ...} (tensors) that trains one
+        step of stage `name` on the next batch of `_batches(name)`."""
+
+    # ------------------------------------------------------------------------------------------
+    # Construction helpers.
 
     def _optimizer(self, name: str) -> keras.optimizers.Optimizer:
         o = self.config.optimizer
-        optimizer = keras.optimizers.RMSprop(
-            learning_rate=self.config.stage(name).learning_rate, rho=o.rho, momentum=o.momentum,
-            epsilon=o.epsilon, clipnorm=o.clipnorm or None, name=f"rmsprop_{name}",
-        )  # fmt: skip
+        rate = self.config.stage(name).learning_rate
+        if o.warmup_steps:
+            rate = LinearWarmup(rate, o.warmup_steps)
+        common = dict(learning_rate=rate, epsilon=o.epsilon, clipnorm=o.clipnorm or None, name=f"{o.name}_{name}")
+        if o.name == "adam":
+            optimizer = keras.optimizers.Adam(**common)
+        else:
+            optimizer = keras.optimizers.RMSprop(rho=o.rho, momentum=o.momentum, **common)
         optimizer.build(self.stage_variables(name))
         return optimizer
 
@@ -228,48 +248,6 @@ class Trainer:
 
         return agree
 
-    def _dataset(self, name: str):
-        c = self.config
-
-        def dataset_fn(context: tf.distribute.InputContext):
-            return training_dataset(
-                self.source, c.data, image_size=c.model.image_size, heatmap_size=c.model.heatmap_size,
-                batch_size=context.get_per_replica_batch_size(c.batch_size), seed=c.seed,
-                start=int(self.samples.numpy()), num_shards=context.num_input_pipelines,
-                shard_index=context.input_pipeline_id, images=name != "pose", bank=self.bank,
-            )  # fmt: skip
-
-        return self.env.strategy.distribute_datasets_from_function(dataset_fn)
-
-    def _step_fn(self, name: str):
-        strategy = self.env.strategy
-        variables = self.stage_variables(name)
-        optimizer = self.optimizers[name]
-        objective = self.objective
-        replicas = float(self.replicas)
-
-        def replica_step(batch):
-            with tf.GradientTape() as tape:
-                if name == "heatmap":
-                    loss, values = objective.heatmap_stage(self.heatmap_model(batch["image"], training=True), batch)
-                elif name == "pose":
-                    pose = self.model.get_layer(POSE_REGRESSOR)(batch["mesh_uvd"], training=True)
-                    loss, values = objective.pose_stage(pose, batch)
-                else:
-                    loss, values = objective.full_stage(self.model(batch["image"], training=True), batch)
-                scaled = loss / replicas  # the sum over replicas is the mean
-            gradients = tape.gradient(scaled, variables)
-            pairs = [(g, v) for g, v in zip(gradients, variables) if g is not None]
-            optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
-            return {"loss": loss / replicas, **{key: value / replicas for key, value in values.items()}}
-
-        @tf.function
-        def step(iterator):
-            results = strategy.run(replica_step, args=(next(iterator),))
-            return {key: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for key, value in results.items()}
-
-        return step
-
     # ------------------------------------------------------------------------------------------
     # The loop.
 
@@ -282,15 +260,16 @@ class Trainer:
         self.resumed_from = int(self.global_step.numpy())
         self.history.truncate(self.resumed_from)
         stage = int(self.stage.numpy())
+        order = self.STAGE_ORDER
         logger.info("resumed %s at stage %s, step %d (global step %d, %.0f s trained)", latest,
-                    STAGES[stage] if stage < len(STAGES) else "(done)", int(self.step.numpy()), self.resumed_from,
+                    order[stage] if stage < len(order) else "(done)", int(self.step.numpy()), self.resumed_from,
                     float(self.seconds.numpy()))  # fmt: skip
         return True
 
     def _deadline(self, name: str) -> float:
         """Training-clock second at which stage `name` ends (cumulative budget shares)."""
-        index = STAGES.index(name)
-        share = sum(self.config.stage(n).time_fraction for n in STAGES[: index + 1])
+        index = self.STAGE_ORDER.index(name)
+        share = sum(self.config.stage(n).time_fraction for n in self.STAGE_ORDER[: index + 1])
         return share * self.config.budget_minutes * 60.0
 
     def _agree(self, stop: bool, save: bool) -> tuple[bool, bool]:
@@ -313,7 +292,7 @@ class Trainer:
         self.restore()
         summary: dict[str, Any] = {"resumed_from_step": self.resumed_from, "stages": {}}
         for name in self.stage_names:
-            index = STAGES.index(name)  # `stage` counts in STAGES, so skipped stages keep their place
+            index = self.STAGE_ORDER.index(name)  # `stage` counts in STAGE_ORDER: skipped stages keep their place
             if index < int(self.stage.numpy()):
                 continue
             summary["stages"][name] = self._run_stage(name)
@@ -329,7 +308,7 @@ class Trainer:
         stage = c.stage(name)
         deadline = self._deadline(name)
         step_fn = self._step_fn(name)
-        iterator = iter(self._dataset(name))
+        iterator = self._batches(name)
         first_step = int(self.step.numpy())
         first_seconds = float(self.seconds.numpy())
         # The bar counts steps against max_steps, or seconds against the time left.
@@ -403,3 +382,95 @@ class Trainer:
             f"(--set stages.{name}.learning_rate=...) or enable gradient clipping (--set optimizer.clipnorm=1) "
             f"and run the same command again to resume from it"
         )
+
+
+class Trainer(StagedTrainer):
+    """Trains one run folder of synthetic data from its config and a training source, resuming
+    if it can (stages heatmap, pose, full; module docstring).
+
+    Args:
+      config: the resolved TrainConfig.
+      run_dir: the run folder (`train.checkpoints` layout); created by `prepare_run_dir`.
+      source: a `data.pipeline` source (ShardSource or PaperSyntheticSource).
+      environment: the strategy (`make_environment`).
+      bank: N x S x S x 3 uint8 backgrounds; None draws them from BackgroundSource when the
+        data config composites.
+      progress: show tqdm progress bars.
+    """
+
+    STAGE_ORDER = STAGES
+
+    def __init__(self, config: TrainConfig, run_dir: Path, source, environment: Environment, *,
+                 bank: np.ndarray | None = None, progress: bool = True):  # fmt: skip
+        replicas = environment.strategy.num_replicas_in_sync
+        if config.batch_size % replicas:
+            raise ValueError(f"batch_size={config.batch_size} does not split over {replicas} replicas")
+        self.source = source
+        self.replicas = replicas
+        keras.utils.set_random_seed(config.seed)  # the initial weights
+        with environment.strategy.scope():
+            model = build_network(config)
+        super().__init__(config, run_dir, model, environment, progress=progress)
+        template = load_template()
+        self.objective = Objective(config.loss, MeshTopology.from_faces(template.faces, template.num_vertices),
+                                   config.model.image_size, mesh_trained=config.architecture != "direct_lbs")  # fmt: skip
+        self.bank = bank
+        if config.data.composite and bank is None:
+            self.bank = background_bank(config.data, config.model.image_size, config.seed)
+
+    def _active(self, name: str) -> bool:
+        if name == "pose" and not _has_layer(self.model, POSE_REGRESSOR):
+            return False
+        return super()._active(name)
+
+    def stage_variables(self, name: str) -> list:
+        if name == "heatmap":
+            return list(self.model.get_layer(HOURGLASS).trainable_variables)
+        if name == "pose":
+            return list(self.model.get_layer(POSE_REGRESSOR).trainable_variables)
+        excluded = set()
+        if _has_layer(self.model, POSE_REGRESSOR) and not self.config.stages.full_trains_pose_regressor:
+            excluded = {id(v) for v in self.model.get_layer(POSE_REGRESSOR).trainable_variables}
+        return [v for v in self.model.trainable_variables if id(v) not in excluded]
+
+    def _batches(self, name: str):
+        c = self.config
+
+        def dataset_fn(context: tf.distribute.InputContext):
+            return training_dataset(
+                self.source, c.data, image_size=c.model.image_size, heatmap_size=c.model.heatmap_size,
+                batch_size=context.get_per_replica_batch_size(c.batch_size), seed=c.seed,
+                start=int(self.samples.numpy()), num_shards=context.num_input_pipelines,
+                shard_index=context.input_pipeline_id, images=name != "pose", bank=self.bank,
+            )  # fmt: skip
+
+        return iter(self.env.strategy.distribute_datasets_from_function(dataset_fn))
+
+    def _step_fn(self, name: str):
+        strategy = self.env.strategy
+        variables = self.stage_variables(name)
+        optimizer = self.optimizers[name]
+        objective = self.objective
+        replicas = float(self.replicas)
+
+        def replica_step(batch):
+            with tf.GradientTape() as tape:
+                if name == "heatmap":
+                    loss, values = objective.heatmap_stage(self.heatmap_model(batch["image"], training=True), batch)
+                elif name == "pose":
+                    pose = self.model.get_layer(POSE_REGRESSOR)(batch["mesh_uvd"], training=True)
+                    loss, values = objective.pose_stage(pose, batch)
+                else:
+                    loss, values = objective.full_stage(self.model(batch["image"], training=True), batch)
+                scaled = loss / replicas  # the sum over replicas is the mean
+            gradients = tape.gradient(scaled, variables)
+            pairs = [(g, v) for g, v in zip(gradients, variables) if g is not None]
+            optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+            return {"loss": loss / replicas, **{key: value / replicas for key, value in values.items()}}
+
+        @tf.function
+        def step(iterator):
+            results = strategy.run(replica_step, args=(next(iterator),))
+            return {key: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for key, value in results.items()}
+
+        return step

@@ -36,8 +36,9 @@ Losses (`WeakObjective`): L_weakly = 0.1 L_H + 0.1 L_D + 1 L_pM, + 10 L_J with 3
 
 Schedule: stage "heatmap" fine-tunes the hourglass with L_H, then stage "full" fine-tunes every
 layer with L_weakly; RMSprop, learning rate 1e-4, the stages sharing `budget_minutes` as in
-`train.config`. Images get photometric augmentation only (a geometric one would have to move
-the depth maps and pseudo meshes with them).
+`train.config`, run by `train.loop.StagedTrainer` (the loop of `train.synthetic`). Images get
+photometric augmentation only (a geometric one would have to move the depth maps and pseudo
+meshes with them).
 
 Without `--no-compare` the same fine-tuning also runs without L_pM (<run>/no-pseudo-mesh),
 each run getting half of `--budget`, and the report compares mesh plausibility (Fig. 6): per
@@ -58,7 +59,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import math
 import sys
 import time
 from pathlib import Path
@@ -69,7 +69,8 @@ import numpy as np
 from handshape_tf.config_utils import ConfigError, load_yaml, merge, parse_overrides, to_dict
 from handshape_tf.models.config import ModelConfig
 from train import checkpoints
-from train.config import CheckpointConfig, OptimizerConfig, StageConfig
+from train.config import CheckpointConfig, OptimizerConfig, Problems, StageConfig, check_common
+from train.loop import StagedTrainer, TrainingDiverged, make_environment
 
 logger = logging.getLogger("train.weak_stb")
 
@@ -180,49 +181,23 @@ class WeakConfig:
     def validated(self) -> "WeakConfig":
         """Returns self after checking the values; raises ConfigError naming the keys."""
         self.model.validated()
-        problems = []
-
-        def need(key: str, value: Any, ok: bool, rule: str) -> None:
-            if not ok:
-                problems.append(f"{key}={value!r} must be {rule}")
-
+        problems = Problems()
+        need = problems.need
         need("architecture", self.architecture, self.architecture in ("graph", "direct_lbs"),
              "'graph' or 'direct_lbs' (the parametric baseline is not fine-tuned weakly)")  # fmt: skip
         if self.architecture == "direct_lbs":
             for key in ("depth", "pseudo_mesh"):
                 value = getattr(self.loss, key)
                 need(f"loss.{key}", value, not value, "false with architecture direct_lbs (no trainable mesh)")
-        need("batch_size", self.batch_size, self.batch_size >= 1, ">= 1")
-        need("budget_minutes", self.budget_minutes, self.budget_minutes > 0, "> 0")
-        need("log_every_steps", self.log_every_steps, self.log_every_steps >= 1, ">= 1")
-        for name in STAGES:
-            stage = self.stage(name)
-            need(f"stages.{name}.time_fraction", stage.time_fraction, 0 <= stage.time_fraction <= 1, "in [0, 1]")
-            need(f"stages.{name}.max_steps", stage.max_steps, stage.max_steps >= 0, ">= 0")
-            need(f"stages.{name}.learning_rate", stage.learning_rate, stage.learning_rate > 0, "> 0")
-        total = sum(self.stage(name).time_fraction for name in STAGES)
-        need("stages.*.time_fraction (sum)", round(total, 6), total <= 1 + 1e-6, "<= 1")
-        for key in ("heatmap_weight", "depth_weight", "pseudo_mesh_weight", "pose_weight"):
-            need(f"loss.{key}", getattr(self.loss, key), getattr(self.loss, key) >= 0, ">= 0")
+        check_common(self, STAGES, problems)
         need("loss.depth_size", self.loss.depth_size, self.loss.depth_size >= 1, ">= 1")
         need("loss.depth_delta", self.loss.depth_delta, self.loss.depth_delta > 0, "> 0")
         need("loss.depth_band", self.loss.depth_band, self.loss.depth_band > 0, "> 0")
         for key in ("real_like_train", "real_like_test", "stb_train_stride"):
             need(f"data.{key}", getattr(self.data, key), getattr(self.data, key) >= 1, ">= 1")
         need("data.heatmap_sigma", self.data.heatmap_sigma, self.data.heatmap_sigma > 0, "> 0")
-        need("evaluation.batch_size", self.evaluation.batch_size, self.evaluation.batch_size >= 1, ">= 1")
-        need("evaluation.limit", self.evaluation.limit, self.evaluation.limit >= 0, ">= 0")
         need("evaluation.figure_samples", self.evaluation.figure_samples, self.evaluation.figure_samples >= 0, ">= 0")
-        o, c = self.optimizer, self.checkpoint
-        need("optimizer.rho", o.rho, 0 <= o.rho < 1, "in [0, 1)")
-        need("optimizer.momentum", o.momentum, o.momentum >= 0, ">= 0")
-        need("optimizer.epsilon", o.epsilon, o.epsilon > 0, "> 0")
-        need("optimizer.clipnorm", o.clipnorm, o.clipnorm >= 0, ">= 0")
-        need("checkpoint.every_steps", c.every_steps, c.every_steps >= 1, ">= 1")
-        need("checkpoint.every_seconds", c.every_seconds, c.every_seconds > 0, "> 0")
-        need("checkpoint.keep", c.keep, c.keep >= 1, ">= 1")
-        if problems:
-            raise ConfigError("inconsistent weak fine-tuning config: " + "; ".join(problems))
+        problems.raise_if_any("weak fine-tuning config")
         return self
 
     @property
@@ -582,20 +557,10 @@ def cached_pseudo_gt(run_dir: Path, model, init: InitRun, crops, config: WeakCon
 # Training.
 
 
-def _scalar_metadata() -> bytes:
-    """Summary metadata that TensorBoard's scalar plugin reads (no tensorboard import needed)."""
-    from tensorflow.core.framework import summary_pb2
-
-    plugin = summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
-    return summary_pb2.SummaryMetadata(plugin_data=plugin).SerializeToString()
-
-
-class WeakTrainer:
-    """Runs the two stages on one run folder, resuming from its last checkpoint.
-
-    The checkpoint holds the model, both optimizers, the stage, the step within it, the global
-    step, the samples consumed (the batch stream `real_like.iterate_batches` is rebuilt at that
-    position) and the training seconds, as `train.loop.Trainer`'s.
+class WeakTrainer(StagedTrainer):
+    """Runs the two stages (STAGES) on one run folder with `train.loop.StagedTrainer` (checkpoints,
+    resume, time budgets, logging as `train.loop.Trainer`'s); on resume the batch stream
+    `real_like.iterate_batches` is rebuilt at the samples consumed.
 
     Args:
       config: the resolved WeakConfig.
@@ -606,72 +571,31 @@ class WeakTrainer:
       progress: show progress bars.
     """
 
+    STAGE_ORDER = STAGES
+
     def __init__(self, config: WeakConfig, run_dir: Path, model, crops, pseudo_gt: np.ndarray | None,
                  progress: bool = True):  # fmt: skip
-        import keras
-        import tensorflow as tf
-
         from handshape_tf.assets.template import load_template
         from handshape_tf.losses import MeshTopology
-        from handshape_tf.models.network import HOURGLASS
 
-        self.config = config
-        self.run_dir = Path(run_dir)
-        self.model = model
-        self.crops = crops
-        self.pseudo_gt = pseudo_gt
-        self.progress = progress
         if config.loss.pseudo_mesh and pseudo_gt is None:
             raise ValueError("loss.pseudo_mesh is on but no pseudo-GT meshes were given")
-        self.stage_names = [n for n in STAGES if config.stage(n).time_fraction > 0 or config.stage(n).max_steps > 0]
-        self.variables = {
-            "heatmap": list(model.get_layer(HOURGLASS).trainable_variables),
-            "full": list(model.trainable_variables),
-        }
-        o = config.optimizer
-        self.optimizers = {}
-        for name in self.stage_names:
-            optimizer = keras.optimizers.RMSprop(
-                learning_rate=config.stage(name).learning_rate, rho=o.rho, momentum=o.momentum, epsilon=o.epsilon,
-                clipnorm=o.clipnorm or None, name=f"rmsprop_{name}",
-            )  # fmt: skip
-            optimizer.build(self.variables[name])
-            self.optimizers[name] = optimizer
-        self.heatmap_model = keras.Model(
-            model.inputs, [model.get_layer(f"heatmaps_{i}").output for i in range(config.model.num_stacks)]
-        )
+        self.crops = crops
+        self.pseudo_gt = pseudo_gt
+        super().__init__(config, run_dir, model, make_environment("default"), progress=progress)
         template = load_template()
         kind = "uvd" if has_uvd_mesh(model) else "xyz"
         self.objective = WeakObjective(config, MeshTopology.from_faces(template.faces, template.num_vertices), kind)
-        self.stage = tf.Variable(0, dtype=tf.int64, trainable=False, name="stage")
-        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-        self.samples = tf.Variable(0, dtype=tf.int64, trainable=False, name="samples")
-        self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="seconds")
-        self.checkpoint = tf.train.Checkpoint(
-            model=model, stage=self.stage, step=self.step, global_step=self.global_step, samples=self.samples,
-            seconds=self.seconds, **{f"optimizer_{name}": opt for name, opt in self.optimizers.items()},
-        )  # fmt: skip
-        self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.run_dir / checkpoints.CHECKPOINTS),
-                                                  max_to_keep=config.checkpoint.keep)  # fmt: skip
-        self.history = checkpoints.History(self.run_dir / checkpoints.HISTORY_FILE)
-        self.writer = tf.summary.create_file_writer(str(self.run_dir / checkpoints.LOGS))
-        self.resumed_from: int | None = None
 
-    def restore(self) -> bool:
-        """Restores the latest checkpoint, if any; returns whether it did."""
-        latest = self.manager.latest_checkpoint
-        if latest is None:
-            return False
-        self.checkpoint.restore(latest).assert_existing_objects_matched()
-        self.resumed_from = int(self.global_step.numpy())
-        self.history.truncate(self.resumed_from)
-        logger.info("resumed %s at global step %d (%.0f s trained)", latest, self.resumed_from,
-                    float(self.seconds.numpy()))  # fmt: skip
-        return True
+    def stage_variables(self, name: str) -> list:
+        from handshape_tf.models.network import HOURGLASS
 
-    def _batches(self):
-        """Numpy batch dicts of the training stream from the current position on."""
+        if name == "heatmap":
+            return list(self.model.get_layer(HOURGLASS).trainable_variables)
+        return list(self.model.trainable_variables)
+
+    def _batches(self, name: str):
+        """Numpy batch dicts of the training stream from the current position on (both stages)."""
         from handshape_tf.data.real_like import iterate_batches, nearest_depth
 
         depth_size = self.config.loss.depth_size
@@ -687,7 +611,7 @@ class WeakTrainer:
 
         from handshape_tf.data.pipeline import AugmentConfig, photometric_augmentation
 
-        variables, optimizer, objective = self.variables[name], self.optimizers[name], self.objective
+        variables, optimizer, objective = self.stage_variables(name), self.optimizers[name], self.objective
         photometric, seed = self.config.data.photometric, self.config.seed
         augment = AugmentConfig()
         keys = ("joints_uv", "depth", "intrinsics", "root_depth", "scale")
@@ -717,102 +641,12 @@ class WeakTrainer:
             optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
             return {"loss": loss, **values}
 
-        def run(batch):
+        def run(batches):
+            batch = next(batches)
             inputs = {key: tf.constant(batch[key], tf.float32) for key in keys}
             return step(tf.constant(batch["images"]), tf.constant(int(self.samples.numpy()), tf.int64), inputs)
 
         return run
-
-    def _deadline(self, name: str) -> float:
-        share = sum(self.config.stage(n).time_fraction for n in STAGES[: STAGES.index(name) + 1])
-        return share * self.config.budget_minutes * 60.0
-
-    def train(self) -> dict[str, Any]:
-        """Runs (or finishes) the stages; returns a summary of this session.
-
-        Raises:
-          train.loop.TrainingDiverged: a non-finite loss (no checkpoint is written after it).
-        """
-        self.restore()
-        summary: dict[str, Any] = {"resumed_from_step": self.resumed_from, "stages": {}}
-        for index, name in enumerate(self.stage_names):
-            if index < int(self.stage.numpy()):
-                continue
-            summary["stages"][name] = self._run_stage(name)
-            self.stage.assign(index + 1)
-            self.step.assign(0)
-            self.manager.save(checkpoint_number=int(self.global_step.numpy()))
-        summary.update(global_step=int(self.global_step.numpy()), training_seconds=float(self.seconds.numpy()))
-        return summary
-
-    def _run_stage(self, name: str) -> dict[str, Any]:
-        import tensorflow as tf
-        from tqdm import tqdm
-
-        from train.loop import TrainingDiverged
-
-        c = self.config
-        stage = c.stage(name)
-        deadline = self._deadline(name)
-        step_fn = self._step_fn(name)
-        batches = self._batches()
-        first_step, first_seconds = int(self.step.numpy()), float(self.seconds.numpy())
-        use_steps = stage.max_steps > 0
-        total = stage.max_steps if use_steps else max(1, round(deadline - first_seconds))
-        bar = tqdm(total=total, desc=f"stage {name}", unit="step" if use_steps else "s", disable=not self.progress,
-                   initial=first_step if use_steps else 0, dynamic_ncols=True)  # fmt: skip
-        last_save_time, last_save_step = time.monotonic(), first_step
-        timed_steps, timed_seconds = 0, 0.0
-        values: dict[str, float] = {}
-        metadata = _scalar_metadata()
-
-        def limits_reached() -> bool:
-            return (use_steps and int(self.step.numpy()) >= stage.max_steps) or float(self.seconds.numpy()) >= deadline
-
-        with self.writer.as_default():
-            while not limits_reached():
-                start = time.monotonic()
-                values = {key: float(value) for key, value in step_fn(next(batches)).items()}
-                elapsed = time.monotonic() - start
-                if not all(math.isfinite(v) for v in values.values()):
-                    bar.close()
-                    latest = self.manager.latest_checkpoint
-                    kept = f"the last good checkpoint {latest} is kept" if latest else "no checkpoint had been written"
-                    raise TrainingDiverged(
-                        f"training stopped: non-finite loss at stage {name!r}, step {int(self.step.numpy()) + 1}: "
-                        f"{values}; {kept}. Lower --set stages.{name}.learning_rate=... or set optimizer.clipnorm=1 "
-                        "and run the same command again to resume"
-                    )
-                self.step.assign_add(1)
-                self.global_step.assign_add(1)
-                self.samples.assign_add(c.batch_size)
-                self.seconds.assign_add(elapsed)
-                if int(self.step.numpy()) - first_step > 1:  # the first step of a session traces
-                    timed_steps, timed_seconds = timed_steps + 1, timed_seconds + elapsed
-                rate = c.batch_size * timed_steps / timed_seconds if timed_seconds else 0.0
-                bar.set_postfix(loss=f"{values['loss']:.4g}", img_s=f"{rate:.1f}", refresh=False)
-                done = int(self.step.numpy()) if use_steps else round(float(self.seconds.numpy()) - first_seconds)
-                bar.update(max(0, min(total, done) - bar.n))
-                step = int(self.global_step.numpy())
-                if int(self.step.numpy()) % c.log_every_steps == 0:
-                    for key, value in {**values, "images_per_second": rate}.items():
-                        tf.summary.write(f"{name}/{key}", tf.constant(value, tf.float32), step=step, metadata=metadata)
-                    self.history.append({"global_step": step, "stage": name, "step": int(self.step.numpy()),
-                                         "seconds": round(float(self.seconds.numpy()), 2), **values})  # fmt: skip
-                now = time.monotonic()
-                due = (int(self.step.numpy()) - last_save_step >= c.checkpoint.every_steps
-                       or now - last_save_time >= c.checkpoint.every_seconds)  # fmt: skip
-                if due and not limits_reached():
-                    self.manager.save(checkpoint_number=step)
-                    last_save_time, last_save_step = now, int(self.step.numpy())
-        bar.close()
-        return {
-            "steps": int(self.step.numpy()),
-            "session_steps": int(self.step.numpy()) - first_step,
-            "images_per_second": round(c.batch_size * timed_steps / timed_seconds, 2) if timed_seconds else None,
-            "final_loss": values.get("loss"),
-            "final_terms": {key: value for key, value in values.items() if key != "loss"},
-        }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1163,7 +997,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     from handshape_tf.data.shards import DatasetError
-    from train.loop import TrainingDiverged
 
     progress = not args.no_progress
     try:

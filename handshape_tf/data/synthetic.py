@@ -12,10 +12,13 @@ turns a batch of `SampleParams` into shard samples, see `handshape_tf.data.shard
    collision-free pose from `hand_poses.sample_pose` (half gestures, half the random prior),
    posed by forward kinematics + linear blend skinning (`geometry.skinning.pose_hand`); the 21
    keypoints follow the shaped rig.
-2. Camera: the view direction is uniform over the sphere around the hand (so about half the
-   views see the palm side and half the back) except where the camera would lie within 50 deg
-   of the forearm's axis seen from the wrist (the arm would come at the camera and hide the
-   hand); roll uniform over 360 deg; the distance from the camera to the hand's centre
+2. Camera: with views="full" (the default), the view direction is uniform over the sphere
+   around the hand (so about half the views see the palm side and half the back) and the roll
+   uniform over 360 deg; with views="frontal" (a hand held up to a webcam), the direction is
+   uniform over the two 60 deg cones around the palm's normal (palm or back towards the
+   camera, 50/50) and the roll within +-60 deg of fingers-up. Either way, directions within
+   50 deg of the forearm's axis seen from the wrist are redrawn (the arm would come at the
+   camera and hide the hand). The distance from the camera to the hand's centre
    log-uniform in 250-1000 mm (a phone or egocentric camera at arm's length to
    a webcam across a desk; STB's RealSense sequences are 300-600 mm). The full frame is a
    640 x 480 webcam (55-78 deg horizontal field of view), a 1280 x 720 webcam (60-78 deg), a
@@ -57,7 +60,7 @@ spawned processes with one TensorFlow thread each.
 
 Command line:
   python -m handshape_tf.data.synthetic --num N --out DIR [--seed S] [--size 256]
-      [--workers 2] [--samples-per-shard 256] [--backgrounds DIR] [--preview]
+      [--workers 2] [--samples-per-shard 256] [--backgrounds DIR] [--views full|frontal] [--preview]
 """
 
 from __future__ import annotations
@@ -121,6 +124,11 @@ DISTANCE_MM = (250.0, 1000.0)  # camera to hand centre, log-uniform
 # Seen from the wrist, the camera is never within this angle of the forearm's axis: there the
 # forearm would come at the camera and hide the hand (or end in the picture).
 FOREARM_CONE_DEG = 50.0
+# View distributions (module docstring, step 2): "frontal" keeps the camera within
+# FRONTAL_CONE_DEG of the palm's normal (either side) and the roll within +-FRONTAL_ROLL_DEG.
+VIEWS = ("full", "frontal")
+FRONTAL_CONE_DEG = 60.0
+FRONTAL_ROLL_DEG = 60.0
 _MAX_VIEW_DRAWS = 1000
 CROP_MARGIN = (1.1, 1.5)  # crop side / larger side of the hand's bounding box
 CROP_JITTER = 0.4  # centre offset, as a fraction of the free margin on each side
@@ -178,12 +186,13 @@ class SampleParams:
 
 
 def _sample_view(
-    rng: np.random.Generator, template: HandTemplate, rotations: np.ndarray, is_left: bool
+    rng: np.random.Generator, template: HandTemplate, rotations: np.ndarray, is_left: bool, views: str
 ) -> tuple[np.ndarray, float]:
     """A view direction (palm frame) and a distance (mm) that keep the camera out of the forearm cone.
 
-    The direction is uniform on the sphere and the distance log-uniform; draws that put the
-    camera within FOREARM_CONE_DEG of the forearm's axis as seen from the wrist are redrawn
+    The direction is uniform on the sphere ("full") or on the two FRONTAL_CONE_DEG cones around
+    the palm normal ("frontal"), the distance log-uniform; draws that put the camera within
+    FOREARM_CONE_DEG of the forearm's axis as seen from the wrist are redrawn
     (the camera looks at about the centre of the joints' bounding box, the wrist has no pose
     parameter, so its posed frame is its rest frame with +z along the forearm).
     """
@@ -192,9 +201,16 @@ def _sample_view(
     centre = 0.5 * (joints.min(axis=0) + joints.max(axis=0))
     wrist = template.rest_transforms[0].astype(np.float64)
     for _ in range(_MAX_VIEW_DRAWS):
-        height = rng.uniform(-1.0, 1.0)
-        azimuth = rng.uniform(0.0, 2.0 * np.pi)
-        view = np.array([height, np.sqrt(1 - height**2) * np.cos(azimuth), np.sqrt(1 - height**2) * np.sin(azimuth)])
+        if views == "full":  # uniform height along the distal axis: uniform on the sphere
+            height = rng.uniform(-1.0, 1.0)
+            azimuth = rng.uniform(0.0, 2.0 * np.pi)
+            view = np.array([height, np.sqrt(1 - height**2) * np.cos(azimuth), np.sqrt(1 - height**2) * np.sin(azimuth)])
+        else:  # uniform height along the palmar axis within the cone: uniform on the two caps
+            side = 1.0 if rng.uniform() < 0.5 else -1.0
+            height = rng.uniform(np.cos(np.radians(FRONTAL_CONE_DEG)), 1.0)
+            azimuth = rng.uniform(0.0, 2.0 * np.pi)
+            across = np.sqrt(1 - height**2)
+            view = np.array([across * np.cos(azimuth), across * np.sin(azimuth), side * height])
         distance = float(np.exp(rng.uniform(*np.log(DISTANCE_MM))))
         to_camera = centre + distance / 1000.0 * (axes.T @ view) - wrist[:3, 3]
         if to_camera @ wrist[:3, 2] < np.cos(np.radians(FOREARM_CONE_DEG)) * np.linalg.norm(to_camera):
@@ -202,12 +218,13 @@ def _sample_view(
     raise RuntimeError(f"no view outside the forearm cone in {_MAX_VIEW_DRAWS} draws")
 
 
-def sample_params(rng: np.random.Generator, templates: dict[bool, HandTemplate]) -> SampleParams:
+def sample_params(rng: np.random.Generator, templates: dict[bool, HandTemplate], views: str = "full") -> SampleParams:
     """Draws one sample's parameters (module docstring, steps 1-3).
 
     Args:
       rng: the random generator (the only source of randomness).
       templates: {False: right template, True: left template} (rest pose, unshaped).
+      views: the view distribution, one of VIEWS.
 
     Returns:
       SampleParams.
@@ -216,7 +233,9 @@ def sample_params(rng: np.random.Generator, templates: dict[bool, HandTemplate])
     shape = sample_shape(rng)
     shaped = shape_template(templates[is_left], shape)
     pose = sample_pose(rng, shaped)
-    view, distance = _sample_view(rng, shaped, pose.rotations, is_left)
+    if views not in VIEWS:
+        raise ValueError(f"views={views!r}; expected one of {list(VIEWS)}")
+    view, distance = _sample_view(rng, shaped, pose.rotations, is_left, views)
     _, width, height, fov = CAMERA_MODELS[int(rng.integers(len(CAMERA_MODELS)))]
     focal = 0.5 * width / np.tan(np.radians(rng.uniform(*fov)) / 2)
     centre = np.array([width, height]) / 2 + rng.normal(0, PRINCIPAL_POINT_JITTER, 2) * [width, height]
@@ -228,7 +247,7 @@ def sample_params(rng: np.random.Generator, templates: dict[bool, HandTemplate])
         angles=pose.angles,
         gesture=pose.gesture,
         view=view,
-        roll=float(rng.uniform(-np.pi, np.pi)),
+        roll=float(rng.uniform(-np.pi, np.pi) if views == "full" else np.radians(rng.uniform(-1, 1) * FRONTAL_ROLL_DEG)),
         distance_mm=distance,
         frame_size=(width, height),
         frame_intrinsics=np.array([focal, focal, centre[0], centre[1]]),
@@ -793,18 +812,18 @@ def sample_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(index)])
 
 
-def render_range(renderer: HandRenderer, seed: int, start: int, count: int) -> Iterator[dict[str, Any]]:
+def render_range(renderer: HandRenderer, seed: int, start: int, count: int, views: str = "full") -> Iterator[dict[str, Any]]:
     """Samples start .. start + count - 1 of the dataset seeded with `seed`, rendered in batches."""
     for first in range(start, start + count, RENDER_BATCH):
         indices = range(first, min(first + RENDER_BATCH, start + count))
-        yield from renderer.render([sample_params(sample_rng(seed, i), renderer.templates) for i in indices])
+        yield from renderer.render([sample_params(sample_rng(seed, i), renderer.templates, views) for i in indices])
 
 
 @dataclasses.dataclass(frozen=True)
 class ShardTask:
     """One shard to render: samples start .. start + count - 1 of the dataset seeded with `seed`,
     written to `folder` / `shards.shard_name(index, num_shards)`, backgrounds from the folder
-    `backgrounds` (None: procedural)."""
+    `backgrounds` (None: procedural), camera views from the distribution `views`."""
 
     folder: str
     index: int
@@ -814,6 +833,7 @@ class ShardTask:
     seed: int
     image_size: int
     backgrounds: str | None
+    views: str = "full"
 
 
 _WORKER_RENDERERS: dict[tuple[int, str | None], HandRenderer] = {}
@@ -848,7 +868,7 @@ def _run_shard(task: ShardTask) -> ShardResult:
         _WORKER_RENDERERS[key] = renderer
     skipped = renderer.backgrounds.num_skipped
     path = Path(task.folder) / shards.shard_name(task.index, task.num_shards)
-    count = shards.write_shard(path, render_range(renderer, task.seed, task.start, task.count))
+    count = shards.write_shard(path, render_range(renderer, task.seed, task.start, task.count, task.views))
     return ShardResult(task.index, count, renderer.backgrounds.num_skipped - skipped, time.process_time() - start)
 
 
@@ -877,7 +897,7 @@ def _prepare_folder(out_dir: Path) -> None:
         raise PermissionError(f"output folder {out_dir} is not writable ({error.strerror or error})") from None
 
 
-def _dataset_config(num_samples, seed, image_size, samples_per_shard, backgrounds) -> dict[str, Any]:
+def _dataset_config(num_samples, seed, image_size, samples_per_shard, backgrounds, views) -> dict[str, Any]:
     template = load_template()
     return {
         "generator": "handshape_tf.data.synthetic",
@@ -888,6 +908,7 @@ def _dataset_config(num_samples, seed, image_size, samples_per_shard, background
         "samples_per_shard": int(samples_per_shard),
         "image_size": int(image_size),
         "backgrounds": None if backgrounds is None else str(Path(backgrounds).expanduser().resolve()),
+        "views": views,
         "num_vertices": int(template.num_vertices),
         "pose_size": NUM_POSE_PARAMETERS,
         "shape_size": NUM_SHAPE_PARAMETERS,
@@ -908,6 +929,7 @@ def generate_dataset(
     samples_per_shard: int = 256,
     progress: bool = True,
     backgrounds: str | Path | None = None,
+    views: str = "full",
 ) -> dict[str, Any]:
     """Renders a synthetic dataset into shards (resumable; see the module docstring).
 
@@ -921,13 +943,15 @@ def generate_dataset(
       samples_per_shard: samples per shard file (the last one may be smaller).
       progress: show a tqdm progress bar.
       backgrounds: a folder of photos to crop backgrounds from, or None for procedural ones.
+      views: the camera view distribution, "full" or "frontal" (module docstring, step 2).
 
     Returns:
       The metadata written to `metadata.json` (counts, seed, generator version, image size,
       the complete shards and their sample counts).
 
     Raises:
-      ValueError: num_samples, seed, image_size, samples_per_shard or workers out of range, or the
+      ValueError: num_samples, seed, image_size, samples_per_shard or workers out of range, an
+        unknown views, or the
         folder holds a dataset generated with other arguments.
       NotADirectoryError: out_dir is a file.  PermissionError: out_dir is not writable.
       BackgroundError: the background folder is missing or holds no images.
@@ -937,12 +961,14 @@ def generate_dataset(
     _check_positive_int("image_size", image_size, MIN_IMAGE_SIZE)
     _check_positive_int("samples_per_shard", samples_per_shard)
     _check_positive_int("workers", workers, 0)
+    if views not in VIEWS:
+        raise ValueError(f"views={views!r}; expected one of {list(VIEWS)}")
     if backgrounds is not None:
         BackgroundSource(backgrounds)  # fails now on a missing or empty folder
     out_dir = Path(out_dir).expanduser()
     _prepare_folder(out_dir)
 
-    config = _dataset_config(num_samples, seed, image_size, samples_per_shard, backgrounds)
+    config = _dataset_config(num_samples, seed, image_size, samples_per_shard, backgrounds, views)
     num_shards = math.ceil(num_samples / samples_per_shard)
     names = [shards.shard_name(i, num_shards) for i in range(num_shards)]
     counts = {name: min(samples_per_shard, num_samples - i * samples_per_shard) for i, name in enumerate(names)}
@@ -965,7 +991,7 @@ def generate_dataset(
     shards.write_metadata(out_dir, metadata())
     tasks = [
         ShardTask(str(out_dir), i, num_shards, i * samples_per_shard, counts[name], int(seed), int(image_size),
-                   config["backgrounds"])
+                   config["backgrounds"], views)
         for i, name in enumerate(names)
         if name not in done
     ]  # fmt: skip
@@ -1025,7 +1051,7 @@ def _check_existing(out_dir: Path, config: dict[str, Any]) -> None:
         key: (existing.get(key), value)
         for key, value in config.items()
         if key in ("generator_version", "template_version", "seed", "num_samples", "samples_per_shard",
-                   "image_size", "backgrounds") and existing.get(key) != value
+                   "image_size", "backgrounds", "views") and existing.get(key, "full" if key == "views" else None) != value
     }  # fmt: skip
     if different:
         detail = ", ".join(f"{key}: folder has {old!r}, requested {new!r}" for key, (old, new) in different.items())
@@ -1046,6 +1072,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="parallel processes (0: this process)")
     parser.add_argument("--samples-per-shard", type=int, default=256)
     parser.add_argument("--backgrounds", type=Path, default=None, help="folder of photos for backgrounds")
+    parser.add_argument("--views", choices=VIEWS, default="full",
+                        help="camera views: full sphere (default) or frontal (palm or back towards the camera, fingers up +-60 deg)")
     parser.add_argument("--preview", action="store_true", help="also write DIR/preview.png (a contact sheet)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -1054,6 +1082,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metadata = generate_dataset(
             args.out, args.num, seed=args.seed, image_size=args.size, workers=args.workers,
             samples_per_shard=args.samples_per_shard, progress=not args.quiet, backgrounds=args.backgrounds,
+            views=args.views,
         )  # fmt: skip
     except (ValueError, OSError) as error:
         parser.exit(2, f"error: {error}\n")
