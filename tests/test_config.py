@@ -13,7 +13,7 @@ def test_presets_are_valid_and_distinct():
     cpu = ModelConfig.preset("cpu")
     assert paper.image_size == 256 and paper.num_stacks == 2 and paper.hourglass_filters == 256
     assert paper.heatmap_size == 64 and paper.latent_size == 4096 and paper.cheb_order == 3
-    assert cpu.image_size == 128 and cpu.heatmap_size == 32
+    assert cpu.image_size == 64 and cpu.heatmap_size == 16
     assert set(ModelConfig.preset_names()) >= {"paper", "cpu"}
 
 

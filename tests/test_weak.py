@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -12,9 +13,10 @@ import numpy as np
 import pytest
 import scipy.io
 import tensorflow as tf
+import yaml
 
 from handshape_tf.assets.template import load_template
-from handshape_tf.config_utils import ConfigError, merge, save_yaml
+from handshape_tf.config_utils import ConfigError, load_yaml, merge, save_yaml
 from handshape_tf.data import real_like
 from handshape_tf.data.external.stb import SEQUENCES
 from handshape_tf.data.shards import DatasetError
@@ -282,7 +284,7 @@ def test_init_errors_are_reported_before_any_work(tmp_path, tiny_init, capsys):
     code, err = _run(["--init", unfinished, "--workdir", tmp_path], capsys)
     assert code == 2 and "lacks model.keras (unfinished?)" in err
     code, err = _run(["--init", tiny_init, "--preset", "cpu", "--workdir", tmp_path], capsys)
-    assert code == 2 and "holds a model of another preset (image_size=64 (preset 'cpu': 128)" in err
+    assert code == 2 and "holds a model of another preset (hourglass_depth=2 (preset 'cpu': 4)" in err
     assert "--preset ('tiny')" in err
     code, err = _run(["--init", tiny_init, "--workdir", tmp_path, "--set", "model.image_size=128"], capsys)
     assert code == 2 and "model comes from the --init run" in err
@@ -401,6 +403,20 @@ def test_weak_config_checks_name_every_bad_key():
     with pytest.raises(ConfigError, match=message):
         merge(config, bad).validated()
     assert weak_stb.WeakConfig(model=ModelConfig.preset("tiny")).validated().terms == ("heatmap", "depth", "pseudo_mesh")
+
+
+def test_weak_config_takes_views_and_heatmap_sigma_from_the_init_run(tmp_path, tiny_init):
+    """The real-like set is rendered with the init run's camera views and the heat-maps keep its
+    Gaussian width, unless the command line says otherwise."""
+    folder = tmp_path / "synthetic-tiny"
+    shutil.copytree(tiny_init, folder)
+    config = load_yaml(folder / "config.yaml")
+    config["dataset"]["views"], config["data"]["heatmap_sigma"] = "frontal", 12.0
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    init = weak_stb.open_init(folder)
+    resolved = weak_stb.resolve(init)
+    assert (resolved.data.views, resolved.data.heatmap_sigma) == ("frontal", 12.0)
+    assert weak_stb.resolve(init, overrides={"data.views": "full"}).data.views == "full"
 
 
 def test_mesh_plausibility_of_the_template_and_of_a_noisy_one():

@@ -128,7 +128,10 @@ class WeakDataConfig:
       real_like_train, real_like_test, real_like_seed: the default rendered set (test = seed + 1).
       stb_train_stride: keep every k-th STB training frame (1: all 15000).
       photometric: photometric augmentation of the training images (`data.pipeline`).
-      heatmap_sigma: Gaussian SD in pixels at 64 x 64 heat-maps (paper: 4), scaled with the side.
+      heatmap_sigma: Gaussian SD in pixels at 64 x 64 heat-maps (paper: 4), scaled with the side;
+        the --init run's value unless set.
+      views: camera views of the real-like set ("full" or "frontal", `data.synthetic`); the
+        --init run's training views unless set.
     """
 
     real_like_train: int = 2000
@@ -137,6 +140,7 @@ class WeakDataConfig:
     stb_train_stride: int = 1
     photometric: bool = True
     heatmap_sigma: float = 4.0
+    views: Literal["full", "frontal"] = "full"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -288,12 +292,14 @@ def load_init_model(init: InitRun):
 
 
 def resolve(init: InitRun, config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> WeakConfig:
-    """WeakConfig: defaults with the init run's model and architecture -> YAML -> overrides.
+    """WeakConfig: defaults with the init run's model, architecture, heat-map sigma and views ->
+    YAML -> overrides.
 
     Raises:
       ConfigError: unknown keys, bad values, or a model / architecture other than the run's.
     """
-    config = WeakConfig(model=init.config.model, architecture=init.config.architecture)
+    data = WeakDataConfig(heatmap_sigma=init.config.data.heatmap_sigma, views=init.config.dataset.views)
+    config = WeakConfig(model=init.config.model, architecture=init.config.architecture, data=data)
     if config_file is not None:
         config = merge(config, load_yaml(config_file))
     if overrides:
@@ -335,14 +341,14 @@ def prepare_data(data: Path | None, workdir: Path, config: WeakConfig, progress:
     size = config.model.image_size
     d = config.data
     if data is None:
-        name = f"real-like-{size}px-{d.real_like_train}+{d.real_like_test}-seed{d.real_like_seed}"
+        name = f"real-like-{d.views}-{size}px-{d.real_like_train}+{d.real_like_test}-seed{d.real_like_seed}"
         folder = Path(workdir) / "data" / name
         parts = {"train": (d.real_like_train, d.real_like_seed), "test": (d.real_like_test, d.real_like_seed + 1)}
         renderer = None
         if not all(real_like.is_complete(folder / name) for name in parts):
             renderer = real_like.RealLikeRenderer(size)
         train, test = (real_like.generate_real_like(folder / name, count, seed=seed, image_size=size, progress=progress,
-                                                    renderer=renderer)
+                                                    renderer=renderer, views=d.views)
                        for name, (count, seed) in parts.items())  # fmt: skip
         result = WeakData(train, test, "real-like")
     elif (Path(data) / "train" / real_like.METADATA).is_file():

@@ -327,20 +327,21 @@ def camera_image(radiance: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 # Geometry.
 
 
-def real_like_params(rng: np.random.Generator, templates):
+def real_like_params(rng: np.random.Generator, templates, views: str = "full"):
     """One sample's parameters: `synthetic.sample_params` (hand, shape, pose, view), then an
     STB-like camera: the RealSense colour intrinsics, 300-650 mm, hand centre in the central 70%.
 
     Args:
       rng: the sample's random generator.
       templates: {False: right, True: left} templates (`RealLikeRenderer.templates`).
+      views: the view distribution ("full" or "frontal", `synthetic.VIEWS`).
 
     Returns:
       A `synthetic.SampleParams`.
     """
     from handshape_tf.data.synthetic import sample_params
 
-    params = sample_params(rng, templates)
+    params = sample_params(rng, templates, views)
     width, height = REALSENSE_FRAME
     margin = (1.0 - HAND_CENTRE_FRAME) / 2
     return dataclasses.replace(
@@ -716,7 +717,7 @@ def _progress(total: int, initial: int, enabled: bool, description: str):
 def generate_real_like(folder: str | Path, num_samples: int, *, seed: int = 0, image_size: int = 128,
                        progress: bool = True, backgrounds: str | Path | None = None,
                        sensor: SensorModel = SensorModel(),
-                       renderer: RealLikeRenderer | None = None) -> CropSet:  # fmt: skip
+                       renderer: RealLikeRenderer | None = None, views: str = "full") -> CropSet:  # fmt: skip
     """Renders (or completes) a real-like crop set: sample g comes from the generator seeded
     with [seed, g], so the same arguments always give the same samples.
 
@@ -730,6 +731,7 @@ def generate_real_like(folder: str | Path, num_samples: int, *, seed: int = 0, i
       sensor: the depth sensor model.
       renderer: a RealLikeRenderer to reuse (e.g. for a train and a test set); it must have
         this image size, sensor and background folder. None: one is made if samples are missing.
+      views: the camera view distribution, "full" or "frontal" (`handshape_tf.data.synthetic`).
 
     Returns:
       The finished CropSet.
@@ -753,7 +755,7 @@ def generate_real_like(folder: str | Path, num_samples: int, *, seed: int = 0, i
         if made_with[:2] != wanted[:2] or (made_with[2] and made_with[2].resolve()) != background_folder:
             raise ValueError(f"renderer made with (image_size, sensor, backgrounds) = {made_with}; expected {wanted}")
     source = {"generator": "handshape_tf.data.real_like", "generator_version": GENERATOR_VERSION,
-              "synthetic_generator_version": SYNTHETIC_VERSION, "seed": int(seed),
+              "synthetic_generator_version": SYNTHETIC_VERSION, "seed": int(seed), "views": views,
               "backgrounds": None if background_folder is None else str(background_folder),
               "sensor": json.loads(json.dumps(dataclasses.asdict(sensor)))}  # fmt: skip
     writer = CropSetWriter(folder, num_samples, image_size, True, source)
@@ -767,7 +769,7 @@ def generate_real_like(folder: str | Path, num_samples: int, *, seed: int = 0, i
                 chunk = []
                 for first in range(start, stop, RENDER_BATCH):
                     indices = range(first, min(first + RENDER_BATCH, stop))
-                    params = [real_like_params(sample_rng(seed, i), renderer.templates) for i in indices]
+                    params = [real_like_params(sample_rng(seed, i), renderer.templates, views) for i in indices]
                     chunk += [_stored(sample) for sample in renderer.render(params)]
                 writer.append(chunk)
                 bar.update(len(chunk))
