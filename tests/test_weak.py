@@ -405,17 +405,19 @@ def test_weak_config_checks_name_every_bad_key():
     assert weak_stb.WeakConfig(model=ModelConfig.preset("tiny")).validated().terms == ("heatmap", "depth", "pseudo_mesh")
 
 
-def test_weak_config_takes_views_and_heatmap_sigma_from_the_init_run(tmp_path, tiny_init):
-    """The real-like set is rendered with the init run's camera views and the heat-maps keep its
-    Gaussian width, unless the command line says otherwise."""
+def test_weak_config_takes_the_init_runs_recipe(tmp_path, tiny_init):
+    """The real-like set is rendered with the init run's camera views; heat-map width, batch size
+    and optimizer are the init run's, unless the command line says otherwise."""
     folder = tmp_path / "synthetic-tiny"
     shutil.copytree(tiny_init, folder)
     config = load_yaml(folder / "config.yaml")
     config["dataset"]["views"], config["data"]["heatmap_sigma"] = "frontal", 12.0
+    config["batch_size"], config["optimizer"]["warmup_steps"] = 16, 50
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     init = weak_stb.open_init(folder)
     resolved = weak_stb.resolve(init)
     assert (resolved.data.views, resolved.data.heatmap_sigma) == ("frontal", 12.0)
+    assert (resolved.batch_size, resolved.optimizer.warmup_steps) == (16, 50)
     assert weak_stb.resolve(init, overrides={"data.views": "full"}).data.views == "full"
 
 

@@ -160,7 +160,7 @@ class WeakConfig:
       model: the network's sizes, those of the --init run (not settable).
       architecture: "graph" (the paper's network) or "direct_lbs" (Table 3's Baseline 1), from
         the --init run.
-      batch_size: images per step (paper: 32).
+      batch_size: images per step (paper: 32); the --init run's unless set.
       budget_minutes: wall-clock training budget shared by the stages.
       seed: seeds the batch order and the augmentation.
       log_every_steps: TensorBoard / history interval.
@@ -174,7 +174,7 @@ class WeakConfig:
     log_every_steps: int = 10
     stages: WeakStagesConfig = WeakStagesConfig()
     loss: WeakLossConfig = WeakLossConfig()
-    optimizer: OptimizerConfig = OptimizerConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()  # the --init run's unless set
     data: WeakDataConfig = WeakDataConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     evaluation: WeakEvaluationConfig = WeakEvaluationConfig()
@@ -292,14 +292,16 @@ def load_init_model(init: InitRun):
 
 
 def resolve(init: InitRun, config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> WeakConfig:
-    """WeakConfig: defaults with the init run's model, architecture, heat-map sigma and views ->
-    YAML -> overrides.
+    """WeakConfig: defaults with the init run's model, architecture, batch size, optimizer,
+    heat-map sigma and views (its preset's recipe, `train.config.PRESET_TRAINING`) -> YAML ->
+    overrides.
 
     Raises:
       ConfigError: unknown keys, bad values, or a model / architecture other than the run's.
     """
     data = WeakDataConfig(heatmap_sigma=init.config.data.heatmap_sigma, views=init.config.dataset.views)
-    config = WeakConfig(model=init.config.model, architecture=init.config.architecture, data=data)
+    config = WeakConfig(model=init.config.model, architecture=init.config.architecture,
+                        batch_size=init.config.batch_size, optimizer=init.config.optimizer, data=data)
     if config_file is not None:
         config = merge(config, load_yaml(config_file))
     if overrides:
