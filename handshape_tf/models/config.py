@@ -6,8 +6,8 @@ modules and 4 max-pools (4 x 4 x 256 = 4096 latent), two FC layers to 80 coarse 
 features, four x2 graph upsamplings with K = 3 Chebyshev convolutions up to 1280 nodes, and the
 linear pose regressor. `ModelConfig.preset("cpu")` is the small model for a 2-core CPU: 64 x 64
 input (16 x 16 heat-maps, 1 x 1 x 64 latent), one 64-channel hourglass, narrow graph layers; it
-trains at ~100 images/s there, so a 30-minute budget sees ~10 epochs of a 10k-sample set
-(`train.config` holds its short-budget training recipe).
+trains end to end at ~65 images/s there (batch 16; the hourglass alone ~120), so a 30-minute
+budget passes ~12 times over a 10k-sample set (`train.config` holds its short-budget recipe).
 """
 
 from __future__ import annotations
