@@ -810,15 +810,16 @@ def comparison_figure(path: Path, crops, meshes: dict[str, np.ndarray], side: in
     batch = crops.batch(np.arange(count))
     intrinsics = batch["intrinsics"] * (side / crops.image_size)
     columns = [np.stack([cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA) for image in batch["images"]])]
-    titles = ["input"]
-    for title, vertices in meshes.items():
+    for vertices in meshes.values():
         columns += [_shaded(vertices[:count], faces, intrinsics, side),
                     _shaded(_side_view(vertices[:count]), faces, intrinsics, side)]  # fmt: skip
-        titles += [title, f"{title} (side)"]
-    header = np.full((18, side * len(columns), 3), 255, np.uint8)
-    for index, title in enumerate(titles):
-        origin = (index * side + 3, 13)
-        cv2.putText(header, title[:16], origin, cv2.FONT_HERSHEY_SIMPLEX, 0.33, (0, 0, 0), 1, cv2.LINE_AA)
+    # Two header lines: each model's title over its pair of tiles, then "camera" / "side".
+    header = np.full((32, side * len(columns), 3), 255, np.uint8)
+    labels = [(0, 13, "input")] + [(1 + 2 * i, 13, title) for i, title in enumerate(meshes)]
+    labels += [(column, 27, "camera" if column % 2 else "side") for column in range(1, len(columns))]
+    for column, baseline, text in labels:
+        cv2.putText(header, text[:30], (column * side + 3, baseline), cv2.FONT_HERSHEY_SIMPLEX, 0.33, (0, 0, 0), 1,
+                    cv2.LINE_AA)  # fmt: skip
     rows = [np.concatenate([column[k] for column in columns], axis=1) for k in range(count)]
     sheet = np.concatenate([header, *rows], axis=0)
     path = Path(path)
