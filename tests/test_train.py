@@ -201,8 +201,8 @@ def test_bad_inputs_fail_before_training(data, tmp_path, capsys):
     fails(["--data", str(empty), *run], "contains no complete shards")
     fails(["--data", str(tmp_path / "missing"), *run], "does not exist")
     fails(["--data", str(data / "train"), *run], "is a single shard folder; name the held-out folder with --heldout")
-    fails(["--data", str(data), "--preset", "cpu", "--set", "data.resize=false", "--run-dir", str(tmp_path / "r")],
-          "holds 64 x 64 crops but the model takes 128 x 128 and data.resize is false")
+    fails(["--data", str(data), "--preset", "paper", "--set", "data.resize=false", "--run-dir", str(tmp_path / "r")],
+          "holds 64 x 64 crops but the model takes 256 x 256 and data.resize is false")
     checkpoints.prepare_run_dir(tmp_path / "other", resolve_config("tiny", overrides={"batch_size": 4}))
     fails(["--data", str(data), "--preset", "tiny", "--run-dir", str(tmp_path / "other")],
           "holds a run with another configuration (batch_size: run has 4, requested 32)")
