@@ -389,6 +389,20 @@ def test_weak_stb_resumes_an_interrupted_run_from_its_checkpoint(tmp_path, tiny_
                     "_CHECKPOINTABLE_OBJECT_GRAPH"}  # fmt: skip
     assert reader.get_tensor("stage/.ATTRIBUTES/VARIABLE_VALUE") == 2
     assert reader.get_tensor("samples/.ATTRIBUTES/VARIABLE_VALUE") == 3 * 4
+    # BatchNorm stays the init run's (freeze_batch_norm): statistics and gamma/beta unchanged, the
+    # other weights trained; the saved model's BatchNorm layers are trainable again.
+    import keras
+
+    before, after = (keras.saving.load_model(path, compile=False) for path in (tiny_init / "model.keras",
+                                                                               run / "model.keras"))  # fmt: skip
+    norms = [[layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+             for model in (before, after)]  # fmt: skip
+    assert len(norms[1]) > 50 and all(layer.trainable for layer in norms[1])
+    for old, new in zip(*norms):
+        for a, b in zip(old.weights, new.weights):
+            np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=f"{new.path}/{b.name}")
+    convolution = after.get_layer("mesh_decoder").trainable_weights[0]
+    assert not np.array_equal(before.get_layer("mesh_decoder").trainable_weights[0].numpy(), convolution.numpy())
 
 
 def test_weak_config_checks_name_every_bad_key():

@@ -35,7 +35,7 @@ Losses (`WeakObjective`): L_weakly = 0.1 L_H + 0.1 L_D + 1 L_pM, + 10 L_J with 3
   * L_J: joints in that same frame against (joints_xyz - wrist) / s.
 
 Schedule: stage "heatmap" fine-tunes the hourglass with L_H, then stage "full" fine-tunes every
-layer with L_weakly; RMSprop, learning rate 1e-4, the stages sharing `budget_minutes` as in
+layer with L_weakly, BatchNorm layers kept as the init run's (`freeze_batch_norm`); RMSprop, learning rate 1e-4, the stages sharing `budget_minutes` as in
 `train.config`, run by `train.loop.StagedTrainer` (the loop of `train.synthetic`). Images get
 photometric augmentation only (a geometric one would have to move the depth maps and pseudo
 meshes with them).
@@ -164,6 +164,10 @@ class WeakConfig:
       budget_minutes: wall-clock training budget shared by the stages.
       seed: seeds the batch order and the augmentation.
       log_every_steps: TensorBoard / history interval.
+      freeze_batch_norm: keep the --init run's BatchNorm layers as they are (inference mode, no
+        statistics update, gamma and beta fixed) while fine-tuning, the usual practice. Statistics
+        re-estimated from the small fine-tuning batches let a few test crops diverge (u, v tens
+        of crop widths away) in inference mode.
     """
 
     model: ModelConfig = ModelConfig.preset("cpu")
@@ -172,6 +176,7 @@ class WeakConfig:
     budget_minutes: float = DEFAULT_BUDGET_MINUTES
     seed: int = 0
     log_every_steps: int = 10
+    freeze_batch_norm: bool = True
     stages: WeakStagesConfig = WeakStagesConfig()
     loss: WeakLossConfig = WeakLossConfig()
     optimizer: OptimizerConfig = OptimizerConfig()  # the --init run's unless set
@@ -565,6 +570,19 @@ def cached_pseudo_gt(run_dir: Path, model, init: InitRun, crops, config: WeakCon
 # Training.
 
 
+def set_batch_norm_trainable(model, trainable: bool) -> list:
+    """Sets `trainable` on every BatchNormalization layer of `model` (nested ones too) that does
+    not have it yet; returns those layers. A non-trainable Keras 3 BatchNormalization normalises
+    with its moving statistics even when called with training=True, and updates nothing."""
+    import keras
+
+    layers = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+              if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable != trainable]  # fmt: skip
+    for layer in layers:
+        layer.trainable = trainable
+    return layers
+
+
 class WeakTrainer(StagedTrainer):
     """Runs the two stages (STAGES) on one run folder with `train.loop.StagedTrainer` (checkpoints,
     resume, time budgets, logging as `train.loop.Trainer`'s); on resume the batch stream
@@ -590,10 +608,21 @@ class WeakTrainer(StagedTrainer):
             raise ValueError("loss.pseudo_mesh is on but no pseudo-GT meshes were given")
         self.crops = crops
         self.pseudo_gt = pseudo_gt
+        # Before the optimizers are built: frozen layers have no trainable variables.
+        self._frozen = set_batch_norm_trainable(model, False) if config.freeze_batch_norm else []
         super().__init__(config, run_dir, model, make_environment("default"), progress=progress)
         template = load_template()
         kind = "uvd" if has_uvd_mesh(model) else "xyz"
         self.objective = WeakObjective(config, MeshTopology.from_faces(template.faces, template.num_vertices), kind)
+
+    def train(self) -> dict[str, Any]:
+        """`StagedTrainer.train`; the frozen BatchNorm layers are trainable again afterwards, so
+        the saved model is the init run's kind of model."""
+        try:
+            return super().train()
+        finally:
+            for layer in self._frozen:
+                layer.trainable = True
 
     def stage_variables(self, name: str) -> list:
         from handshape_tf.models.network import HOURGLASS
