@@ -31,7 +31,14 @@ from handshape_tf.models.config import ModelConfig
 from train import checkpoints
 from train.config import LossConfig, resolve_config
 from train.evaluate import headline, heldout_metrics
-from train.loop import LinearWarmup, Trainer, TrainingDiverged, make_environment
+from train.loop import (
+    LinearWarmup,
+    Trainer,
+    TrainingDiverged,
+    batch_norm_layers,
+    make_environment,
+    recalibrate_batch_norm,
+)
 from train.objectives import Objective, normalised_from_uvd, normalised_targets, uv_from_normalised
 from train.synthetic import main
 
@@ -159,6 +166,32 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path
     np.testing.assert_allclose(deadlines, [270.0, 360.0, 1800.0])
 
 
+def test_batch_norm_recalibration_averages_batch_statistics():
+    """Moving statistics become the plain mean of the batch means and (biased) variances; the
+    momentum and the weights are left as they were, a frozen layer is not touched."""
+    inputs = keras.Input((3,))
+    hidden = keras.layers.Dense(4, name="dense")(inputs)
+    normalised = keras.layers.BatchNormalization(momentum=0.9, name="bn")(hidden)
+    frozen = keras.layers.BatchNormalization(momentum=0.9, name="frozen")
+    model = keras.Model(inputs, frozen(normalised))
+    frozen.trainable = False
+    frozen_before = [w.numpy().copy() for w in frozen.weights]
+    weights = model.get_layer("dense").get_weights()
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(k, 1.0 + k, (5, 3)).astype(np.float32) for k in range(3)]
+    assert recalibrate_batch_norm(model, batches) == 3
+    activations = [x @ weights[0] + weights[1] for x in batches]
+    bn = model.get_layer("bn")
+    np.testing.assert_allclose(bn.moving_mean.numpy(), np.mean([a.mean(0) for a in activations], 0), rtol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), np.mean([a.var(0) for a in activations], 0), rtol=1e-4)
+    assert bn.momentum == 0.9 and frozen.momentum == 0.9
+    for a, b in zip(frozen_before, frozen.weights):
+        np.testing.assert_array_equal(a, b.numpy())
+    for a, b in zip(weights, model.get_layer("dense").get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert [layer.name for layer in batch_norm_layers(model)] == ["bn", "frozen"]
+
+
 def test_optimizer_choice_and_warmup(data, tmp_path):
     """optimizer.name picks the Keras optimizer; warmup ramps each stage's rate from rate / steps."""
     trainer = _trainer(data, tmp_path / "run", **{"optimizer.name": "adam", "optimizer.warmup_steps": 4,
@@ -249,6 +282,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(data, tmp_path):
     assert training["resumed_from_step"] >= killed_at > 8
     assert list(training["stages"]) == ["full"] and training["stages"]["full"]["steps"] == 150
     assert training["global_step"] == 158
+    assert training["batch_norm_batches"] == 1  # the 8 training images in one evaluation batch
     steps = [row["global_step"] for row in checkpoints.History(run / "history.jsonl").rows()]
     assert steps == sorted(set(steps))  # rows after the restored step were dropped, none repeated
     reader = tf.train.load_checkpoint(str(run / "checkpoints"))

@@ -212,6 +212,9 @@ class TrainConfig:
       budget_minutes: wall-clock training budget shared by the stages.
       seed: seeds the input stream and the shape basis.
       log_every_steps: TensorBoard / history interval.
+      batch_norm_samples: after the last stage, the BatchNorm moving statistics become the
+        average batch statistics of this many stored training images (no augmentation, in
+        evaluation batches; `train.loop.recalibrate_batch_norm`); 0 keeps the running averages.
     """
 
     model: ModelConfig = ModelConfig.preset("cpu")
@@ -220,6 +223,7 @@ class TrainConfig:
     budget_minutes: float = 30.0
     seed: int = 0
     log_every_steps: int = 10
+    batch_norm_samples: int = 512
     stages: StagesConfig = StagesConfig()
     loss: LossConfig = LossConfig()
     optimizer: OptimizerConfig = OptimizerConfig()
@@ -243,6 +247,7 @@ class TrainConfig:
             value = getattr(self.dataset, key)
             need(f"dataset.{key}", value, value >= 1, ">= 1")
         need("dataset.workers", self.dataset.workers, self.dataset.workers >= 0, ">= 0")
+        need("batch_norm_samples", self.batch_norm_samples, self.batch_norm_samples >= 0, ">= 0")
         need("evaluation.mean_baseline_samples", self.evaluation.mean_baseline_samples,
              self.evaluation.mean_baseline_samples >= 1, ">= 1")  # fmt: skip
         need("evaluation.sheet_size", self.evaluation.sheet_size, self.evaluation.sheet_size >= 0, ">= 0")

@@ -46,7 +46,7 @@ from tensorflow.core.framework import summary_pb2
 from tqdm import tqdm
 
 from handshape_tf.assets.template import load_template
-from handshape_tf.data.pipeline import background_bank, training_dataset
+from handshape_tf.data.pipeline import background_bank, evaluation_dataset, training_dataset
 from handshape_tf.losses import MeshTopology
 from handshape_tf.models.network import HOURGLASS, POSE_REGRESSOR, build_model
 from train import checkpoints
@@ -136,6 +136,44 @@ class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
 
     def get_config(self) -> dict[str, Any]:
         return {"rate": self.rate, "steps": self.steps}
+
+
+def batch_norm_layers(model: keras.Model) -> list[keras.layers.BatchNormalization]:
+    """Every BatchNormalization layer of `model`, nested ones included (depth first)."""
+    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+            if isinstance(layer, keras.layers.BatchNormalization)]  # fmt: skip
+
+
+def recalibrate_batch_norm(model: keras.Model, batches) -> int:
+    """Replaces the moving statistics of `model`'s trainable BatchNorm layers by the average of
+    their batch statistics over `batches` ("precise BN"; weights are not touched).
+
+    The running averages a training run ends with follow the last few batches (momentum 0.9)
+    while the weights were still moving; in inference mode a few inputs then get activations
+    far outside what the next layers saw (meshes tens of crop widths away). Forward passes in
+    training mode with momentum k / (k + 1) at batch k make the moving statistics the plain
+    average over the batches.
+
+    Args:
+      model: the Keras model (called eagerly, training=True).
+      batches: iterable of B x S x S x 3 float images in [0, 1].
+
+    Returns:
+      The number of batches used (0 leaves the statistics as they were).
+    """
+    layers = [layer for layer in batch_norm_layers(model) if layer.trainable]
+    momenta = [layer.momentum for layer in layers]
+    count = 0
+    try:
+        for images in batches:
+            for layer in layers:
+                layer.momentum = count / (count + 1)
+            model(images, training=True)
+            count += 1
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+    return count
 
 
 def _has_layer(model: keras.Model, name: str) -> bool:
@@ -417,6 +455,17 @@ class Trainer(StagedTrainer):
         self.bank = bank
         if config.data.composite and bank is None:
             self.bank = background_bank(config.data, config.model.image_size, config.seed)
+
+    def recalibrate_batch_norm(self) -> int:
+        """`recalibrate_batch_norm` of the model on the first `config.batch_norm_samples` stored
+        training images (evaluation batches, no augmentation); returns the batches used."""
+        c = self.config
+        if not c.batch_norm_samples:
+            return 0
+        dataset = evaluation_dataset(self.source, c.data, image_size=c.model.image_size,
+                                     heatmap_size=c.model.heatmap_size, batch_size=c.evaluation.batch_size,
+                                     limit=c.batch_norm_samples)  # fmt: skip
+        return recalibrate_batch_norm(self.model, (batch["image"] for batch in dataset))
 
     def _active(self, name: str) -> bool:
         if name == "pose" and not _has_layer(self.model, POSE_REGRESSOR):

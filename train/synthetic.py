@@ -14,9 +14,12 @@ rendered with `handshape_tf.data.synthetic.generate_dataset` at the model's inpu
 See `train.datasets` for the layouts `--data` accepts. Stored crops of another size are resized
 (data.resize=true); with data.resize=false they must match the model's input size.
 
+After the last stage the BatchNorm statistics are re-estimated over `batch_norm_samples` stored
+training images (`train.loop.recalibrate_batch_norm`) before model.keras is written.
+
 Run folder (default <workdir>/synthetic-<preset>, see `train.checkpoints`): starting the same
 command again resumes from the last checkpoint (same stage, step, optimizer state and input
-position); a finished run is only re-evaluated. Outputs: config.yaml, checkpoints/, logs/
+position); a finished run is only re-calibrated and re-evaluated. Outputs: config.yaml, checkpoints/, logs/
 (TensorBoard), model.keras, learning_curve.png, report.json, evaluation/ (report, PCK curve and
 prediction sheet of `handshape_tf.evaluation`) and evaluation-mean-baseline/.
 
@@ -145,6 +148,7 @@ def train_run(config, run_dir: Path, data: RunData, environment, *, progress: bo
     summary = trainer.train()
     if not environment.chief:
         return {"training": summary}
+    summary["batch_norm_batches"] = trainer.recalibrate_batch_norm()  # the saved model's statistics
     model_path = checkpoints.save_model_atomically(trainer.model, run_dir / checkpoints.MODEL_FILE)
     curve = checkpoints.plot_learning_curve(trainer.history.rows(), run_dir / checkpoints.CURVE_FILE)
     evaluation = evaluate_fn(trainer.model, config, data, run_dir, model_path) if data.heldout is not None else None
@@ -173,7 +177,8 @@ def print_summary(report: dict[str, Any]) -> None:
         print(f"stage {name:8} {stage['steps']:6d} steps, {stage['images_per_second'] or 0:.1f} images/s, "
               f"final loss {_format(stage['final_loss'])}")  # fmt: skip
     print(f"training time {report['training']['training_seconds'] / 60:.1f} min, "
-          f"peak memory {report['training']['peak_memory_mb']:.0f} MB")  # fmt: skip
+          f"peak memory {report['training']['peak_memory_mb']:.0f} MB, BatchNorm statistics from "
+          f"{report['training'].get('batch_norm_batches', 0)} batches of training images")  # fmt: skip
     evaluation = report.get("evaluation")
     if not evaluation:
         return

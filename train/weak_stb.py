@@ -70,7 +70,7 @@ from handshape_tf.config_utils import ConfigError, load_yaml, merge, parse_overr
 from handshape_tf.models.config import ModelConfig
 from train import checkpoints
 from train.config import CheckpointConfig, OptimizerConfig, Problems, StageConfig, check_common
-from train.loop import StagedTrainer, TrainingDiverged, make_environment
+from train.loop import StagedTrainer, TrainingDiverged, batch_norm_layers, make_environment
 
 logger = logging.getLogger("train.weak_stb")
 
@@ -574,10 +574,7 @@ def set_batch_norm_trainable(model, trainable: bool) -> list:
     """Sets `trainable` on every BatchNormalization layer of `model` (nested ones too) that does
     not have it yet; returns those layers. A non-trainable Keras 3 BatchNormalization normalises
     with its moving statistics even when called with training=True, and updates nothing."""
-    import keras
-
-    layers = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
-              if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable != trainable]  # fmt: skip
+    layers = [layer for layer in batch_norm_layers(model) if layer.trainable != trainable]
     for layer in layers:
         layer.trainable = trainable
     return layers
