@@ -209,10 +209,12 @@ def test_optimizer_choice_and_warmup(data, tmp_path):
 def test_training_config_checks_name_every_bad_key():
     message = (r"inconsistent training config: batch_size=0 must be >= 1; .*stages.pose.learning_rate=0.0 must be > 0; "
                r".*optimizer.rho=1.0 must be in \[0, 1\); .*evaluation.limit=-1 must be >= 0; "
-               r"dataset.workers=-1 must be >= 0; .*baseline.shape_samples=2 must be > baseline.shape_components$")
+               r"dataset.workers=-1 must be >= 0; batch_norm.batch_size=0 must be >= 1; "
+               r".*baseline.shape_samples=2 must be > baseline.shape_components$")
     with pytest.raises(ConfigError, match=message):
         resolve_config("tiny", overrides={"batch_size": 0, "stages.pose.learning_rate": 0.0, "optimizer.rho": 1.0,
-                                          "evaluation.limit": -1, "dataset.workers": -1, "baseline.shape_samples": 2})
+                                          "evaluation.limit": -1, "dataset.workers": -1, "baseline.shape_samples": 2,
+                                          "batch_norm.batch_size": 0})  # fmt: skip
 
 
 def test_bad_inputs_fail_before_training(data, tmp_path, capsys):
@@ -282,7 +284,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(data, tmp_path):
     assert training["resumed_from_step"] >= killed_at > 8
     assert list(training["stages"]) == ["full"] and training["stages"]["full"]["steps"] == 150
     assert training["global_step"] == 158
-    assert training["batch_norm_batches"] == 1  # the 8 training images in one evaluation batch
+    assert training["batch_norm_batches"] == 1  # the 8 training images in one batch
     steps = [row["global_step"] for row in checkpoints.History(run / "history.jsonl").rows()]
     assert steps == sorted(set(steps))  # rows after the restored step were dropped, none repeated
     reader = tf.train.load_checkpoint(str(run / "checkpoints"))

@@ -457,14 +457,14 @@ class Trainer(StagedTrainer):
             self.bank = background_bank(config.data, config.model.image_size, config.seed)
 
     def recalibrate_batch_norm(self) -> int:
-        """`recalibrate_batch_norm` of the model on the first `config.batch_norm_samples` stored
-        training images (evaluation batches, no augmentation); returns the batches used."""
+        """`recalibrate_batch_norm` of the model on the first `config.batch_norm.samples` stored
+        training images (no augmentation); returns the batches used."""
         c = self.config
-        if not c.batch_norm_samples:
+        if not c.batch_norm.samples:
             return 0
         dataset = evaluation_dataset(self.source, c.data, image_size=c.model.image_size,
-                                     heatmap_size=c.model.heatmap_size, batch_size=c.evaluation.batch_size,
-                                     limit=c.batch_norm_samples)  # fmt: skip
+                                     heatmap_size=c.model.heatmap_size, batch_size=c.batch_norm.batch_size,
+                                     limit=c.batch_norm.samples)  # fmt: skip
         return recalibrate_batch_norm(self.model, (batch["image"] for batch in dataset))
 
     def _active(self, name: str) -> bool:

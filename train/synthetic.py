@@ -14,7 +14,7 @@ rendered with `handshape_tf.data.synthetic.generate_dataset` at the model's inpu
 See `train.datasets` for the layouts `--data` accepts. Stored crops of another size are resized
 (data.resize=true); with data.resize=false they must match the model's input size.
 
-After the last stage the BatchNorm statistics are re-estimated over `batch_norm_samples` stored
+After the last stage the BatchNorm statistics are re-estimated over `batch_norm.samples` stored
 training images (`train.loop.recalibrate_batch_norm`) before model.keras is written.
 
 Run folder (default <workdir>/synthetic-<preset>, see `train.checkpoints`): starting the same
