@@ -19,9 +19,10 @@ training images (`train.loop.recalibrate_batch_norm`) before model.keras is writ
 
 Run folder (default <workdir>/synthetic-<preset>, see `train.checkpoints`): starting the same
 command again resumes from the last checkpoint (same stage, step, optimizer state and input
-position); a finished run is only re-calibrated and re-evaluated. Outputs: config.yaml, checkpoints/, logs/
-(TensorBoard), model.keras, learning_curve.png, report.json, evaluation/ (report, PCK curve and
-prediction sheet of `handshape_tf.evaluation`) and evaluation-mean-baseline/.
+position); a finished run is only re-calibrated and re-evaluated. Outputs: config.yaml,
+checkpoints/, logs/ (TensorBoard), model.keras, learning_curve.png, report.json, evaluation/
+(report, PCK curve and prediction sheet of `handshape_tf.evaluation`) and
+evaluation-mean-baseline/.
 
 Exit codes: 0 done, 2 bad input (config, data, run folder), 3 training diverged.
 """

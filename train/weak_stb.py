@@ -35,9 +35,10 @@ Losses (`WeakObjective`): L_weakly = 0.1 L_H + 0.1 L_D + 1 L_pM, + 10 L_J with 3
   * L_J: joints in that same frame against (joints_xyz - wrist) / s.
 
 Schedule: stage "heatmap" fine-tunes the hourglass with L_H, then stage "full" fine-tunes every
-layer with L_weakly, BatchNorm layers kept as the init run's (`freeze_batch_norm`); RMSprop, learning rate 1e-4, the stages sharing `budget_minutes` as in
-`train.config`, run by `train.loop.StagedTrainer` (the loop of `train.synthetic`). Images get
-photometric augmentation only (a geometric one would have to move the depth maps and pseudo
+layer with L_weakly, BatchNorm layers kept as the init run's (`freeze_batch_norm`); RMSprop,
+learning rate 1e-4, the stages sharing `budget_minutes` as in `train.config`, run by
+`train.loop.StagedTrainer` (the loop of `train.synthetic`). Images get photometric augmentation
+only (a geometric one would have to move the depth maps and pseudo
 meshes with them).
 
 Without `--no-compare` the same fine-tuning also runs without L_pM (<run>/no-pseudo-mesh),
