@@ -38,8 +38,7 @@ Schedule: stage "heatmap" fine-tunes the hourglass with L_H, then stage "full" f
 layer with L_weakly, BatchNorm layers kept as the init run's (`freeze_batch_norm`); RMSprop,
 learning rate 1e-4, the stages sharing `budget_minutes` as in `train.config`, run by
 `train.loop.StagedTrainer` (the loop of `train.synthetic`). Images get photometric augmentation
-only (a geometric one would have to move the depth maps and pseudo
-meshes with them).
+only (a geometric one would have to move the depth maps and pseudo meshes with them).
 
 Without `--no-compare` the same fine-tuning also runs without L_pM (<run>/no-pseudo-mesh),
 each run getting half of `--budget`, and the report compares mesh plausibility (Fig. 6): per
