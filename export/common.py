@@ -5,7 +5,10 @@ Shape shorthand: B batch, S crop side.
 Every exporter writes to a temporary path beside the output, loads that file back in its own
 runtime, compares it with the Keras model on B crops (`export.parity`) and only then renames it
 to the output path; on any failure the temporary path is deleted, so the output path holds
-either the previous file or a verified export, never a half-written or failing one.
+either the previous file or a verified export, never a half-written or failing one. An export
+never deletes a directory: a file export refuses an existing directory at its path, and a
+SavedModel goes to a new or empty directory or the next version of a TF Serving base folder
+(`saved_model_output`).
 
 Crops for verification and int8 calibration (`sample_crops`):
   a shard folder (metadata.json, from `handshape_tf.data.shards`): its first images;
@@ -114,12 +117,59 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def check_file_output(path) -> Path:
+    """`path` as a file output (.tflite, .onnx): a new path or an existing file to replace.
+
+    Raises:
+      ExportError: `path` is an existing directory (an export never deletes one).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ExportError(
+            f"--out {path} is an existing directory; expected a file path (the export never replaces a directory)"
+        )
+    return path
+
+
+def saved_model_output(path) -> Path:
+    """The directory a SavedModel export writes for `--out path`, deleting nothing.
+
+    `path` that does not exist, or an empty directory: `path` itself. A TF Serving base
+    folder (a directory with numbered subdirectories and no saved_model.pb): the next version,
+    `path/<highest + 1>`, which TF Serving and `handshape_tf.serve` then pick up.
+
+    Raises:
+      ExportError: `path` is a file, a SavedModel, or a non-empty directory without versions.
+    """
+    path = Path(path)
+    if not path.exists():
+        return path
+    if not path.is_dir():
+        raise ExportError(f"--out {path} is an existing file; expected a new directory or a TF Serving base folder")
+    if (path / "saved_model.pb").exists():
+        raise ExportError(
+            f"--out {path} already holds a SavedModel; pass its base folder ({path.parent}) to add the next "
+            "version, or a new directory"
+        )
+    entries = list(path.iterdir())
+    versions = [int(entry.name) for entry in entries if entry.name.isdigit() and entry.is_dir()]
+    if versions:
+        return path / str(max(versions) + 1)
+    if entries:
+        raise ExportError(
+            f"--out {path} is a non-empty directory ({len(entries)} entries) without numbered versions; "
+            "expected a new directory, an empty one or a TF Serving base folder (1/, 2/, ...)"
+        )
+    return path
+
+
 @contextlib.contextmanager
 def atomic_output(path):
     """Yields a temporary path beside `path`; renames it to `path` only if the block succeeds.
 
-    Works for files and directories. On an exception the temporary path is removed and
-    `path` is left as it was.
+    A file replaces an existing file; a directory takes the place of a missing or empty one.
+    Anything else already at `path` is never deleted: ExportError. On an exception the
+    temporary path is removed and `path` is left as it was.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,19 +177,18 @@ def atomic_output(path):
     _remove(partial)
     try:
         yield partial
+        if not partial.exists():
+            raise ExportError(f"the export wrote nothing to {partial}")
+        if path.is_dir() != partial.is_dir() and path.exists():
+            kind = "directory" if path.is_dir() else "file"
+            raise ExportError(f"{path} is an existing {kind}; the export would replace it, so nothing was written")
+        try:
+            os.replace(partial, path)  # a directory replaces only an empty one
+        except OSError as error:
+            raise ExportError(f"cannot move the export to {path} ({error.strerror}); nothing there was changed") from None
     except BaseException:
         _remove(partial)
         raise
-    if not partial.exists():
-        raise ExportError(f"the export wrote nothing to {partial}")
-    if path.exists() and (path.is_dir() or partial.is_dir()):
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")
-        _remove(old)
-        os.replace(path, old)
-        os.replace(partial, path)
-        _remove(old)
-    else:
-        os.replace(partial, path)
 
 
 def _centre_crop(rgb: np.ndarray, size: int) -> np.ndarray:
@@ -200,7 +249,9 @@ def sample_crops(size: int, source=None, count: int = 8, seed: int = 0) -> np.nd
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """--model, --out, --data and --verify-count, shared by the three exporters."""
     parser.add_argument("--model", required=True, help="trained .keras model")
-    parser.add_argument("--out", required=True, help="output path (replaced only by a verified export)")
+    parser.add_argument(
+        "--out", required=True, help="output path (written only by a verified export; never replaces a directory)"
+    )
     parser.add_argument(
         "--data",
         default=None,

@@ -98,12 +98,15 @@ def export_onnx(model, out, crops: np.ndarray, opset: int = OPSET) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m export.onnx", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     common.add_common_arguments(parser)
     parser.add_argument("--opset", type=int, default=OPSET)
     args = parser.parse_args(argv)
 
     def run() -> str:
+        common.check_file_output(args.out)
         model = common.load_model(args.model)
         crops = common.sample_crops(common.image_size(model), args.data, args.verify_count)
         report = export_onnx(model, args.out, crops, args.opset)

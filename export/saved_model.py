@@ -1,7 +1,12 @@
 """SavedModel export for TF Serving and `handshape_tf.serve`, verified against Keras.
 
-    python -m export.saved_model --model runs/cpu/model.keras --out exported/handshape/1
+    python -m export.saved_model --model runs/cpu/model.keras --out exported/handshape
     saved_model_cli show --dir exported/handshape/1 --all
+
+--out: a new directory is written as is; an existing TF Serving base folder (numbered
+version subdirectories) gets the next version (exported/handshape/2, ...), which TF Serving
+and `handshape_tf.serve` then serve; an empty directory is filled. Anything else that exists
+(a file, a SavedModel, a folder of other files) is refused: the export never deletes data.
 
 Signatures (`handshape_tf.inference.signature`): serving_default takes `images`, B x S x S x 3
 uint8 RGB crops (0..255), and returns heatmaps (B x S/4 x S/4 x 21, last stack), mesh_uvd
@@ -51,15 +56,18 @@ def export_saved_model(model, out, crops) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m export.saved_model", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     common.add_common_arguments(parser)
     args = parser.parse_args(argv)
 
     def run() -> str:
+        out = common.saved_model_output(args.out)
         model = common.load_model(args.model)
         crops = common.sample_crops(common.image_size(model), args.data, args.verify_count)
-        report = export_saved_model(model, args.out, crops)
-        return f"{report}\nwrote {os.fspath(args.out)}"
+        report = export_saved_model(model, out, crops)
+        return f"{report}\nwrote {os.fspath(out)}"
 
     common.run_cli(run)
 

@@ -190,7 +190,9 @@ def export_tflite(model, out, quantize: str, crops: np.ndarray, calibration_crop
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m export.tflite", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     common.add_common_arguments(parser)
     parser.add_argument("--quantize", choices=QUANTIZATIONS, default="none")
     parser.add_argument("--calibration-data", dest="data", help="same as --data")
@@ -198,6 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     def run() -> str:
+        common.check_file_output(args.out)
         model = common.load_model(args.model)
         size = common.image_size(model)
         crops = common.sample_crops(size, args.data, args.verify_count)

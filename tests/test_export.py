@@ -91,16 +91,91 @@ def test_atomic_output_replaces_only_on_success(tmp_path):
     with common.atomic_output(target) as partial:
         partial.write_text("new")
     assert target.read_text() == "new" and _leftovers(tmp_path) == []
-    folder = tmp_path / "saved"
-    folder.mkdir()
-    (folder / "stale.pb").write_text("stale")
-    with common.atomic_output(folder) as partial:
+    empty = tmp_path / "empty_folder"
+    empty.mkdir()
+    with common.atomic_output(empty) as partial:
         partial.mkdir()
         (partial / "saved_model.pb").write_text("fresh")
-    assert sorted(p.name for p in folder.iterdir()) == ["saved_model.pb"] and _leftovers(tmp_path) == []
+    assert sorted(p.name for p in empty.iterdir()) == ["saved_model.pb"] and _leftovers(tmp_path) == []
     with pytest.raises(common.ExportError, match="wrote nothing"):
         with common.atomic_output(tmp_path / "empty.onnx"):
             pass
+
+
+def _user_folder(folder: Path) -> dict[str, str]:
+    folder.mkdir(parents=True)
+    (folder / "notes.txt").write_text("mine")
+    (folder / "photo.jpg").write_bytes(b"jpeg")
+    return {p.name: p.read_text() for p in folder.iterdir()}
+
+
+def test_atomic_output_never_deletes_a_directory(tmp_path):
+    folder = tmp_path / "victim"
+    before = _user_folder(folder)
+    for make in (lambda partial: partial.write_text("export"), lambda partial: partial.mkdir()):
+        with pytest.raises(common.ExportError, match="victim"):
+            with common.atomic_output(folder) as partial:
+                make(partial)
+        assert {p.name: p.read_text() for p in folder.iterdir()} == before and _leftovers(tmp_path) == []
+    target = tmp_path / "model.tflite"
+    target.write_text("old")
+    with pytest.raises(common.ExportError, match="model.tflite is an existing file"):
+        with common.atomic_output(target) as partial:
+            partial.mkdir()
+    assert target.read_text() == "old" and _leftovers(tmp_path) == []
+
+
+def test_file_export_refuses_an_existing_directory(tiny, tmp_path, caplog):
+    _, path, _, _ = tiny
+    folder = tmp_path / "victim"
+    before = _user_folder(folder)
+    for exporter in (tflite_export, onnx_export):
+        with pytest.raises(SystemExit) as exit_info:
+            exporter.main(["--model", str(path), "--out", str(folder)])
+        assert exit_info.value.code == 1
+        assert f"--out {folder} is an existing directory; expected a file path" in caplog.text
+        assert {p.name: p.read_text() for p in folder.iterdir()} == before
+
+
+def test_saved_model_output_adds_a_version_and_refuses_the_rest(tmp_path):
+    assert common.saved_model_output(tmp_path / "new") == tmp_path / "new"
+    (tmp_path / "empty").mkdir()
+    assert common.saved_model_output(tmp_path / "empty") == tmp_path / "empty"
+    base = tmp_path / "base"
+    for version in ("1", "2", "10"):
+        (base / version).mkdir(parents=True)
+    (base / "README").write_text("notes")
+    assert common.saved_model_output(base) == base / "11"
+    (base / "10" / "saved_model.pb").write_bytes(b"pb")
+    with pytest.raises(common.ExportError, match=r"already holds a SavedModel; pass its base folder \(.*base\)"):
+        common.saved_model_output(base / "10")
+    _user_folder(tmp_path / "victim")
+    with pytest.raises(common.ExportError, match="non-empty directory \\(2 entries\\) without numbered versions"):
+        common.saved_model_output(tmp_path / "victim")
+    with pytest.raises(common.ExportError, match="is an existing file"):
+        common.saved_model_output(base / "README")
+
+
+@pytest.mark.parametrize("layout", ["versioned base", "folder of files"])
+def test_saved_model_cli_keeps_existing_versions_and_files(tiny, saved_model_dir, tmp_path, caplog, capsys, layout):
+    _, path, _, _ = tiny
+    base = tmp_path / "handshape"
+    if layout == "versioned base":
+        for version in ("1", "2"):
+            (base / version).mkdir(parents=True)
+            (base / version / "saved_model.pb").write_bytes((saved_model_dir / "saved_model.pb").read_bytes())
+    else:
+        _user_folder(base)
+    before = {p.relative_to(base): p.read_bytes() for p in base.rglob("*") if p.is_file()}
+    if layout == "versioned base":
+        saved_model_export.main(["--model", str(path), "--out", str(base), "--verify-count", "2"])
+        assert f"wrote {base / '3'}" in capsys.readouterr().out
+        assert (base / "3" / "saved_model.pb").is_file()
+    else:
+        with pytest.raises(SystemExit) as exit_info:
+            saved_model_export.main(["--model", str(path), "--out", str(base)])
+        assert exit_info.value.code == 1 and "without numbered versions" in caplog.text
+    assert {p: base.joinpath(p).read_bytes() for p in before} == before
 
 
 def test_sample_crops_from_images_and_fallback(tmp_path):
