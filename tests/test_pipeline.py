@@ -1,6 +1,9 @@
 """The tf.data pipeline: labels stay consistent with the augmented images, resume, bad input."""
 
 import json
+import struct
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -21,7 +24,7 @@ from handshape_tf.data.pipeline import (
     warp_image,
     warp_labels,
 )
-from handshape_tf.data.shards import DatasetError, shard_name, write_metadata, write_shard
+from handshape_tf.data.shards import DatasetError, read_dataset, shard_name, write_metadata, write_shard
 from handshape_tf.geometry.camera import project, uvd_to_xyz
 from handshape_tf.geometry.heatmaps import heatmaps_to_uv_argmax
 
@@ -230,3 +233,66 @@ def test_paper_synthetic_layout_feeds_the_same_elements(tmp_path):
     np.testing.assert_allclose(batch["joints_xyz"][0], joints_cm * [10, -10, -10], rtol=1e-5)
     np.testing.assert_allclose(batch["image"][0, 32, 32], [30 / 255, 200 / 255, 10 / 255], atol=0.02)
     np.testing.assert_allclose(batch["image"][0, 5, 5], 0.0)  # transparent: the (black) background
+
+
+# --- damaged shards -----------------------------------------------------------------------
+
+
+def _record_ends(path) -> list[int]:
+    """Byte offsets where each TFRecord of a file ends (length, its CRC, data, data CRC)."""
+    data, ends, offset = path.read_bytes(), [], 0
+    while offset < len(data):
+        (length,) = struct.unpack("<Q", data[offset : offset + 8])
+        offset += 8 + 4 + length + 4
+        ends.append(offset)
+    return ends
+
+
+@pytest.fixture()
+def counted_shards(tmp_path):
+    """A folder of 3 shards x 4 samples whose metadata.json has shard_counts (as the generator writes)."""
+    folder = tmp_path / "data"
+    write_hand_shards(folder, 12, 32, per_shard=4)
+    metadata = json.loads((folder / "metadata.json").read_text())
+    metadata["shard_counts"] = {name: 4 for name in metadata["shards"]}
+    (folder / "metadata.json").write_text(json.dumps(metadata))
+    return folder, folder / metadata["shards"][1]
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("flipped bytes", r"corrupt shard .*shard-00001-of-00003.tfrecord: .* after 1 readable records; metadata.json expects 4"),
+        ("cut mid-record", r"corrupt shard .*shard-00001-of-00003.tfrecord: .* after 3 readable records; metadata.json expects 4"),
+        ("cut at a record boundary", r"short shard .*shard-00001-of-00003.tfrecord: read 3 records; metadata.json expects 4"),
+    ],
+)
+def test_damaged_shards_are_named_with_expected_and_read_counts(counted_shards, damage, message):
+    folder, victim = counted_shards
+    ends = _record_ends(victim)
+    data = bytearray(victim.read_bytes())
+    if damage == "flipped bytes":
+        middle = (ends[0] + ends[1]) // 2  # inside the second record
+        data[middle : middle + 8] = bytes(255 - b for b in data[middle : middle + 8])
+    elif damage == "cut mid-record":
+        data = data[: ends[2] + 100]
+    else:
+        data = data[: ends[2]]
+    victim.write_bytes(bytes(data))
+    with pytest.raises(DatasetError, match=message):
+        ShardSource(folder)
+    with pytest.raises(DatasetError, match=message):
+        read_dataset(folder)
+    assert read_dataset(folder, verify=False) is not None  # the check can be skipped
+    result = subprocess.run(
+        [sys.executable, "-m", "handshape_tf.evaluate", "--model", str(victim), "--data", str(folder)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert victim.name in result.stderr and "Traceback" not in result.stderr
+
+
+def test_intact_counted_shards_are_read_in_full(counted_shards):
+    folder, _ = counted_shards
+    assert ShardSource(folder).num_samples == 12
+    assert sum(1 for _ in read_dataset(folder)) == 12

@@ -62,7 +62,7 @@ import numpy as np
 import tensorflow as tf
 
 from handshape_tf.config_utils import ConfigError
-from handshape_tf.data.shards import DatasetError, read_metadata, shard_paths
+from handshape_tf.data.shards import DatasetError, read_metadata, shard_paths, verify_shards
 from handshape_tf.geometry.camera import project, root_depth_and_scale, xyz_to_uvd
 from handshape_tf.geometry.heatmaps import render_heatmaps
 
@@ -112,8 +112,9 @@ class DataConfig:
     """How training batches are made.
 
     Attributes:
-      composite: paste the hand (image_rgba) over bank backgrounds; False uses the stored
-        composited image.
+      composite: paste the hand (image_rgba: the hand alone, no forearm, no occluders, no
+        camera effects) over bank backgrounds; False (default) uses the stored image as the
+        renderer's domain made it (forearm, photo background, occluders, camera effects).
       background_folder: image folder for BackgroundSource ("" = its built-in backgrounds).
       background_bank: N, backgrounds drawn once per pipeline.
       resize: resize stored crops of another side to the model's; False requires equal sides.
@@ -127,7 +128,7 @@ class DataConfig:
       augment: the random augmentation.
     """
 
-    composite: bool = True
+    composite: bool = False
     background_folder: str = ""
     background_bank: int = 256
     resize: bool = True
@@ -180,7 +181,8 @@ class ShardSource:
       folder: shard folder with `metadata.json`.
 
     Raises:
-      DatasetError: no metadata, no complete shards, or shards of another format.
+      DatasetError: no metadata, no complete shards, shards of another format, or a corrupt
+        or short shard (`shards.verify_shards`).
     """
 
     has_rgba = True
@@ -191,16 +193,10 @@ class ShardSource:
         self.paths = [str(p) for p in shard_paths(self.folder, self.metadata)]
         self.image_size = int(self.metadata["image_size"])
         self.num_vertices = int(self.metadata["num_vertices"])
-        self.num_samples = self._count()
+        # One pass over the records: corrupt or short shards fail here, naming the file.
+        self.num_samples = sum(verify_shards(self.folder, self.metadata).values())
         if self.num_samples == 0:
             raise DatasetError(f"{self.folder}: the shards hold no samples")
-
-    def _count(self) -> int:
-        counts = self.metadata.get("shard_counts")
-        if isinstance(counts, dict) and set(counts) == set(self.metadata["shards"]):
-            return int(sum(counts.values()))
-        # One pass over the serialised records, no decoding.
-        return int(tf.data.TFRecordDataset(self.paths).reduce(np.int64(0), lambda n, _: n + 1).numpy())
 
     def __repr__(self) -> str:
         return f"ShardSource({str(self.folder)!r}, {self.num_samples} samples of {self.image_size} px)"
