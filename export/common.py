@@ -41,14 +41,15 @@ class ExportError(RuntimeError):
 
 def load_model(path):
     """The Keras model in a .keras file (compile=False), as saved (either graph formulation)."""
-    import keras
-
-    import handshape_tf.layers  # noqa: F401  (registers the custom layers for loading)
+    from handshape_tf.inference.backends import CorruptModelError, load_keras_model
 
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"model file {path} does not exist; expected a .keras file from training")
-    return keras.saving.load_model(os.fspath(path), compile=False)
+    try:
+        return load_keras_model(path)
+    except CorruptModelError as error:
+        raise ExportError(str(error)) from None
 
 
 def export_twin(model):

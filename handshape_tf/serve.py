@@ -49,6 +49,9 @@ from typing import Any
 
 import numpy as np
 
+from handshape_tf.cli import tf_error_text
+from handshape_tf.inference.backends import CorruptModelError
+
 logger = logging.getLogger("handshape_tf.serve")
 
 DEFAULT_PORT = 8501
@@ -109,7 +112,10 @@ class ServedModel:
         self.directory, self.version = resolve_model_dir(path)
         self.name = name
         self._tf = tf
-        self._loaded = tf.saved_model.load(str(self.directory))
+        try:
+            self._loaded = tf.saved_model.load(str(self.directory))
+        except (OSError, tf.errors.OpError) as error:  # unparsable saved_model.pb, damaged variables
+            raise CorruptModelError(self.directory, f"TensorFlow cannot load the SavedModel ({tf_error_text(error)})") from None
         self.signatures = dict(self._loaded.signatures)
         self._signature_defs = _signature_defs(self.directory)
         logger.info(

@@ -152,10 +152,15 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def run_images(demo: Demo, paths: list[Path], out: Path) -> list[Path]:
-    """Annotates each image; returns the written PNG paths."""
+    """Annotates each image; returns the written PNG paths (an undecodable image is skipped and logged)."""
     written = []
     for path in paths:
-        canvas, seconds = demo.process(read_image(path))
+        try:
+            frame = read_image(path)
+        except ValueError as error:
+            logger.error("mobile_demo: skipping %s", error)
+            continue
+        canvas, seconds = demo.process(frame)
         target = out / f"{path.stem}_overlay.png"
         if not cv2.imwrite(str(target), canvas):
             raise OSError(f"could not write {target}")
@@ -240,7 +245,11 @@ def main(argv: list[str] | None = None) -> int:
         for problem in problems:
             print(f"mobile_demo: {problem}", file=sys.stderr)
         return 2
-    demo = Demo(args.model, threads=args.threads, box=args.box, left=args.left)
+    try:
+        demo = Demo(args.model, threads=args.threads, box=args.box, left=args.left)
+    except ValueError as error:  # a corrupt .tflite, or a model that does not take B x S x S x 3 images
+        print(f"mobile_demo: {error}", file=sys.stderr)
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
     if args.video is not None or args.camera is not None:
         capture = cv2.VideoCapture(str(args.video) if args.video is not None else args.camera)
@@ -258,6 +267,13 @@ def main(argv: list[str] | None = None) -> int:
         run_stream(demo, capture, args.out / f"{name}_overlay.mp4", args.max_frames)
         return 0
     if args.benchmark:
-        print(benchmark(demo, read_image(images[0]), args.runs))
-    run_images(demo, images, args.out)
+        try:
+            print(benchmark(demo, read_image(images[0]), args.runs))
+        except ValueError as error:
+            print(f"mobile_demo: {error}", file=sys.stderr)
+            return 2
+    written = run_images(demo, images, args.out)
+    if len(written) < len(images):
+        print(f"mobile_demo: {len(images) - len(written)} of {len(images)} images could not be decoded", file=sys.stderr)
+        return 2
     return 0

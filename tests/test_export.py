@@ -349,6 +349,16 @@ def test_cli_reports_a_missing_model(tmp_path, caplog):
     assert "none.keras does not exist; expected a .keras file from training" in caplog.text
 
 
+def test_cli_reports_a_truncated_model_without_a_traceback(tiny, tmp_path, caplog):
+    _, path, _, _ = tiny
+    cut = tmp_path / "cut.keras"
+    cut.write_bytes(path.read_bytes()[:30000])
+    with pytest.raises(SystemExit) as exit_info:
+        onnx_export.main(["--model", str(cut), "--out", str(tmp_path / "m.onnx")])
+    assert exit_info.value.code == 1
+    assert f"corrupt model file {cut}: not a readable .keras zip archive" in caplog.text
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("quantize", ["fp16", "int8"])
 def test_tflite_quantized_builds_and_stays_close(tiny, tmp_path, quantize):

@@ -3,6 +3,7 @@ left-hand mirroring, camera-space output, mesh files, overlays and the predict C
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,7 @@ from handshape_tf.data.crop import (
 )
 from handshape_tf.geometry.camera import crop_intrinsics, project, uvd_to_xyz
 from handshape_tf.inference import (
+    CorruptModelError,
     HandPrediction,
     HandPredictor,
     detect_format,
@@ -424,6 +426,33 @@ def test_load_predictor_detects_formats_and_explains_failures(keras_file, tmp_pa
     (tmp_path / "fake.tflite").write_text("hello")
     with pytest.raises(ValueError, match="not a TFLite flatbuffer"):
         load_predictor(tmp_path / "fake.tflite")
+
+
+def _truncate(source: Path, target: Path) -> Path:
+    """`target` holding the first half of `source` (a download or copy cut short)."""
+    data = source.read_bytes()
+    target.write_bytes(data[: len(data) // 2])
+    return target
+
+
+def test_truncated_models_are_corrupt_model_files(model, keras_file, tmp_path, capsys):
+    from handshape_tf import predict
+    from handshape_tf.inference.signature import save_serving_model
+
+    saved = save_serving_model(model, tmp_path / "saved", encoded=False)
+    _truncate(saved / "saved_model.pb", saved / "saved_model.pb")
+    models = [
+        _truncate(keras_file, tmp_path / "cut.keras"),
+        _truncate(REPO / "mobile_demo" / "assets" / "model.tflite", tmp_path / "cut.tflite"),
+        saved,
+    ]
+    image = tmp_path / "hand.png"
+    cv2.imwrite(str(image), _rng_image((40, 40, 3)))
+    for path in models:
+        with pytest.raises(CorruptModelError, match=f"corrupt model file {re.escape(str(path))}: "):
+            load_predictor(path)
+        assert predict.main([str(image), "--model", str(path), "--out", str(tmp_path / "out")]) == 2
+        assert f"error: corrupt model file {path}: " in capsys.readouterr().err
 
 
 def test_importing_the_inference_api_does_not_import_tensorflow():

@@ -109,6 +109,21 @@ def test_missing_assets_say_how_to_make_them(tmp_path, monkeypatch, capsys):
     assert "other.tflite does not exist; expected a .tflite file" in message and "images not found:" in message
 
 
+def test_corrupt_model_and_undecodable_image_exit_2_with_a_message(tiny_tflite, photo, tmp_path):
+    cut = tmp_path / "cut.tflite"
+    cut.write_bytes(tiny_tflite.read_bytes()[:5000])
+    result = _run_demo("--model", cut, "--images", photo, "--out", tmp_path / "out")
+    assert result.returncode == 2 and f"mobile_demo: corrupt model file {cut}: " in result.stderr
+    assert "Traceback" not in result.stderr
+    fake = tmp_path / "notes.png"
+    fake.write_text("not a picture")
+    result = _run_demo("--model", tiny_tflite, "--images", fake, photo, "--out", tmp_path / "out")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "notes.png is not an image OpenCV can decode" in result.stderr
+    assert "1 of 2 images could not be decoded" in result.stderr
+    assert (tmp_path / "out" / "hand_overlay.png").is_file()  # the good image is still annotated
+
+
 def test_no_argument_run_uses_the_shipped_assets(tmp_path):
     """The no-argument demo runs on the shipped model and example without importing TensorFlow,
     and the shipped model (MODEL_CARD.md) finds the example's hand: its 2D joints against the

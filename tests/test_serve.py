@@ -235,6 +235,11 @@ def test_model_directory_resolution_and_cli_errors(saved_dir, tmp_path, capsys):
         resolve_model_dir(tmp_path)
     assert main(["--model", str(tmp_path / "missing"), "--port", "0"]) == 2
     assert "model not found" in capsys.readouterr().err
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    (cut / "saved_model.pb").write_bytes((saved_dir / "3" / "saved_model.pb").read_bytes()[:5000])
+    assert main(["--model", str(cut), "--port", "0"]) == 2
+    assert f"error: corrupt model file {cut}: TensorFlow cannot load the SavedModel" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--model", str(saved_dir), "--name", "a/b"])
     assert "--name is 'a/b'" in capsys.readouterr().err

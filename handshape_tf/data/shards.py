@@ -27,12 +27,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Any, Iterable
 
 import cv2
 import numpy as np
+
+from handshape_tf.cli import tf_error_text
 
 logger = logging.getLogger(__name__)
 
@@ -161,14 +162,6 @@ def shard_paths(folder: str | Path, metadata: dict[str, Any] | None = None) -> l
     return paths
 
 
-def _tf_error_text(error) -> str:
-    """The first line of a TensorFlow error without its function-node and op decorations."""
-    message = (getattr(error, "message", None) or str(error)).strip()
-    line = message.splitlines()[0] if message else type(error).__name__
-    line = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", line)
-    return re.sub(r"\s*\[Op:\w+\].*$", "", line)
-
-
 def verify_shards(folder: str | Path, metadata: dict[str, Any] | None = None) -> dict[str, int]:
     """Reads every record of every listed shard once (checksums, no decoding); {name: count}.
 
@@ -199,7 +192,7 @@ def verify_shards(folder: str | Path, metadata: dict[str, Any] | None = None) ->
                 error = again
             wanted = f"; metadata.json expects {expected[path.name]}" if path.name in expected else ""
             raise DatasetError(
-                f"corrupt shard {path}: {_tf_error_text(error)} after {read} readable records{wanted}; "
+                f"corrupt shard {path}: {tf_error_text(error)} after {read} readable records{wanted}; "
                 "regenerate the shard (delete it and rerun the generator)"
             ) from None
         if path.name in expected and count != int(expected[path.name]):

@@ -11,13 +11,20 @@ alone; TensorFlow/Keras load lazily for .keras and SavedModel models. `signature
 SavedModel serving signatures) does import TensorFlow and is not imported here.
 """
 
-from handshape_tf.inference.backends import KerasBackend, SavedModelBackend, TFLiteBackend, detect_format
+from handshape_tf.inference.backends import (
+    CorruptModelError,
+    KerasBackend,
+    SavedModelBackend,
+    TFLiteBackend,
+    detect_format,
+)
 from handshape_tf.inference.mesh_io import load_obj, load_ply, mesh_faces, save_obj, save_ply
 from handshape_tf.inference.overlay import draw_overlay
 from handshape_tf.inference.prediction import HandPrediction, normalised_xyz, uvd_to_pixels, uvd_to_xyz_np
 from handshape_tf.inference.predictor import HandPredictor, load_predictor
 
 __all__ = [
+    "CorruptModelError",
     "HandPrediction",
     "HandPredictor",
     "KerasBackend",

@@ -25,11 +25,44 @@ from pathlib import Path
 
 import numpy as np
 
+from handshape_tf.cli import tf_error_text
+
 logger = logging.getLogger(__name__)
 
 FORMATS = ("keras", "saved_model", "tflite")
 SERVING_SIGNATURE = "serving_default"
 _TFLITE_MAGIC = b"TFL3"
+
+
+class CorruptModelError(ValueError):
+    """A model file that exists in a known format but cannot be read (truncated or damaged)."""
+
+    def __init__(self, path, reason: str):
+        super().__init__(f"corrupt model file {path}: {reason}")
+        self.path = path
+
+
+def load_keras_model(path):
+    """The Keras model in a .keras file (compile=False), its zip archive checked first.
+
+    Raises:
+      CorruptModelError: the archive is truncated or damaged (Keras itself says "File not
+        found" for a truncated archive).
+    """
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        raise CorruptModelError(path, f"not a readable .keras zip archive ({error}); the file may be truncated") from None
+    if damaged is not None:
+        raise CorruptModelError(path, f"member {damaged} of the .keras archive fails its checksum")
+    import keras
+
+    import handshape_tf.layers  # noqa: F401  (registers the custom layers for loading)
+
+    return keras.saving.load_model(os.fspath(path), compile=False)
 
 
 def detect_format(path) -> str:
@@ -109,11 +142,7 @@ class KerasBackend:
     @classmethod
     def load(cls, path) -> KerasBackend:
         """Loads a .keras file (imports Keras and registers the handshape_tf layers)."""
-        import keras
-
-        import handshape_tf.layers  # noqa: F401  (registers the custom layers for loading)
-
-        return cls(keras.saving.load_model(os.fspath(path), compile=False), f"Keras model {path}")
+        return cls(load_keras_model(path), f"Keras model {path}")
 
     def run(self, crops: np.ndarray) -> dict[str, np.ndarray]:
         """B x S x S x 3 uint8 -> raw outputs (see the module docstring)."""
@@ -146,7 +175,10 @@ class SavedModelBackend:
         import tensorflow as tf
 
         self.description = f"SavedModel {path}"
-        loaded = tf.saved_model.load(os.fspath(path))
+        try:
+            loaded = tf.saved_model.load(os.fspath(path))
+        except (OSError, tf.errors.OpError) as error:  # unparsable saved_model.pb, damaged variables
+            raise CorruptModelError(path, f"TensorFlow cannot load the SavedModel ({tf_error_text(error)})") from None
         if SERVING_SIGNATURE not in loaded.signatures:
             raise ValueError(
                 f"{self.description} has signatures {sorted(loaded.signatures)}; expected {SERVING_SIGNATURE!r}"
@@ -185,7 +217,10 @@ class TFLiteBackend:
         from ai_edge_litert.interpreter import Interpreter
 
         self.description = f"TFLite model {path}"
-        self._interpreter = Interpreter(model_path=os.fspath(path), num_threads=num_threads)
+        try:
+            self._interpreter = Interpreter(model_path=os.fspath(path), num_threads=num_threads)
+        except ValueError as error:  # "The model is not a valid Flatbuffer buffer"
+            raise CorruptModelError(path, f"LiteRT cannot read it ({error}); the file may be truncated") from None
         signatures = self._interpreter.get_signature_list()
         if SERVING_SIGNATURE in signatures:
             self._runner = self._interpreter.get_signature_runner(SERVING_SIGNATURE)
