@@ -13,6 +13,7 @@ import pytest
 from handshape_tf.assets.template import load_template
 from handshape_tf.data import appearance, backgrounds, preview, shards, synthetic
 from handshape_tf.data.backgrounds import BackgroundError, BackgroundSource
+from handshape_tf.data.domains import get_domain
 from handshape_tf.data.hand_poses import joint_positions, palm_axes, pose_rotations
 from handshape_tf.data.hand_shapes import SHAPE_PARAMETER_NAMES, apply_shape, shape_template
 from handshape_tf.geometry.skinning import pose_hand
@@ -21,13 +22,21 @@ SIZE = 64  # small crops keep the tests fast; the geometry does not depend on th
 FLIP_X = np.array([-1.0, 1.0, 1.0])
 
 
+# Uncut crops (the labels test checks that the crop holds the whole hand), no occluders (the
+# mirror test compares masks; occluders are drawn in pixel coordinates, not mirrored).
+DOMAIN = "photo-without-framing-occluders"
+
+
 @pytest.fixture(scope="module")
 def renderer():
-    return synthetic.HandRenderer(SIZE)
+    domain = get_domain(DOMAIN)
+    folder, split = synthetic.resolve_backgrounds(domain, None)  # the fixture bank (conftest)
+    return synthetic.HandRenderer(SIZE, BackgroundSource(folder, split=split), domain)
 
 
 def _params(renderer, seed, count, *, right_only=False):
-    params = [synthetic.sample_params(synthetic.sample_rng(seed, i), renderer.templates) for i in range(count)]
+    params = [synthetic.sample_params(synthetic.sample_rng(seed, i), renderer.templates, domain=renderer.domain)
+              for i in range(count)]  # fmt: skip
     if right_only:
         params = [synthetic.mirror_params(p) if p.is_left else p for p in params]
     return params
@@ -74,7 +83,8 @@ def test_labels_match_geometry(renderer):
         vertex_uv = synthetic.project(s["vertices_xyz"], s["intrinsics"])
         assert vertex_uv.min() > 0.0 and vertex_uv.max() < SIZE
         extent = (vertex_uv.max(axis=0) - vertex_uv.min(axis=0)).max()
-        assert SIZE / synthetic.CROP_MARGIN[1] - 1e-3 <= extent <= SIZE / synthetic.CROP_MARGIN[0] + 1e-3
+        margin = renderer.domain.framing.margin
+        assert SIZE / margin[1] - 1e-3 <= extent <= SIZE / margin[0] + 1e-3
         # Mask and depth come from one rasterization of these vertices.
         np.testing.assert_array_equal(s["mask"], s["depth"] > 0)
         assert s["mask"].sum() > 0.05 * SIZE * SIZE
@@ -190,7 +200,8 @@ def test_sample_params_ranges():
         assert angle > synthetic.FOREARM_CONE_DEG
     assert 0.35 < np.mean([p.is_left for p in params]) < 0.65
     distances = np.array([p.distance_mm for p in params])
-    assert synthetic.DISTANCE_MM[0] <= distances.min() and distances.max() <= synthetic.DISTANCE_MM[1]
+    low, high = synthetic.PHOTO.distance_mm
+    assert low <= distances.min() and distances.max() <= high
     for p in params:
         width, height = p.frame_size
         assert 0.1 * width <= p.hand_pixel[0] <= 0.9 * width and 0.1 * height <= p.hand_pixel[1] <= 0.9 * height
@@ -357,7 +368,7 @@ def _shard_bytes(folder):
 
 def test_dataset_round_trip_and_determinism(tmp_path, renderer):
     metadata = synthetic.generate_dataset(tmp_path / "a", 5, seed=3, image_size=SIZE, workers=0,
-                                          samples_per_shard=2, progress=False)  # fmt: skip
+                                          samples_per_shard=2, progress=False, domain=DOMAIN)  # fmt: skip
     assert metadata["complete"] and metadata["num_complete_samples"] == 5 and metadata["num_shards"] == 3
     assert metadata["shard_counts"] == {shards.shard_name(0, 3): 2, shards.shard_name(1, 3): 2,
                                         shards.shard_name(2, 3): 1}  # fmt: skip
@@ -365,10 +376,10 @@ def test_dataset_round_trip_and_determinism(tmp_path, renderer):
     assert metadata["seed"] == 3 and metadata["generator_version"] == synthetic.GENERATOR_VERSION
     # Same seed and arguments -> the same bytes; another seed -> other bytes.
     synthetic.generate_dataset(tmp_path / "b", 5, seed=3, image_size=SIZE, workers=0, samples_per_shard=2,
-                               progress=False)  # fmt: skip
+                               progress=False, domain=DOMAIN)  # fmt: skip
     assert _shard_bytes(tmp_path / "a") == _shard_bytes(tmp_path / "b")
     synthetic.generate_dataset(tmp_path / "c", 5, seed=4, image_size=SIZE, workers=0, samples_per_shard=2,
-                               progress=False)  # fmt: skip
+                               progress=False, domain=DOMAIN)  # fmt: skip
     first = shards.shard_name(0, 3)
     assert _shard_bytes(tmp_path / "a")[first] != _shard_bytes(tmp_path / "c")[first]
 

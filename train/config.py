@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from handshape_tf.config_utils import ConfigError, load_yaml, merge
+from handshape_tf.data.domains import get_domain
 from handshape_tf.data.pipeline import DataConfig
 from handshape_tf.models.config import ModelConfig
 
@@ -112,15 +113,21 @@ class CheckpointConfig:
 class DatasetConfig:
     """The default synthetic dataset, rendered when `--data` is not given.
 
-    Held-out samples use seed + 1 (another stream of the generator). `views` is the
+    Held-out samples use seed + 1 (another stream of the generator), in the same `domain`
+    (`handshape_tf.data.domains`: "photo", real photographs behind the hands). `views` is the
     generator's camera distribution (`handshape_tf.data.synthetic`): "full" (any direction and
     roll, like the paper's dataset) or "frontal" (palm or back towards the camera, fingers up
-    within +-60 deg: a hand held up to a webcam; the cpu preset's default).
+    within +-60 deg: a hand held up to a webcam; the cpu preset's default). The model is also
+    evaluated on `unseen_samples` hands (seed + 2) of the "unseen" domain, the project's stand-in
+    for real photographs, rendered at `unseen_image_size` px like real 256 px crops (0: none).
     """
 
     views: Literal["full", "frontal"] = "full"
+    domain: str = "photo"
     train_samples: int = 10000
     heldout_samples: int = 1000
+    unseen_samples: int = 1000
+    unseen_image_size: int = 256
     seed: int = 0
     workers: int = 2
     samples_per_shard: int = 256
@@ -255,6 +262,12 @@ class TrainConfig:
             value = getattr(self.dataset, key)
             need(f"dataset.{key}", value, value >= 1, ">= 1")
         need("dataset.workers", self.dataset.workers, self.dataset.workers >= 0, ">= 0")
+        need("dataset.unseen_samples", self.dataset.unseen_samples, self.dataset.unseen_samples >= 0, ">= 0")
+        need("dataset.unseen_image_size", self.dataset.unseen_image_size, self.dataset.unseen_image_size >= 32, ">= 32")
+        try:
+            get_domain(self.dataset.domain)
+        except ValueError as error:
+            problems.messages.append(f"dataset.domain: {error}")
         need("batch_norm.samples", self.batch_norm.samples, self.batch_norm.samples >= 0, ">= 0")
         need("batch_norm.batch_size", self.batch_norm.batch_size, self.batch_norm.batch_size >= 1, ">= 1")
         need("evaluation.mean_baseline_samples", self.evaluation.mean_baseline_samples,

@@ -32,44 +32,66 @@ class RunData:
       train: source of training samples.
       heldout: source of held-out samples (None: no evaluation).
       heldout_path: what `handshape_tf.evaluation.evaluate_model` opens for the held-out set.
+      unseen_path: the unseen-domain test set's folder (None: not evaluated).
     """
 
     train: Any
     heldout: Any
     heldout_path: Path | None
+    unseen_path: Path | None = None
 
     def describe(self) -> dict[str, Any]:
         return {"train": repr(self.train), "heldout": repr(self.heldout),
-                "heldout_path": None if self.heldout_path is None else str(self.heldout_path)}  # fmt: skip
+                "heldout_path": None if self.heldout_path is None else str(self.heldout_path),
+                "unseen_path": None if self.unseen_path is None else str(self.unseen_path)}  # fmt: skip
 
 
 def default_dataset_dir(workdir: Path, config: TrainConfig) -> Path:
-    """workdir/data/synthetic-<views>-<S>px-<train>+<heldout>-seed<seed> (train/ and heldout/ inside)."""
+    """workdir/data/<domain>-<views>-<S>px-<train>+<heldout>-seed<seed> (train/ and heldout/ inside)."""
     d = config.dataset
-    name = f"synthetic-{d.views}-{config.model.image_size}px-{d.train_samples}+{d.heldout_samples}-seed{d.seed}"
+    name = f"{d.domain}-{d.views}-{config.model.image_size}px-{d.train_samples}+{d.heldout_samples}-seed{d.seed}"
     return Path(workdir) / "data" / name
 
 
-def render_default_dataset(folder: Path, config: TrainConfig, progress: bool = True) -> None:
-    """Renders (or completes: generation resumes) the default set at the model's image size."""
+def unseen_dataset_dir(workdir: Path, config: TrainConfig) -> Path | None:
+    """workdir/data/unseen-<views>-<S>px-<n>-seed<seed + 2>: the unseen-domain test set (None: none)."""
+    d = config.dataset
+    if d.unseen_samples == 0:
+        return None
+    return Path(workdir) / "data" / f"unseen-{d.views}-{d.unseen_image_size}px-{d.unseen_samples}-seed{d.seed + 2}"
+
+
+def render_default_dataset(folder: Path, config: TrainConfig, progress: bool = True,
+                           unseen_folder: Path | None = None) -> None:  # fmt: skip
+    """Renders (or completes: generation resumes) the default set at the model's image size, and
+    the unseen-domain test set into `unseen_folder` (when given)."""
     from handshape_tf.data.synthetic import generate_dataset
 
     d = config.dataset
-    for name, count, seed in ((TRAIN, d.train_samples, d.seed), (HELDOUT, d.heldout_samples, d.seed + 1)):
-        logger.info("rendering %d %s samples into %s", count, name, folder / name)
-        generate_dataset(folder / name, count, seed=seed, image_size=config.model.image_size, workers=d.workers,
+    parts = [(folder / TRAIN, d.train_samples, d.seed, config.model.image_size, d.domain),
+             (folder / HELDOUT, d.heldout_samples, d.seed + 1, config.model.image_size, d.domain)]  # fmt: skip
+    if unseen_folder is not None:
+        parts.append((unseen_folder, d.unseen_samples, d.seed + 2, d.unseen_image_size, "unseen"))
+    for path, count, seed, size, domain in parts:
+        if is_complete_part(path):
+            continue
+        logger.info("rendering %d %s samples (%s domain, %d px) into %s", count, path.name, domain, size, path)
+        generate_dataset(path, count, seed=seed, image_size=size, workers=d.workers, domain=domain,
                          samples_per_shard=d.samples_per_shard, progress=progress, views=d.views)  # fmt: skip
 
 
-def is_complete(folder: Path) -> bool:
-    """Whether both parts of a default dataset folder are fully rendered."""
+def is_complete_part(folder: Path) -> bool:
+    """Whether a shard folder is fully rendered."""
     import json
 
-    for name in (TRAIN, HELDOUT):
-        path = Path(folder) / name / METADATA
-        if not path.is_file() or not json.loads(path.read_text()).get("complete", False):
-            return False
-    return True
+    path = Path(folder) / METADATA
+    return path.is_file() and json.loads(path.read_text()).get("complete", False)
+
+
+def is_complete(folder: Path, unseen_folder: Path | None = None) -> bool:
+    """Whether both parts of a default dataset folder (and the unseen set, if given) are fully rendered."""
+    parts = [Path(folder) / TRAIN, Path(folder) / HELDOUT] + ([unseen_folder] if unseen_folder is not None else [])
+    return all(is_complete_part(part) for part in parts)
 
 
 def open_run_data(data: Path, heldout: Path | None = None) -> RunData:

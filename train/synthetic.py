@@ -30,6 +30,7 @@ Exit codes: 0 done, 2 bad input (config, data, run folder), 3 training diverged.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -38,7 +39,15 @@ from typing import Any
 from handshape_tf.config_utils import ConfigError, parse_overrides, to_dict
 from train import checkpoints
 from train.config import resolve_config
-from train.datasets import RunData, check_run_data, default_dataset_dir, is_complete, open_run_data, render_default_dataset
+from train.datasets import (
+    RunData,
+    check_run_data,
+    default_dataset_dir,
+    is_complete,
+    open_run_data,
+    render_default_dataset,
+    unseen_dataset_dir,
+)
 
 
 def build_parser(prog: str = "python -m train.synthetic") -> argparse.ArgumentParser:
@@ -73,19 +82,35 @@ def prepare_data(args, config, chief: bool, progress: bool) -> RunData:
         data = open_run_data(args.data, args.heldout)
     else:
         folder = default_dataset_dir(args.workdir, config)
-        if not is_complete(folder):
+        unseen = unseen_dataset_dir(args.workdir, config)
+        if not is_complete(folder, unseen):
             if not chief or args.strategy == "multi_worker":
                 raise ValueError(
                     f"{folder} is not rendered; with --strategy multi_worker render it first (python -m "
                     "train.synthetic on one machine, or python -m handshape_tf.data.synthetic) and pass --data"
                 )
-            render_default_dataset(folder, config, progress)
-        data = open_run_data(folder)
+            render_default_dataset(folder, config, progress, unseen)
+        data = dataclasses.replace(open_run_data(folder), unseen_path=unseen)
     check_run_data(data, config)
     return data
 
 
 def evaluate(model, config, data: RunData, run_dir: Path, model_path: Path) -> dict[str, Any]:
+    """Held-out metrics of the model and the mean baseline (see `train.evaluate`), and the
+    model's metrics on the unseen-domain set (`unseen`, when the run has one)."""
+    result = evaluate_heldout(model, config, data, run_dir, model_path)
+    if data.unseen_path is not None:
+        from handshape_tf.evaluation.report import evaluate_model
+        from train.evaluate import headline
+
+        e = config.evaluation
+        report = evaluate_model(model, data.unseen_path, run_dir / "evaluation-unseen", limit=e.limit or None,
+                                batch_size=e.batch_size, sheet_size=e.sheet_size, model_path=model_path)  # fmt: skip
+        result["unseen"] = headline(report["metrics"])
+    return result
+
+
+def evaluate_heldout(model, config, data: RunData, run_dir: Path, model_path: Path) -> dict[str, Any]:
     """Held-out metrics of the model and the mean baseline (see `train.evaluate`)."""
     from handshape_tf.assets.template import load_template
     from handshape_tf.data.pipeline import evaluation_dataset
@@ -184,11 +209,11 @@ def print_summary(report: dict[str, Any]) -> None:
     if not evaluation:
         return
     columns = ("mesh_error_mm", "mesh_error_pa_mm", "pose_error_mm", "pose_error_pa_mm", "auc_20_50")
-    print(f"held-out ({evaluation['model']['samples']} samples):")
+    print(f"held-out ({evaluation['model']['samples']} samples; unseen: the unseen-domain set):")
     print(f"  {'':14}" + "".join(f"{c:>18}" for c in columns))
-    for name in ("model", "mean_baseline"):
+    for name in ("model", "mean_baseline", "unseen"):
         if evaluation.get(name):
-            print(f"  {name:14}" + "".join(f"{_format(evaluation[name][c]):>18}" for c in columns))
+            print(f"  {name:14}" + "".join(f"{_format(evaluation[name].get(c)):>18}" for c in columns))
 
 
 def main(argv: list[str] | None = None) -> int:

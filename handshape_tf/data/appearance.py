@@ -1,6 +1,6 @@
 """Skin, lights and shading for the synthetic hands (numpy).
 
-Shape shorthand: V mesh vertices, N shaded pixels, L lights (2; unused ones have zero colour),
+Shape shorthand: V mesh vertices, N shaded pixels, L lights (3; unused ones have zero colour),
 M ambient-occlusion occluders, B batch.
 
 Colours are linear RGB in [0, 1] unless a name says sRGB. The pipeline per sample:
@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 
+import cv2
 import numpy as np
 
 from handshape_tf.assets.template import HandTemplate
@@ -53,7 +54,7 @@ _KELVIN_SRGB = np.array(
     [[255, 161, 72], [255, 196, 137], [255, 219, 186], [255, 236, 224], [255, 249, 253], [227, 233, 255]],
     np.float32,
 ) / 255.0  # fmt: skip
-MAX_LIGHTS = 2
+MAX_LIGHTS = 3
 _LUMINANCE = np.array([0.2126, 0.7152, 0.0722], np.float32)  # Rec. 709 weights of linear RGB
 # Rig joint name fragments whose dorsal skin gets a knuckle tint.
 _KNUCKLE_JOINTS = ("phalanx-proximal", "phalanx-intermediate", "phalanx-distal")
@@ -289,12 +290,13 @@ def _unit(vector: np.ndarray) -> np.ndarray:
     return vector / np.linalg.norm(vector)
 
 
-def sample_lighting(rng: np.random.Generator, skin: Skin) -> Lighting:
-    """Random ambient and one or two directional lights, and an exposure metered on the skin.
+def sample_lighting(rng: np.random.Generator, skin: Skin, extra_light_probability: float = 0.0) -> Lighting:
+    """Random ambient and one to three directional lights, and an exposure metered on the skin.
 
     The key light comes from the camera's hemisphere (direction z < 0 in the camera frame,
     within 80 deg of the optical axis); a second light (60%) from anywhere, 20-80% as strong,
-    which gives rim light when it is behind the hand. Ambient is 10-50% of the key light.
+    which gives rim light when it is behind the hand; a third (`extra_light_probability`), 10-50%
+    as strong, of any colour temperature. Ambient is 10-50% of the key light.
     The exposure is partly metered on the hand, as cameras with subject-priority exposure do:
     multiplied by (0.25 / skin luminance)^k with k in 0..0.3, so dark skin is lifted out of
     black and light skin kept off white without erasing the difference.
@@ -308,6 +310,9 @@ def sample_lighting(rng: np.random.Generator, skin: Skin) -> Lighting:
     if rng.uniform() < 0.6:
         directions[1] = _unit(rng.normal(size=3))
         colours[1] = kelvin_to_linear(rng.uniform(2500, 8000)) * rng.uniform(0.2, 0.8)
+    if rng.uniform() < extra_light_probability:
+        directions[2] = _unit(rng.normal(size=3))
+        colours[2] = kelvin_to_linear(rng.uniform(2500, 8000)) * rng.uniform(0.1, 0.5)
     ambient = rng.uniform(0.1, 0.5)
     sky = kelvin_to_linear(rng.uniform(4000, 9000)) * ambient
     ground = kelvin_to_linear(rng.uniform(2500, 6500)) * ambient * rng.uniform(0.2, 0.8)
@@ -324,6 +329,92 @@ def sample_lighting(rng: np.random.Generator, skin: Skin) -> Lighting:
         shininess=float(rng.uniform(8.0, 40.0)),
         exposure=float(exposure),
     )
+
+
+def sample_indoor_skin(rng: np.random.Generator) -> Skin:
+    """An indoor-photo skin: Monk tone ~ N(4.5, 1.5) clipped to 1-10, redder and glossier than
+    `sample_skin`'s (specular 0.2-0.4 where `sample_skin` stays below 0.18)."""
+    tones = srgb_to_linear(MONK_SKIN_TONES_SRGB)
+    tone = float(np.clip(rng.normal(3.5, 1.5), 0.0, len(tones) - 1.0))  # 0-based position on the scale
+    low = int(np.floor(tone))
+    high = min(low + 1, len(tones) - 1)
+    base = tones[low] * (1 - (tone - low)) + tones[high] * (tone - low)
+    base = base * np.exp(np.array([0.10, -0.02, -0.04]) + rng.normal(0.0, 0.04, 3))
+    palm = base * np.exp(np.array([0.12, 0.05, 0.05]) + rng.normal(0.0, 0.03, 3))
+    nail = base * np.exp(np.array([0.2, 0.1, 0.12]))
+    return Skin(
+        tone=tone + 1.0,
+        base=np.clip(base, 0.0, 1.0).astype(np.float32),
+        palm=np.clip(palm, 0.0, 1.0).astype(np.float32),
+        nail=np.clip(nail, 0.0, 1.0).astype(np.float32),
+        knuckle=np.array([0.9, 0.82, 0.82], np.float32),
+        specular=float(rng.uniform(0.2, 0.4)),
+    )
+
+
+def sample_indoor_lighting(rng: np.random.Generator, tint: tuple[float, float] = (0.0, 0.0)) -> Lighting:
+    """Indoor lighting (camera frame, y down): a warm 2700-4500 K key light from above, tinted
+    green or magenta by exp(+-uniform(tint)) on G (fluorescent tubes, cheap LEDs), sometimes a cool
+    window light from a side, a dark ambient, a hard terminator (little wrap)."""
+    directions = np.zeros((MAX_LIGHTS, 3), np.float32)
+    colours = np.zeros((MAX_LIGHTS, 3), np.float32)
+    directions[0] = _unit(np.array([rng.uniform(-0.5, 0.5), rng.uniform(-1.0, -0.5), rng.uniform(-0.7, 0.1)]))
+    green = np.exp(rng.choice([-1.0, 1.0]) * rng.uniform(*tint)) if tint[1] > 0 else 1.0
+    colours[0] = kelvin_to_linear(rng.uniform(2700, 4500)) * np.array([1.0, green, 1.0])
+    if rng.uniform() < 0.4:
+        side = rng.choice([-1.0, 1.0])
+        directions[1] = _unit(np.array([side, rng.uniform(-0.3, 0.3), rng.uniform(-0.6, 0.3)]))
+        colours[1] = kelvin_to_linear(rng.uniform(5500, 7500)) * rng.uniform(0.3, 0.9)
+    ambient = rng.uniform(0.05, 0.25)
+    return Lighting(
+        sky=(kelvin_to_linear(rng.uniform(3000, 6000)) * ambient).astype(np.float32),
+        ground=(kelvin_to_linear(rng.uniform(2700, 4000)) * ambient * rng.uniform(0.2, 0.6)).astype(np.float32),
+        up=_unit(rng.normal(size=3) * 0.3 + np.array([0.0, -1.0, 0.0])).astype(np.float32),
+        directions=directions,
+        colours=colours.astype(np.float32),
+        wrap=float(rng.uniform(0.0, 0.2)),
+        shininess=float(rng.uniform(10.0, 60.0)),
+        exposure=float(rng.uniform(0.8, 1.3) / (1.0 + 0.5 * ambient)),
+    )
+
+
+def environment_lighting(lighting: Lighting, background: np.ndarray, fraction: float) -> Lighting:
+    """The lighting with `fraction` of its ambient recoloured by the scene: the sky term takes
+    the colour of the background's upper half, the ground term of its lower half (same brightness).
+
+    Args:
+      lighting: the lights.
+      background: S x S x 3 linear RGB of what is behind the hand.
+      fraction: in [0, 1]; 0 returns `lighting`.
+    """
+    if fraction <= 0:
+        return lighting
+    half = background.shape[0] // 2
+
+    def recolour(ambient: np.ndarray, region: np.ndarray) -> np.ndarray:
+        colour = region.reshape(-1, 3).mean(axis=0) + 1e-4
+        scene = colour / (colour @ _LUMINANCE) * (ambient @ _LUMINANCE)
+        return ((1.0 - fraction) * ambient + fraction * scene).astype(np.float32)
+
+    return dataclasses.replace(
+        lighting, sky=recolour(lighting.sky, background[:half]), ground=recolour(lighting.ground, background[half:])
+    )
+
+
+def skin_detail(rng: np.random.Generator, size: int) -> np.ndarray:
+    """S x S float32 albedo multiplier of fine skin structure around 1: pores (fine noise) and
+    a random number of freckles and moles (small dark spots), in crop pixels."""
+    unit = size / 256.0
+    pores = cv2.GaussianBlur(rng.standard_normal((size, size)).astype(np.float32), (0, 0), 0.8 * unit)
+    detail = 1.0 + rng.uniform(0.02, 0.08) * pores / max(float(pores.std()), 1e-6)
+    spots = np.zeros((size, size), np.float32)
+    count = int(rng.poisson(rng.uniform(0, 40) * (size / 256.0) ** 2))
+    centres = rng.uniform(0, size, (count, 2)).astype(np.int32)
+    spots[centres[:, 1], centres[:, 0]] = rng.uniform(0.5, 1.0, count)
+    spots = cv2.GaussianBlur(spots, (0, 0), rng.uniform(0.6, 1.5) * unit)
+    if count:
+        spots *= rng.uniform(0.15, 0.4) / max(float(spots.max()), 1e-6)
+    return np.clip(detail * (1.0 - spots), 0.3, 1.5).astype(np.float32)
 
 
 def shade(

@@ -2,12 +2,17 @@
 
 Shape shorthand: S output size (square), H x W a source photo.
 
-`BackgroundSource(folder)` draws random square crops (random position, size, horizontal flip)
-from the images under `folder` (searched recursively, e.g. COCO's train2017). Files that fail
-to decode are skipped, counted and reported in one warning each; only a folder without a
-single image file is an error. The choice of image is a pure function of the caller's random
+`BackgroundSource(folder)` draws random crops from the images under `folder` (searched
+recursively, e.g. COCO's train2017, or a part of the photo bank of `photo_bank`): a random side
+(a quarter of the photo's shorter side to all of it), aspect ratio (3:4 to 4:3, squeezed into the
+square), position, horizontal flip and colour (gain per channel, contrast, saturation), so
+a few hundred photos give any number of distinct backgrounds. `split="train"` / `"test"` keeps
+the images whose relative path hashes into that part (`TEST_FRACTION` of them are "test"), so
+one folder gives two backgrounds sets with no photo in common. Files that fail to decode are
+skipped, counted and reported in one warning each; only a folder without a single image file
+(in the split) is an error. The choice of image is a pure function of the caller's random
 generator, so the same generator state gives the same crop whichever images were found bad
-before.
+before. Decoded photos are kept in memory up to `_CACHE_BYTES`.
 
 `BackgroundSource()` (no folder) generates varied textures: smooth multi-octave noise,
 linear and radial gradients, stripes, checkerboards, random filled shapes and lines, blurred
@@ -17,6 +22,7 @@ photo that an installed package happens to ship (matplotlib's sample images), wh
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 from pathlib import Path
@@ -31,8 +37,12 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 _PACKAGED_PHOTOS = {"matplotlib": ("mpl-data/sample_data/grace_hopper.jpg",
                                    "mpl-data/sample_data/Minduka_Present_Blue_Pack.png")}  # fmt: skip
 _PACKAGED_PHOTO_PROBABILITY = 0.1
-# Crop side as a fraction of the photo's shorter side.
+# Crop side as a fraction of the photo's shorter side, aspect ratio (width / height) range.
 _CROP_FRACTION = (0.25, 1.0)
+_CROP_ASPECT = (0.75, 4.0 / 3.0)
+TEST_FRACTION = 0.15  # of a folder's images in the "test" split
+SPLITS = ("train", "test")
+_CACHE_BYTES = 512 * 2**20  # decoded photos kept per BackgroundSource
 # Draws of a folder image before giving up when they keep failing to decode.
 _MAX_DECODE_ATTEMPTS = 32
 
@@ -60,6 +70,17 @@ def find_images(folder: str | Path) -> list[Path]:
     return paths
 
 
+def in_split(relative_path: str, split: str | None) -> bool:
+    """Whether an image (by its path relative to the folder) belongs to `split` (None: all)."""
+    if split is None:
+        return True
+    if split not in SPLITS:
+        raise ValueError(f"split is {split!r}; expected one of {list(SPLITS)} or None")
+    digest = hashlib.sha256(relative_path.replace("\\", "/").encode()).digest()
+    is_test = int.from_bytes(digest[:8], "big") / 2**64 < TEST_FRACTION
+    return is_test == (split == "test")
+
+
 def packaged_photos() -> list[Path]:
     """Photos shipped by installed packages (matplotlib's sample data); empty when none is installed."""
     found = []
@@ -79,6 +100,7 @@ class BackgroundSource:
       folder: a folder of photos to crop from (recursive), or None for procedural textures
         (plus crops of packaged photos, when available).
       seed: seeds the generator `sample` uses when called without one.
+      split: None (every image of the folder), "train" or "test" (`in_split`).
 
     Attributes:
       folder: the folder, or None.
@@ -93,13 +115,27 @@ class BackgroundSource:
       BackgroundError: `folder` does not exist, is a file or holds no image files.
     """
 
-    def __init__(self, folder: str | Path | None = None, seed: int = 0):
+    def __init__(self, folder: str | Path | None = None, seed: int = 0, split: str | None = None):
         self.folder = None if folder is None else Path(folder).expanduser()
         self.seed = seed
-        self._paths = find_images(self.folder) if self.folder is not None else packaged_photos()
+        self.split = split
+        if self.folder is not None:
+            paths = find_images(self.folder)
+            self._paths = [p for p in paths if in_split(str(p.relative_to(self.folder)), split)]
+            if not self._paths:
+                raise BackgroundError(f"background folder {self.folder} holds no images in the {split!r} split "
+                                      f"({len(paths)} images in all); expected more images")  # fmt: skip
+        else:
+            self._paths = packaged_photos()
         self._bad: set[int] = set()
-        self._photos: dict[int, np.ndarray] = {}  # decoded packaged photos (few, small)
+        self._photos: dict[int, np.ndarray] = {}  # decoded photos, up to _CACHE_BYTES
+        self._cached_bytes = 0
         self._rng = np.random.default_rng(seed)
+
+    @property
+    def num_images(self) -> int:
+        """Source photos this source crops from (0: procedural only)."""
+        return len(self._paths)
 
     @property
     def num_skipped(self) -> int:
@@ -124,22 +160,27 @@ class BackgroundSource:
         if self.folder is not None:
             return self._folder_crop(rng, int(size))
         if self._paths and rng.uniform() < _PACKAGED_PHOTO_PROBABILITY:
-            index = int(rng.integers(len(self._paths)))
-            photo = self._photos.get(index)
-            if photo is None:
-                photo = self._decode(index)
-                if photo is not None:
-                    self._photos[index] = photo
+            photo = self._photo(int(rng.integers(len(self._paths))))
             if photo is not None:
                 return _random_crop(rng, photo, int(size))
         return procedural_background(rng, int(size))
+
+    def _photo(self, index: int) -> np.ndarray | None:
+        """The decoded photo `index` (cached), or None if it does not decode."""
+        photo = self._photos.get(index)
+        if photo is None and index not in self._bad:
+            photo = self._decode(index)
+            if photo is not None and self._cached_bytes + photo.nbytes <= _CACHE_BYTES:
+                self._photos[index] = photo
+                self._cached_bytes += photo.nbytes
+        return photo
 
     def _folder_crop(self, rng: np.random.Generator, size: int) -> np.ndarray:
         for _ in range(_MAX_DECODE_ATTEMPTS):
             index = int(rng.integers(len(self._paths)))
             if index in self._bad:
                 continue
-            image = self._decode(index)
+            image = self._photo(index)
             if image is not None:
                 return _random_crop(rng, image, size)
         raise BackgroundError(
@@ -163,16 +204,26 @@ class BackgroundSource:
 
 
 def _random_crop(rng: np.random.Generator, image: np.ndarray, size: int) -> np.ndarray:
-    """A random square crop (random side, position and horizontal flip) resized to S x S."""
+    """A random crop (side, aspect, position, horizontal flip; module docstring) resized to
+    S x S, with a random colour jitter."""
     height, width = image.shape[:2]
-    side = max(1, int(round(min(height, width) * rng.uniform(*_CROP_FRACTION))))
-    top = int(rng.integers(height - side + 1))
-    left = int(rng.integers(width - side + 1))
-    crop = image[top : top + side, left : left + side]
+    side = min(height, width) * rng.uniform(*_CROP_FRACTION)
+    aspect = np.exp(rng.uniform(*np.log(_CROP_ASPECT)))
+    crop_width = max(1, min(width, int(round(side * np.sqrt(aspect)))))
+    crop_height = max(1, min(height, int(round(side / np.sqrt(aspect)))))
+    top = int(rng.integers(height - crop_height + 1))
+    left = int(rng.integers(width - crop_width + 1))
+    crop = image[top : top + crop_height, left : left + crop_width]
     if rng.uniform() < 0.5:
         crop = crop[:, ::-1]
-    interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
-    return np.ascontiguousarray(cv2.resize(np.ascontiguousarray(crop), (size, size), interpolation=interpolation))
+    interpolation = cv2.INTER_AREA if min(crop_width, crop_height) > size else cv2.INTER_LINEAR
+    crop = cv2.resize(np.ascontiguousarray(crop), (size, size), interpolation=interpolation).astype(np.float32)
+    gain = np.exp(rng.normal(0.0, 0.08, 3)).astype(np.float32)
+    grey = crop.mean(axis=-1, keepdims=True)
+    crop = grey + (crop - grey) * rng.uniform(0.6, 1.3)  # saturation
+    mean = float(crop.mean())
+    crop = (crop - mean) * rng.uniform(0.7, 1.2) + mean  # contrast
+    return np.clip(crop * gain + 0.5, 0, 255).astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------------------------

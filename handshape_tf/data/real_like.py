@@ -32,10 +32,10 @@ Two producers:
   labels) seen by an STB-like RealSense colour camera (640 x 480, fx 608 px) at 300-650 mm,
   re-rendered with a different appearance and a sensor-like depth map. How the domain differs
   from the synthetic training images:
-    - skin (`sample_real_skin`): tones concentrated on the middle of the Monk scale (normal
+    - skin (`appearance.sample_indoor_skin`): tones concentrated on the middle of the Monk scale (normal
       around tone 4.5, not uniform), redder and less saturated-yellow, a palm closer to the
       back of the hand, glossier;
-    - lighting (`sample_real_lighting`): an indoor key light from above (warm 2700-4500 K with
+    - lighting (`appearance.sample_indoor_lighting`): an indoor key light from above (warm 2700-4500 K with
       a fluorescent green tint), sometimes a cool window light from a side, darker ambient,
       harder terminator (little wrap), exposure metered on the whole frame, not on the skin;
     - forearm: the template's stub extruded along its own axis, half the time into a sleeve;
@@ -82,7 +82,7 @@ logger = logging.getLogger(__name__)
 
 FORMAT = "handshape_tf.rgbd_crops"
 FORMAT_VERSION = 1
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 METADATA = "metadata.json"
 NUM_KEYPOINTS = 21
 CHUNK = 64  # samples written between metadata updates
@@ -234,55 +234,6 @@ def sensor_depth(
 
 # ---------------------------------------------------------------------------------------------
 # Appearance and camera.
-
-
-def sample_real_skin(rng: np.random.Generator) -> appearance.Skin:
-    """A real-like skin (module docstring): Monk tone ~ N(4.5, 1.5) clipped to 1-10, redder."""
-    tones = appearance.srgb_to_linear(appearance.MONK_SKIN_TONES_SRGB)
-    tone = float(np.clip(rng.normal(3.5, 1.5), 0.0, len(tones) - 1.0))  # 0-based position on the scale
-    low = int(np.floor(tone))
-    high = min(low + 1, len(tones) - 1)
-    base = tones[low] * (1 - (tone - low)) + tones[high] * (tone - low)
-    base = base * np.exp(np.array([0.10, -0.02, -0.04]) + rng.normal(0.0, 0.04, 3))
-    palm = base * np.exp(np.array([0.12, 0.05, 0.05]) + rng.normal(0.0, 0.03, 3))
-    nail = base * np.exp(np.array([0.2, 0.1, 0.12]))
-    return appearance.Skin(
-        tone=tone + 1.0,
-        base=np.clip(base, 0.0, 1.0).astype(np.float32),
-        palm=np.clip(palm, 0.0, 1.0).astype(np.float32),
-        nail=np.clip(nail, 0.0, 1.0).astype(np.float32),
-        knuckle=np.array([0.9, 0.82, 0.82], np.float32),
-        specular=float(rng.uniform(0.15, 0.4)),
-    )
-
-
-def _unit(vector: np.ndarray) -> np.ndarray:
-    return vector / np.linalg.norm(vector)
-
-
-def sample_real_lighting(rng: np.random.Generator) -> appearance.Lighting:
-    """An indoor real-like lighting (module docstring), in the camera frame (y down)."""
-    directions = np.zeros((appearance.MAX_LIGHTS, 3), np.float32)
-    colours = np.zeros((appearance.MAX_LIGHTS, 3), np.float32)
-    directions[0] = _unit(np.array([rng.uniform(-0.5, 0.5), rng.uniform(-1.0, -0.5), rng.uniform(-0.7, 0.1)]))
-    colours[0] = appearance.kelvin_to_linear(rng.uniform(2700, 4500)) * np.array([1.0, rng.uniform(1.0, 1.08), 1.0])
-    if rng.uniform() < 0.4:
-        side = rng.choice([-1.0, 1.0])
-        directions[1] = _unit(np.array([side, rng.uniform(-0.3, 0.3), rng.uniform(-0.6, 0.3)]))
-        colours[1] = appearance.kelvin_to_linear(rng.uniform(5500, 7500)) * rng.uniform(0.3, 0.9)
-    ambient = rng.uniform(0.05, 0.25)
-    return appearance.Lighting(
-        sky=(appearance.kelvin_to_linear(rng.uniform(3000, 6000)) * ambient).astype(np.float32),
-        ground=(appearance.kelvin_to_linear(rng.uniform(2700, 4000)) * ambient * rng.uniform(0.2, 0.6)).astype(
-            np.float32
-        ),
-        up=_unit(rng.normal(size=3) * 0.3 + np.array([0.0, -1.0, 0.0])).astype(np.float32),
-        directions=directions,
-        colours=colours.astype(np.float32),
-        wrap=float(rng.uniform(0.0, 0.2)),
-        shininess=float(rng.uniform(10.0, 60.0)),
-        exposure=float(rng.uniform(0.8, 1.3) / (1.0 + 0.5 * ambient)),
-    )
 
 
 def camera_image(radiance: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -485,7 +436,7 @@ class RealLikeRenderer:
         specular = np.empty(everything.shape[:2], np.float32)
         count = len(self._outline)
         for b, (rng, sleeve) in enumerate(zip(rngs, sleeves)):
-            skin = sample_real_skin(rng)
+            skin = appearance.sample_indoor_skin(rng)
             albedo[b], specular[b] = appearance.skin_albedo(rng, skin, self._regions, everything[b] / 1000.0)
             if sleeve < len(_ARM_RINGS):
                 cloth = slice(hand + sleeve * count, None)
@@ -506,7 +457,7 @@ class RealLikeRenderer:
             surface_normals /= np.maximum(np.linalg.norm(surface_normals, axis=-1, keepdims=True), 1e-6)
             facing = np.sum(surface_normals * view, axis=-1)
             surface_normals *= np.where(facing < 0, -1.0, 1.0)[..., None]
-            lighting = sample_real_lighting(rng)
+            lighting = appearance.sample_indoor_lighting(rng)
             radiance = appearance.shade(
                 surface_normals[covered], view[covered], values[b, ..., 4:7][covered], values[b, ..., 7][covered],
                 np.clip(values[b, ..., 8][covered], 0.0, 1.0), lighting,

@@ -91,6 +91,8 @@ from handshape_tf.assets.template import (
 )
 from handshape_tf.data import appearance, shards
 from handshape_tf.data.backgrounds import BackgroundSource
+from handshape_tf.data.camera_effects import apply_camera, to_uint8
+from handshape_tf.data.domains import CAMERA_MODELS, PHOTO, REALSENSE_FRAME, REALSENSE_INTRINSICS, Domain, get_domain
 from handshape_tf.data.hand_poses import (
     NUM_POSE_PARAMETERS,
     POSE_PARAMETER_NAMES,
@@ -109,18 +111,9 @@ from handshape_tf.data.hand_shapes import (
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1  # bump whenever a seed's samples change (resuming checks it)
+GENERATOR_VERSION = 2  # bump whenever a seed's samples change (resuming checks it)
 RENDER_BATCH = 8
 MIN_IMAGE_SIZE = 32
-
-# Full-frame cameras: name, width, height, horizontal field of view range (degrees).
-CAMERA_MODELS = (
-    ("webcam_vga", 640, 480, (55.0, 78.0)),
-    ("webcam_hd", 1280, 720, (60.0, 78.0)),
-    ("realsense", 640, 480, (65.0, 72.0)),
-    ("phone", 1920, 1080, (60.0, 77.0)),
-)
-DISTANCE_MM = (250.0, 1000.0)  # camera to hand centre, log-uniform
 # Seen from the wrist, the camera is never within this angle of the forearm's axis: there the
 # forearm would come at the camera and hide the hand (or end in the picture).
 FOREARM_CONE_DEG = 50.0
@@ -130,16 +123,11 @@ VIEWS = ("full", "frontal")
 FRONTAL_CONE_DEG = 60.0
 FRONTAL_ROLL_DEG = 60.0
 _MAX_VIEW_DRAWS = 1000
-CROP_MARGIN = (1.1, 1.5)  # crop side / larger side of the hand's bounding box
-CROP_JITTER = 0.4  # centre offset, as a fraction of the free margin on each side
-HAND_CENTRE_FRAME = 0.8  # the hand centre lands in this central fraction of the full frame
+# The hand centre lands in this central fraction of the full frame ("consumer", "realsense").
+HAND_CENTRE_FRAME = {"consumer": 0.8, "realsense": 0.7}
 PRINCIPAL_POINT_JITTER = 0.01  # SD, fraction of the frame size
-# Camera effects on `image` (not on `image_rgba`).
-BLUR_PROBABILITY = 0.25
-BLUR_SIGMA_PX = (0.3, 1.0)  # at 256 px
-NOISE_PROBABILITY = 0.7
-MIN_SOURCE_PIXELS = 16  # crops from fewer full-frame pixels are not resampled further
-NOISE_SIGMA = (0.002, 0.02)  # of full scale
+# Occluders: size as a fraction of the hand's bounding box, and how far from a hand pixel.
+_OCCLUDER_SIZE = (0.15, 0.5)
 # A 3 x 3 tent filter: the anti-aliased alpha of the pixel-centre mask.
 _ALPHA_KERNEL = np.outer([1.0, 2.0, 1.0], [1.0, 2.0, 1.0]).astype(np.float32) / 16.0
 
@@ -165,8 +153,10 @@ class SampleParams:
       frame_intrinsics: (fx, fy, cx, cy) of the full frame.
       hand_pixel: (x, y) where the hand's centre projects in the full frame.
       crop_margin: crop side / larger side of the projected mesh's bounding box.
-      crop_offset: (x, y) in [-1, 1], the crop centre's shift as a fraction of CROP_JITTER
-        times the free margin.
+      crop_offset: (x, y) the crop centre's shift as a fraction of the free margin (within
+        +- the framing's jitter).
+      crop_shift: (x, y) a further shift of the crop centre, fraction of its side (a box that
+        cuts the hand; 0 for most samples).
       appearance_seed: seeds the skin, lights, background and camera effects.
     """
 
@@ -182,12 +172,14 @@ class SampleParams:
     hand_pixel: np.ndarray
     crop_margin: float
     crop_offset: np.ndarray
+    crop_shift: np.ndarray
     appearance_seed: int
 
 
 def _sample_view(
-    rng: np.random.Generator, template: HandTemplate, rotations: np.ndarray, is_left: bool, views: str
-) -> tuple[np.ndarray, float]:
+    rng: np.random.Generator, template: HandTemplate, rotations: np.ndarray, is_left: bool, views: str,
+    distance_mm: tuple[float, float],
+) -> tuple[np.ndarray, float]:  # fmt: skip
     """A view direction (palm frame) and a distance (mm) that keep the camera out of the forearm cone.
 
     The direction is uniform on the sphere ("full") or on the two FRONTAL_CONE_DEG cones around
@@ -211,20 +203,23 @@ def _sample_view(
             azimuth = rng.uniform(0.0, 2.0 * np.pi)
             across = np.sqrt(1 - height**2)
             view = np.array([across * np.cos(azimuth), across * np.sin(azimuth), side * height])
-        distance = float(np.exp(rng.uniform(*np.log(DISTANCE_MM))))
+        distance = float(np.exp(rng.uniform(*np.log(distance_mm))))
         to_camera = centre + distance / 1000.0 * (axes.T @ view) - wrist[:3, 3]
         if to_camera @ wrist[:3, 2] < np.cos(np.radians(FOREARM_CONE_DEG)) * np.linalg.norm(to_camera):
             return view, distance
     raise RuntimeError(f"no view outside the forearm cone in {_MAX_VIEW_DRAWS} draws")
 
 
-def sample_params(rng: np.random.Generator, templates: dict[bool, HandTemplate], views: str = "full") -> SampleParams:
+def sample_params(
+    rng: np.random.Generator, templates: dict[bool, HandTemplate], views: str = "full", domain: Domain = PHOTO
+) -> SampleParams:
     """Draws one sample's parameters (module docstring, steps 1-3).
 
     Args:
       rng: the random generator (the only source of randomness).
       templates: {False: right template, True: left template} (rest pose, unshaped).
       views: the view distribution, one of VIEWS.
+      domain: the cameras, distances and framing.
 
     Returns:
       SampleParams.
@@ -235,12 +230,18 @@ def sample_params(rng: np.random.Generator, templates: dict[bool, HandTemplate],
     pose = sample_pose(rng, shaped)
     if views not in VIEWS:
         raise ValueError(f"views={views!r}; expected one of {list(VIEWS)}")
-    view, distance = _sample_view(rng, shaped, pose.rotations, is_left, views)
-    _, width, height, fov = CAMERA_MODELS[int(rng.integers(len(CAMERA_MODELS)))]
-    focal = 0.5 * width / np.tan(np.radians(rng.uniform(*fov)) / 2)
-    centre = np.array([width, height]) / 2 + rng.normal(0, PRINCIPAL_POINT_JITTER, 2) * [width, height]
-    margin = (1.0 - HAND_CENTRE_FRAME) / 2
+    view, distance = _sample_view(rng, shaped, pose.rotations, is_left, views, domain.distance_mm)
+    if domain.cameras == "realsense":
+        (width, height), intrinsics = REALSENSE_FRAME, np.array(REALSENSE_INTRINSICS)
+    else:
+        _, width, height, fov = CAMERA_MODELS[int(rng.integers(len(CAMERA_MODELS)))]
+        focal = 0.5 * width / np.tan(np.radians(rng.uniform(*fov)) / 2)
+        centre = np.array([width, height]) / 2 + rng.normal(0, PRINCIPAL_POINT_JITTER, 2) * [width, height]
+        intrinsics = np.array([focal, focal, centre[0], centre[1]])
+    margin = (1.0 - HAND_CENTRE_FRAME[domain.cameras]) / 2
     hand_pixel = rng.uniform(margin, 1.0 - margin, 2) * [width, height]
+    framing = domain.framing
+    cut = rng.uniform() < framing.cut_probability
     return SampleParams(
         is_left=is_left,
         shape=shape,
@@ -250,10 +251,11 @@ def sample_params(rng: np.random.Generator, templates: dict[bool, HandTemplate],
         roll=float(rng.uniform(-np.pi, np.pi) if views == "full" else np.radians(rng.uniform(-1, 1) * FRONTAL_ROLL_DEG)),
         distance_mm=distance,
         frame_size=(width, height),
-        frame_intrinsics=np.array([focal, focal, centre[0], centre[1]]),
+        frame_intrinsics=intrinsics,
         hand_pixel=hand_pixel,
-        crop_margin=float(rng.uniform(*CROP_MARGIN)),
-        crop_offset=rng.uniform(-1.0, 1.0, 2),
+        crop_margin=float(rng.uniform(*framing.margin)),
+        crop_offset=rng.uniform(-1.0, 1.0, 2) * framing.jitter,
+        crop_shift=rng.uniform(-1.0, 1.0, 2) * framing.cut_fraction if cut else np.zeros(2),
         appearance_seed=int(rng.integers(2**63)),
     )
 
@@ -271,6 +273,7 @@ def mirror_params(params: SampleParams) -> SampleParams:
         frame_intrinsics=np.array([fx, fy, width - cx, cy]),
         hand_pixel=np.array([width - params.hand_pixel[0], params.hand_pixel[1]]),
         crop_offset=params.crop_offset * [-1.0, 1.0],
+        crop_shift=params.crop_shift * [-1.0, 1.0],
     )
 
 
@@ -326,7 +329,7 @@ def crop_intrinsics(params: SampleParams, points_mm: np.ndarray, image_size: int
     low = np.array([x.min(), y.min()])
     extent = np.array([x.max(), y.max()]) - low
     side = extent.max() * params.crop_margin
-    centre = low + extent / 2 + params.crop_offset * CROP_JITTER * (side - extent) / 2
+    centre = low + extent / 2 + params.crop_offset * np.maximum(side - extent, 0.0) / 2 + params.crop_shift * side
     corner = centre - side / 2
     k = image_size / side
     return np.array([fx * k, fy * k, (cx - corner[0]) * k, (cy - corner[1]) * k])
@@ -351,7 +354,6 @@ def project(points: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
 _ARM_RINGS = ((40.0, 1.08), (120.0, 1.25), (260.0, 1.3))
 _CAP_MIN_DEPTH_MM = 4.0  # cap faces lie beyond this distance past the wrist joint ...
 _CAP_MIN_COSINE = 0.5  # ... and face along the forearm
-SLEEVE_PROBABILITY = 0.5
 _SLEEVE_START_MM = (30.0, 160.0)
 _SLEEVE_WIDTH = (1.15, 1.6)  # sleeve radius / forearm radius
 _SLEEVE_RINGS = 4
@@ -448,13 +450,14 @@ class HandRenderer:
     Args:
       image_size: N, the square output size in pixels.
       backgrounds: where backgrounds come from (default: procedural `BackgroundSource()`).
+      domain: how the samples look (`handshape_tf.data.domains`).
 
     Attributes:
-      image_size, backgrounds: as given.
+      image_size, backgrounds, domain: as given.
       templates: {False: right, True: left} hand templates.
     """
 
-    def __init__(self, image_size: int = 256, backgrounds: BackgroundSource | None = None):
+    def __init__(self, image_size: int = 256, backgrounds: BackgroundSource | None = None, domain: Domain = PHOTO):
         import tensorflow as tf
 
         from handshape_tf.geometry.skinning import pose_hand
@@ -463,6 +466,7 @@ class HandRenderer:
         _check_positive_int("image_size", image_size, MIN_IMAGE_SIZE)
         self.image_size = int(image_size)
         self.backgrounds = backgrounds if backgrounds is not None else BackgroundSource()
+        self.domain = domain
         right = load_template()
         self.templates = {False: right, True: right.mirrored()}
         hand = right.num_vertices
@@ -550,7 +554,7 @@ class HandRenderer:
         # Rings run counter-clockwise about the forearm on a right hand and, mirrored, clockwise
         # on a left one, like the outline (so one face winding serves both, see `scene`).
         ring_axes = axes * np.array([[-1.0], [1.0], [1.0]]) if params.is_left else axes
-        if rng.uniform() < SLEEVE_PROBABILITY:
+        if rng.uniform() < self.domain.sleeve_probability:
             begin = min(rng.uniform(*_SLEEVE_START_MM) / 1000.0 * scale, 0.8 * positions[-1])
             along = np.linspace(begin, positions[-1], _SLEEVE_RINGS)
             width = rng.uniform(*_SLEEVE_WIDTH) * np.interp(along, positions, widths)
@@ -580,7 +584,8 @@ class HandRenderer:
         )  # model frame, metres
         cameras = np.stack([camera_transform(p, j, v) for p, j, v in zip(params, joints, vertices)])  # B x 4 x 4
         rngs = [np.random.default_rng(p.appearance_seed) for p in params]
-        skins = [appearance.sample_skin(rng) for rng in rngs]
+        sample_skin = appearance.sample_skin if self.domain.skin == "monk" else appearance.sample_indoor_skin
+        skins = [sample_skin(rng) for rng in rngs]
         arms = np.stack([self._forearm(p, r[0], r[1], c, g) for p, r, c, g in zip(params, rest, cameras, rngs)])
         model = np.concatenate([vertices, arms], axis=1)  # B x (V + A) x 3
 
@@ -629,9 +634,11 @@ class HandRenderer:
                 rng, skin, self._regions, everything[b, :skin_end]
             )
             albedo[b, skin_end:], specular[b, skin_end:] = appearance.cloth_albedo(rng, everything[b, skin_end:])
+        is_skin = (np.arange(everything_mm.shape[1]) < skin_end).astype(np.float32)
         attributes = np.concatenate(
-            [everything_mm[..., 2:], normals, albedo, specular[..., None], occlusion[..., None]], axis=-1
-        )  # B x (V + A) x 9: z, normal, albedo, specular, occlusion
+            [everything_mm[..., 2:], normals, albedo, specular[..., None], occlusion[..., None],
+             np.broadcast_to(is_skin[None, :, None], occlusion.shape + (1,))], axis=-1
+        )  # B x (V + A) x 10: z, normal, albedo, specular, occlusion, skin  # fmt: skip
         triangles = self._render(everything_mm, intrinsics.astype(np.float32)).numpy()  # B x N x N
         batch, pixel_rows, pixel_columns, values = interpolate_covered(
             everything_mm, self._faces, triangles, intrinsics, attributes
@@ -641,27 +648,37 @@ class HandRenderer:
         samples = []
         for b, p in enumerate(params):
             rng = rngs[b]
-            lighting = appearance.sample_lighting(rng, skins[b])
+            background = appearance.srgb_to_linear(self.backgrounds.sample(rng, size).astype(np.float32) / 255.0)
+            lighting = self._lighting(rng, skins[b], background)
             rows, columns = pixel_rows[bounds[b] : bounds[b + 1]], pixel_columns[bounds[b] : bounds[b + 1]]
-            here = values[bounds[b] : bounds[b + 1]]  # covered pixels x 9
+            here = values[bounds[b] : bounds[b + 1]]  # covered pixels x 10
             covered = triangles[b] >= 0
             mask = covered & (triangles[b] < self._num_hand_faces)
             depth = np.zeros((size, size), np.float32)
             depth[rows, columns] = here[:, 0]
-            depth[~mask] = 0.0
+            if rng.uniform() < self.domain.skin_detail:
+                detail = appearance.skin_detail(rng, size)[rows, columns]
+                here[:, 4:7] *= (1.0 + (detail - 1.0) * here[:, 9])[:, None]  # on skin, not on cloth
             colour = np.zeros((size, size, 3), np.float32)
-            colour[rows, columns] = self._shade(rows, columns, here, intrinsics[b], lighting)
+            colour[rows, columns] = self._shade(rows, columns, here, intrinsics[b], lighting)  # linear
             everything_colour, everything_alpha = _soft_edges(colour, covered)
-            hand_colour, hand_alpha = _soft_edges(colour, mask)
-            background = self.backgrounds.sample(rng, size).astype(np.float32) / 255.0
             alpha = everything_alpha[..., None]
+            radiance = everything_colour * alpha + background * (1.0 - alpha)
+            hand_alpha = _soft_edges(colour, mask)[1]
+            if rng.uniform() < self.domain.occluder_probability and mask.any():
+                cover, cover_colour = self._occluder(rng, mask)
+                radiance = cover_colour * cover[..., None] + radiance * (1.0 - cover[..., None])
+                hand_alpha = hand_alpha * (1.0 - cover)
+                mask &= cover < 0.5
+            depth[~mask] = 0.0
             source_pixels = size * p.frame_intrinsics[0] / intrinsics[b, 0]  # the crop's side in the full frame
-            image = _camera_effects(rng, everything_colour * alpha + background * (1.0 - alpha), source_pixels)
+            image = apply_camera(rng, radiance, self.domain.camera, source_pixels)
+            hand_colour = appearance.linear_to_srgb(_soft_edges(colour, mask)[0])
             joints_xyz = keypoints_mm[b]
             samples.append(
                 {
-                    "image": _to_uint8(image),
-                    "image_rgba": np.concatenate([_to_uint8(hand_colour), _to_uint8(hand_alpha[..., None])], axis=-1),
+                    "image": image,
+                    "image_rgba": np.concatenate([to_uint8(hand_colour), to_uint8(hand_alpha[..., None])], axis=-1),
                     "mask": mask,
                     "depth": depth,
                     "joints_uv": project(joints_xyz, intrinsics[b]).astype(np.float32),
@@ -680,16 +697,66 @@ class HandRenderer:
             )
         return samples
 
+    def _lighting(self, rng: np.random.Generator, skin: appearance.Skin, background: np.ndarray) -> appearance.Lighting:
+        """The domain's lights for one sample, the ambient partly coloured by its background
+        (N x N x 3 linear RGB)."""
+        if self.domain.lighting == "studio":
+            lighting = appearance.sample_lighting(rng, skin, self.domain.extra_light_probability)
+        else:
+            lighting = appearance.sample_indoor_lighting(rng, self.domain.light_tint)
+        return appearance.environment_lighting(lighting, background, self.domain.environment_light)
+
+    def _occluder(self, rng: np.random.Generator, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """An object in front of part of the hand: (N x N coverage in [0, 1], N x N x 3 linear colour).
+
+        A filled ellipse, bar (a pen, a cup's handle, a strap) or polygon, 15-50% of the hand's
+        bounding box in size, centred on a random hand pixel, textured with a background crop
+        (or plain), shaded by a linear ramp, with anti-aliased edges."""
+        size = self.image_size
+        rows, columns = np.nonzero(mask)
+        extent = max(rows.max() - rows.min(), columns.max() - columns.min()) + 1
+        pick = int(rng.integers(len(rows)))
+        centre = np.array([columns[pick], rows[pick]], np.float64) + 0.5
+        radius = rng.uniform(*_OCCLUDER_SIZE) * extent / 2
+        angle = rng.uniform(0, 180)
+        cover = np.zeros((size, size), np.float32)
+        kind = int(rng.integers(3))
+        scale = 16  # cv2 sub-pixel shift: 4 bits
+        if kind == 0:
+            axes = (int(radius * scale), int(radius * rng.uniform(0.4, 1.0) * scale))
+            cv2.ellipse(cover, tuple(int(c * scale) for c in centre), axes, angle, 0, 360, 1.0, -1, cv2.LINE_AA, 4)
+        else:
+            if kind == 1:  # a bar crossing the whole crop
+                half = np.array([2.0 * size, radius * rng.uniform(0.15, 0.4)])
+                corners = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * half
+            else:
+                count = int(rng.integers(3, 8))
+                turns = np.sort(rng.uniform(0, 2 * np.pi, count))
+                corners = np.stack([np.cos(turns), np.sin(turns)], 1) * radius * rng.uniform(0.5, 1.0, (count, 1))
+            rotation = np.array([[np.cos(np.radians(angle)), -np.sin(np.radians(angle))],
+                                 [np.sin(np.radians(angle)), np.cos(np.radians(angle))]])  # fmt: skip
+            points = ((corners @ rotation.T + centre) * scale).astype(np.int32)
+            cv2.fillPoly(cover, [points], 1.0, cv2.LINE_AA, 4)
+        if rng.uniform() < 0.6:
+            texture = self.backgrounds.sample(rng, size).astype(np.float32) / 255.0
+        else:
+            texture = np.broadcast_to(rng.uniform(0.05, 0.95, 3).astype(np.float32), (size, size, 3))
+        ramp_direction = rng.normal(size=2)
+        grid = (np.mgrid[0:size, 0:size][::-1].transpose(1, 2, 0) + 0.5 - centre) / size  # N x N x 2 (x, y)
+        ramp = np.clip(1.0 + rng.uniform(0.3, 1.5) * (grid @ ramp_direction), 0.3, 1.6).astype(np.float32)
+        colour = appearance.srgb_to_linear(texture) * ramp[..., None] * rng.uniform(0.4, 1.2)
+        return np.clip(cover, 0.0, 1.0), colour.astype(np.float32)
+
     @staticmethod
     def _shade(
         rows: np.ndarray, columns: np.ndarray, values: np.ndarray, intrinsics: np.ndarray,
         lighting: appearance.Lighting,
     ) -> np.ndarray:  # fmt: skip
-        """M x 3 sRGB colours in [0, 1] of covered pixels.
+        """M x 3 linear RGB radiance of covered pixels.
 
         Args:
           rows, columns: M pixel indices.
-          values: M x 9 interpolated z, normal, albedo, specular, occlusion.
+          values: M x 10 interpolated z, normal, albedo, specular, occlusion, skin.
           intrinsics: 4 crop intrinsics.
           lighting: the lights.
         """
@@ -699,10 +766,7 @@ class HandRenderer:
         normals = values[:, 1:4] / np.maximum(np.linalg.norm(values[:, 1:4], axis=1, keepdims=True), 1e-6)
         # Surfaces seen from behind (the inside of a sleeve) are lit as their visible side.
         normals *= np.where(np.sum(normals * view, axis=1, keepdims=True) < 0, -1.0, 1.0)
-        radiance = appearance.shade(
-            normals, view, values[:, 4:7], values[:, 7], np.clip(values[:, 8], 0.0, 1.0), lighting
-        )
-        return appearance.linear_to_srgb(radiance)
+        return appearance.shade(normals, view, values[:, 4:7], values[:, 7], np.clip(values[:, 8], 0.0, 1.0), lighting)
 
 
 def interpolate_covered(
@@ -769,35 +833,6 @@ def _soft_edges(colour: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.nd
     return inside, alpha
 
 
-def _camera_effects(rng: np.random.Generator, image: np.ndarray, source_pixels: float) -> np.ndarray:
-    """What a real crop of the full frame would look like (N x N x 3 float in [0, 1]).
-
-    A crop that spans fewer than N pixels of the full frame is enlarged from them: the image
-    is resampled through that size (area down, bilinear up), with the sensor noise added at
-    the source size. Sometimes a slight blur (focus, motion) and sometimes noise.
-
-    Args:
-      rng: the random generator.
-      image: N x N x 3.
-      source_pixels: the crop's side in full-frame pixels.
-    """
-    size = image.shape[0]
-    if rng.uniform() < BLUR_PROBABILITY:
-        image = cv2.GaussianBlur(image, (0, 0), rng.uniform(*BLUR_SIGMA_PX) * size / 256)
-    source = int(round(source_pixels))
-    if MIN_SOURCE_PIXELS <= source < size:
-        image = cv2.resize(image, (source, source), interpolation=cv2.INTER_AREA)
-    if rng.uniform() < NOISE_PROBABILITY:
-        image = image + np.float32(rng.uniform(*NOISE_SIGMA)) * rng.standard_normal(image.shape, dtype=np.float32)
-    if image.shape[0] != size:
-        image = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
-    return image
-
-
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-    return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
 # ---------------------------------------------------------------------------------------------
 # Datasets.
 
@@ -816,14 +851,34 @@ def render_range(renderer: HandRenderer, seed: int, start: int, count: int, view
     """Samples start .. start + count - 1 of the dataset seeded with `seed`, rendered in batches."""
     for first in range(start, start + count, RENDER_BATCH):
         indices = range(first, min(first + RENDER_BATCH, start + count))
-        yield from renderer.render([sample_params(sample_rng(seed, i), renderer.templates, views) for i in indices])
+        yield from renderer.render(
+            [sample_params(sample_rng(seed, i), renderer.templates, views, renderer.domain) for i in indices]
+        )
+
+
+def resolve_backgrounds(domain: Domain, backgrounds: str | Path | None) -> tuple[str | None, str | None]:
+    """(folder, split) the domain's backgrounds come from: the user's folder (split by photo)
+    when given, else the photo bank's part for "photos" (built on first use), else (None, None)
+    for procedural textures.
+
+    Raises:
+      PhotoBankError: the bank is needed and cannot be built.
+    """
+    if backgrounds is not None:
+        return str(Path(backgrounds).expanduser().resolve()), domain.photo_split
+    if domain.backgrounds == "procedural":
+        return None, None
+    from handshape_tf.data.photo_bank import ensure_bank
+
+    return str(ensure_bank() / domain.photo_split), None
 
 
 @dataclasses.dataclass(frozen=True)
 class ShardTask:
     """One shard to render: samples start .. start + count - 1 of the dataset seeded with `seed`,
     written to `folder` / `shards.shard_name(index, num_shards)`, backgrounds from the folder
-    `backgrounds` (None: procedural), camera views from the distribution `views`."""
+    `backgrounds` (None: procedural) and its `split`, camera views from the distribution `views`,
+    in the built-in domain named `domain`."""
 
     folder: str
     index: int
@@ -834,9 +889,11 @@ class ShardTask:
     image_size: int
     backgrounds: str | None
     views: str = "full"
+    domain: str = PHOTO.name
+    split: str | None = None
 
 
-_WORKER_RENDERERS: dict[tuple[int, str | None], HandRenderer] = {}
+_WORKER_RENDERERS: dict[tuple, HandRenderer] = {}
 
 
 def _init_worker() -> None:
@@ -861,10 +918,11 @@ class ShardResult(NamedTuple):
 def _run_shard(task: ShardTask) -> ShardResult:
     """Renders and writes one shard."""
     start = time.process_time()
-    key = (task.image_size, task.backgrounds)
+    key = (task.image_size, task.backgrounds, task.split, task.domain)
     renderer = _WORKER_RENDERERS.get(key)
     if renderer is None:
-        renderer = HandRenderer(task.image_size, BackgroundSource(task.backgrounds))
+        renderer = HandRenderer(task.image_size, BackgroundSource(task.backgrounds, split=task.split),
+                                get_domain(task.domain))  # fmt: skip
         _WORKER_RENDERERS[key] = renderer
     skipped = renderer.backgrounds.num_skipped
     path = Path(task.folder) / shards.shard_name(task.index, task.num_shards)
@@ -897,7 +955,7 @@ def _prepare_folder(out_dir: Path) -> None:
         raise PermissionError(f"output folder {out_dir} is not writable ({error.strerror or error})") from None
 
 
-def _dataset_config(num_samples, seed, image_size, samples_per_shard, backgrounds, views) -> dict[str, Any]:
+def _dataset_config(num_samples, seed, image_size, samples_per_shard, backgrounds, views, domain) -> dict[str, Any]:
     template = load_template()
     return {
         "generator": "handshape_tf.data.synthetic",
@@ -909,6 +967,8 @@ def _dataset_config(num_samples, seed, image_size, samples_per_shard, background
         "image_size": int(image_size),
         "backgrounds": None if backgrounds is None else str(Path(backgrounds).expanduser().resolve()),
         "views": views,
+        "domain": domain.name,
+        "domain_values": domain.as_dict(),
         "num_vertices": int(template.num_vertices),
         "pose_size": NUM_POSE_PARAMETERS,
         "shape_size": NUM_SHAPE_PARAMETERS,
@@ -930,6 +990,7 @@ def generate_dataset(
     progress: bool = True,
     backgrounds: str | Path | None = None,
     views: str = "full",
+    domain: str = PHOTO.name,
 ) -> dict[str, Any]:
     """Renders a synthetic dataset into shards (resumable; see the module docstring).
 
@@ -942,8 +1003,10 @@ def generate_dataset(
         in this process (for tests and debugging; the samples are the same).
       samples_per_shard: samples per shard file (the last one may be smaller).
       progress: show a tqdm progress bar.
-      backgrounds: a folder of photos to crop backgrounds from, or None for procedural ones.
+      backgrounds: a folder of photos to crop backgrounds from (its `domain.photo_split` part), or
+        None for the domain's own (the photo bank, or procedural textures).
       views: the camera view distribution, "full" or "frontal" (module docstring, step 2).
+      domain: the image domain's name (`handshape_tf.data.domains.get_domain`).
 
     Returns:
       The metadata written to `metadata.json` (counts, seed, generator version, image size,
@@ -955,6 +1018,7 @@ def generate_dataset(
         folder holds a dataset generated with other arguments.
       NotADirectoryError: out_dir is a file.  PermissionError: out_dir is not writable.
       BackgroundError: the background folder is missing or holds no images.
+      PhotoBankError: the domain needs the photo bank and it cannot be built.
     """
     _check_positive_int("num_samples", num_samples)
     _check_positive_int("seed", seed, 0)
@@ -963,12 +1027,13 @@ def generate_dataset(
     _check_positive_int("workers", workers, 0)
     if views not in VIEWS:
         raise ValueError(f"views={views!r}; expected one of {list(VIEWS)}")
+    resolved = get_domain(domain)
     if backgrounds is not None:
-        BackgroundSource(backgrounds)  # fails now on a missing or empty folder
+        BackgroundSource(backgrounds, split=resolved.photo_split)  # fails now on a missing or empty folder
     out_dir = Path(out_dir).expanduser()
     _prepare_folder(out_dir)
 
-    config = _dataset_config(num_samples, seed, image_size, samples_per_shard, backgrounds, views)
+    config = _dataset_config(num_samples, seed, image_size, samples_per_shard, backgrounds, views, resolved)
     num_shards = math.ceil(num_samples / samples_per_shard)
     names = [shards.shard_name(i, num_shards) for i in range(num_shards)]
     counts = {name: min(samples_per_shard, num_samples - i * samples_per_shard) for i, name in enumerate(names)}
@@ -989,15 +1054,16 @@ def generate_dataset(
         }
 
     shards.write_metadata(out_dir, metadata())
+    if len(done) == num_shards:
+        logger.info("%s: all %d shards present; nothing to do", out_dir, num_shards)
+        return metadata()
+    folder, split = resolve_backgrounds(resolved, backgrounds)
     tasks = [
         ShardTask(str(out_dir), i, num_shards, i * samples_per_shard, counts[name], int(seed), int(image_size),
-                   config["backgrounds"], views)
+                  folder, views, domain, split)
         for i, name in enumerate(names)
         if name not in done
     ]  # fmt: skip
-    if not tasks:
-        logger.info("%s: all %d shards present; nothing to do", out_dir, num_shards)
-        return metadata()
     logger.info("%s: rendering %d of %d shards (%d samples) with %d workers", out_dir, len(tasks), num_shards,
                 sum(t.count for t in tasks), workers)  # fmt: skip
 
@@ -1051,7 +1117,7 @@ def _check_existing(out_dir: Path, config: dict[str, Any]) -> None:
         key: (existing.get(key), value)
         for key, value in config.items()
         if key in ("generator_version", "template_version", "seed", "num_samples", "samples_per_shard",
-                   "image_size", "backgrounds", "views") and existing.get(key, "full" if key == "views" else None) != value
+                   "image_size", "backgrounds", "views", "domain") and existing.get(key, "full" if key == "views" else None) != value
     }  # fmt: skip
     if different:
         detail = ", ".join(f"{key}: folder has {old!r}, requested {new!r}" for key, (old, new) in different.items())
@@ -1071,20 +1137,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=256, help="crop size in pixels")
     parser.add_argument("--workers", type=int, default=2, help="parallel processes (0: this process)")
     parser.add_argument("--samples-per-shard", type=int, default=256)
-    parser.add_argument("--backgrounds", type=Path, default=None, help="folder of photos for backgrounds")
+    parser.add_argument("--backgrounds", type=Path, default=None,
+                        help="folder of photos for backgrounds (its train or test part, by the domain; default: the "
+                             "domain's own, the photo bank or procedural textures)")
+    parser.add_argument("--domain", default=PHOTO.name,
+                        help="image domain: photo (default), procedural, unseen or real_like; append "
+                             "-without-EFFECT[-EFFECT] to switch effects off (handshape_tf.data.domains)")  # fmt: skip
     parser.add_argument("--views", choices=VIEWS, default="full",
                         help="camera views: full sphere (default) or frontal (palm or back towards the camera, fingers up +-60 deg)")
     parser.add_argument("--preview", action="store_true", help="also write DIR/preview.png (a contact sheet)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from handshape_tf.data.photo_bank import PhotoBankError
+
     try:
         metadata = generate_dataset(
             args.out, args.num, seed=args.seed, image_size=args.size, workers=args.workers,
             samples_per_shard=args.samples_per_shard, progress=not args.quiet, backgrounds=args.backgrounds,
-            views=args.views,
+            views=args.views, domain=args.domain,
         )  # fmt: skip
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, PhotoBankError) as error:
         parser.exit(2, f"error: {error}\n")
     logger.info("%s: %d samples in %d shards", args.out, metadata["num_complete_samples"], len(metadata["shards"]))
     if args.preview:

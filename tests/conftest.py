@@ -1,0 +1,32 @@
+"""Shared test set-up: a small photo bank of generated images, so every test renders the
+"photo" domain offline (the real bank is built from registry packages on first use)."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from handshape_tf.data import photo_bank
+from handshape_tf.data.backgrounds import procedural_background
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fixture_photo_bank(tmp_path_factory):
+    """$HANDSHAPE_TF_CACHE -> a bank of 6 train and 3 test 320 x 256 images (a session's worth)."""
+    cache = tmp_path_factory.mktemp("handshape_cache")
+    folder = cache / f"photo_bank-v{photo_bank.BANK_VERSION}"
+    photos = []
+    for index, split in enumerate(["train"] * 6 + ["test"] * 3):
+        (folder / split).mkdir(parents=True, exist_ok=True)
+        image = procedural_background(np.random.default_rng(index), 320)[:256]
+        name = f"{split}/fixture-{index}.jpg"
+        cv2.imwrite(str(folder / name), image)
+        photos.append({"file": name, "source": "fixture"})
+    (folder / photo_bank.MANIFEST).write_text(json.dumps({"version": photo_bank.BANK_VERSION, "photos": photos}))
+    patch = pytest.MonkeyPatch()
+    patch.setenv("HANDSHAPE_TF_CACHE", str(cache))
+    yield folder
+    patch.undo()
