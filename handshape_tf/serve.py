@@ -26,11 +26,24 @@ PNG/JPEG files for predict_encoded); string outputs whose name ends in "_bytes" 
 as {"b64": ...}. Integer inputs (serving_default's uint8 images) must be JSON integers within
 the type's range; float inputs take any JSON numbers.
 
-Errors are JSON {"error": "..."} as in TF Serving: 400 malformed JSON, a missing or unknown key
-or signature, or inputs of the wrong shape or type; 404 unknown model, version or path; 405 a
-method the path does not support; 411 no Content-Length; 413 a body over --max-body-mb; 500
-an unexpected failure (logged; the server keeps running). Each connection is served by its own
-thread (ThreadingHTTPServer), so concurrent clients run concurrently.
+Bounds on what one request may cost (memory stays within a known size whatever clients send):
+  --max-body-mb      request body (default 32 MiB), checked from Content-Length before reading;
+  --max-batch        instances, or the batch dimension of 'inputs' (default 64);
+  --max-pixels       pixels encoded images decode to, summed over the request, each counted as
+                     the max(H, W)^2 square predict_encoded pads it to (default 2^24, one
+                     4096 x 4096 photo or 64 of 512 x 512), read from the file headers before
+                     anything is decoded;
+  --max-connections  connections served at once, one thread each (default 16); more get 503
+                     with Retry-After; a client silent for 20 s is dropped (408 mid-body);
+  --workers          requests parsed and run at once (default 2), the others wait.
+After a large request the freed memory is handed back to the system (glibc malloc_trim).
+
+Errors are JSON {"error": "..."} as in TF Serving: 400 malformed or too deeply nested JSON, a
+missing or unknown key or signature, inputs of the wrong shape or type (JSON true/false are not
+numbers), or an undecodable image; 404 unknown model, version or path; 405 a method the path
+does not support; 408 a body that stalls; 411 no Content-Length; 413 a body, batch or pixel
+count over its bound; 503 all connections busy; 500 an unexpected failure (logged; the server
+keeps running).
 """
 
 from __future__ import annotations
@@ -38,10 +51,14 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import ctypes
+import ctypes.util
 import json
 import logging
 import re
 import sys
+import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -51,13 +68,22 @@ import numpy as np
 
 from handshape_tf.cli import tf_error_text
 from handshape_tf.inference.backends import CorruptModelError
+from handshape_tf.inference.image_header import ImageHeaderError, image_size
 
 logger = logging.getLogger("handshape_tf.serve")
 
 DEFAULT_PORT = 8501
 DEFAULT_NAME = "handshape"
 DEFAULT_SIGNATURE = "serving_default"
-DEFAULT_MAX_BODY_BYTES = 64 * 2**20
+DEFAULT_MAX_BODY_BYTES = 32 * 2**20
+DEFAULT_MAX_BATCH = 64
+DEFAULT_MAX_PIXELS = 2**24
+DEFAULT_MAX_CONNECTIONS = 16
+DEFAULT_WORKERS = 2
+IDLE_TIMEOUT_S = 20
+# Bodies above this size are followed by malloc_trim: glibc otherwise keeps the freed
+# JSON/numpy memory of a large request in its per-thread arenas for good.
+_TRIM_AFTER_BYTES = 2**20
 EXIT_USAGE = 2
 
 _ROUTE = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?(?P<rest>/metadata|:[A-Za-z]+)?/?$")
@@ -104,13 +130,21 @@ class ServedModel:
     Args:
       path: --model (a SavedModel directory or a base directory of versions).
       name: the model name in URLs.
+      max_batch: largest batch a request may hold (413 above).
+      max_pixels: largest sum of max(H, W)^2 over the encoded images of a request (413 above).
     """
 
-    def __init__(self, path, name: str = DEFAULT_NAME):
+    def __init__(self, path, name: str = DEFAULT_NAME, max_batch: int = DEFAULT_MAX_BATCH,
+                 max_pixels: int = DEFAULT_MAX_PIXELS):  # fmt: skip
         import tensorflow as tf
 
+        for label, value in (("max_batch", max_batch), ("max_pixels", max_pixels)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{label} is {value!r}; expected an int >= 1")
         self.directory, self.version = resolve_model_dir(path)
         self.name = name
+        self.max_batch = max_batch
+        self.max_pixels = max_pixels
         self._tf = tf
         try:
             self._loaded = tf.saved_model.load(str(self.directory))
@@ -150,6 +184,8 @@ class ServedModel:
             request = json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise RequestError(HTTPStatus.BAD_REQUEST, f"JSON Parse error: {error}") from None
+        except RecursionError:
+            raise RequestError(HTTPStatus.BAD_REQUEST, "JSON Parse error: nested too deeply") from None
         if not isinstance(request, dict):
             raise RequestError(
                 HTTPStatus.BAD_REQUEST, f"Request body is a JSON {type(request).__name__}; expected an object"
@@ -171,21 +207,70 @@ class ServedModel:
                 if not has_rows
                 else "Request has both 'instances' and 'inputs' keys; expected one",
             )
-        if has_rows:
-            arrays = _row_inputs(request["instances"], specs)
-        else:
-            arrays = _columnar_inputs(request["inputs"], specs)
+        values = request["instances"] if has_rows else request["inputs"]
+        if b"true" in body or b"false" in body:  # the walk costs time; most requests skip it
+            _reject_booleans(values)
+        try:
+            if has_rows:
+                arrays = _row_inputs(values, specs, self.max_batch)
+            else:
+                arrays = _columnar_inputs(values, specs, self.max_batch)
+        except RecursionError:
+            raise RequestError(HTTPStatus.BAD_REQUEST, "inputs are nested too deeply for the signature") from None
+        self._check_pixels(arrays)
         try:
             outputs = function(
                 **{name: self._tf.constant(array, dtype=specs[name].dtype) for name, array in arrays.items()}
             )
         except (self._tf.errors.InvalidArgumentError, ValueError, TypeError) as error:
-            message = getattr(error, "message", None) or str(error)
-            raise RequestError(HTTPStatus.BAD_REQUEST, message.strip().splitlines()[0]) from None
+            raise RequestError(HTTPStatus.BAD_REQUEST, tf_error_text(error)) from None
         values = {name: _to_json(name, tensor.numpy()) for name, tensor in outputs.items()}
         if has_rows:
             return {"predictions": _rows(values)}
         return {"outputs": next(iter(values.values())) if len(values) == 1 else values}
+
+
+    def _check_pixels(self, arrays: dict[str, np.ndarray]) -> None:
+        """413 when the encoded images of a request would decode to more than max_pixels."""
+        total = 0
+        for name, array in arrays.items():
+            if array.dtype != object:
+                continue
+            for index, data in enumerate(array.flat):
+                try:
+                    size = image_size(data)
+                except ImageHeaderError as error:
+                    raise RequestError(HTTPStatus.BAD_REQUEST, f"input {name!r} item {index}: {error}") from None
+                if size is None:
+                    continue
+                total += max(size) ** 2
+                if total > self.max_pixels:
+                    raise RequestError(
+                        HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                        f"input {name!r} item {index} is a {size[0]} x {size[1]} image: the request would decode to "
+                        f"{total} pixels (each image padded to a square), over the limit of {self.max_pixels}",
+                    )
+
+
+def _reject_booleans(value) -> None:
+    """400 for a JSON true/false anywhere in the inputs (numpy would read them as 1 and 0)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, bool):
+            raise RequestError(HTTPStatus.BAD_REQUEST, f"inputs hold the JSON value {str(item).lower()}; expected numbers")
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+
+
+def _check_batch(size: int, max_batch: int, where: str) -> None:
+    if size > max_batch:
+        raise RequestError(
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            f"{where} holds a batch of {size}; the limit is {max_batch} (--max-batch): split the request",
+        )
 
 
 def _signature_defs(directory: Path) -> dict[str, Any]:
@@ -206,10 +291,11 @@ def _signature_defs(directory: Path) -> dict[str, Any]:
     }
 
 
-def _row_inputs(instances, specs) -> dict[str, np.ndarray]:
+def _row_inputs(instances, specs, max_batch: int) -> dict[str, np.ndarray]:
     """{input name: batched array} from row-format instances."""
     if not isinstance(instances, list) or not instances:
         raise RequestError(HTTPStatus.BAD_REQUEST, "'instances' must be a non-empty JSON list (one entry per example)")
+    _check_batch(len(instances), max_batch, "'instances'")
     names = sorted(specs)
     columns: dict[str, list] = {name: [] for name in names}
     for index, instance in enumerate(instances):
@@ -232,9 +318,12 @@ def _row_inputs(instances, specs) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _columnar_inputs(inputs, specs) -> dict[str, np.ndarray]:
+def _columnar_inputs(inputs, specs, max_batch: int) -> dict[str, np.ndarray]:
     """{input name: batched array} from a columnar 'inputs' value."""
     named = _named_values(inputs, specs, "'inputs'")
+    for name, value in named.items():
+        if isinstance(value, list) and specs[name].shape.rank:
+            _check_batch(len(value), max_batch, f"input {name!r}")
     return {name: _to_array(value, specs[name], f"input {name!r}", batched=True) for name, value in named.items()}
 
 
@@ -361,7 +450,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     server_version = "handshape_tf-serve"
-    timeout = 60  # seconds a client may stall before its connection is dropped
+    timeout = IDLE_TIMEOUT_S  # seconds a client may stall before its connection is dropped
 
     def log_message(self, format, *args):  # noqa: A002 (BaseHTTPRequestHandler's name)
         logger.info("%s %s", self.address_string(), format % args)
@@ -376,7 +465,11 @@ class _Handler(BaseHTTPRequestHandler):
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.wfile.write(body)
+        except (ConnectionError, TimeoutError) as error:  # the client left before its answer
+            logger.info("%s left before the response (%s)", self.address_string(), type(error).__name__)
+            self.close_connection = True
 
     def _handle(self, method: str) -> None:
         try:
@@ -415,7 +508,13 @@ class _Handler(BaseHTTPRequestHandler):
             return HTTPStatus.OK, served.metadata() if rest == "/metadata" else served.status(), None
         body = self._read_body()
         served.check_target(match["name"], match["version"])
-        return HTTPStatus.OK, served.predict(body), None
+        with self.server.workers:
+            try:
+                return HTTPStatus.OK, served.predict(body), None
+            finally:
+                if len(body) > _TRIM_AFTER_BYTES:
+                    del body
+                    release_memory()
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding"):
@@ -439,7 +538,13 @@ class _Handler(BaseHTTPRequestHandler):
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                 f"Request body of {length} bytes exceeds the limit of {limit} bytes",
             )
-        body = self.rfile.read(length)
+        try:
+            body = self.rfile.read(length)
+        except TimeoutError:
+            self.close_connection = True
+            raise RequestError(
+                HTTPStatus.REQUEST_TIMEOUT, f"Request body not received within {self.timeout} s ({length} bytes announced)"
+            ) from None
         if len(body) != length:
             self.close_connection = True
             raise RequestError(HTTPStatus.BAD_REQUEST, f"Request body ended after {len(body)} of {length} bytes")
@@ -466,16 +571,82 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle("PATCH")
 
 
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if ctypes.util.find_library("c") else None
+
+
+def release_memory() -> None:
+    """Returns freed heap memory of all threads' malloc arenas to the system (glibc only)."""
+    trim = getattr(_LIBC, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
+_BUSY = json.dumps({"error": "Server busy: all connections are in use; retry shortly"}).encode()
+
+
 class ModelServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer with the served model and the body size limit as attributes."""
+    """ThreadingHTTPServer with the served model, the body limit and bounded concurrency.
+
+    At most `max_connections` connections have a thread; a connection over that gets 503 at
+    once. At most `workers` requests are parsed and run at the same time.
+    """
 
     daemon_threads = True
     request_queue_size = 64
 
-    def __init__(self, address: tuple[str, int], served: ServedModel, max_body_bytes: int):
+    def __init__(self, address: tuple[str, int], served: ServedModel, max_body_bytes: int,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS, workers: int = DEFAULT_WORKERS):  # fmt: skip
         self.served = served
         self.max_body_bytes = max_body_bytes
+        self.max_connections = max_connections
+        self.connections = threading.BoundedSemaphore(max_connections)
+        self.workers = threading.BoundedSemaphore(workers)
+        self._refused = 0  # connections refused since the last warning (accept thread only)
+        self._refused_logged = -float("inf")
         super().__init__(address, _Handler)
+
+    def process_request(self, request, client_address):
+        if not self.connections.acquire(blocking=False):
+            self._refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)  # starts the connection's thread
+        except BaseException:
+            self.connections.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.connections.release()
+
+    def _refuse(self, request) -> None:
+        """503 without reading the request (the accept loop must not wait on this client)."""
+        head = (
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+            f"Connection: close\r\nContent-Length: {len(_BUSY)}\r\n\r\n"
+        )
+        try:
+            request.settimeout(1.0)
+            request.sendall(head.encode() + _BUSY)
+        except OSError:
+            pass
+        self.shutdown_request(request)
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._refused_logged >= 10.0:  # one line per 10 s under a flood
+            logger.warning("all %d connection slots busy: refused %d connection(s) with 503", self.max_connections,
+                           self._refused)  # fmt: skip
+            self._refused, self._refused_logged = 0, now
+
+    def handle_error(self, request, client_address):
+        """One log line for clients that vanish; the traceback only for real failures."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            logger.info("%s: connection dropped (%s)", client_address[0], type(error).__name__)
+        else:
+            logger.exception("error on the connection from %s", client_address[0])
 
 
 def make_server(
@@ -484,20 +655,30 @@ def make_server(
     port: int = DEFAULT_PORT,
     name: str = DEFAULT_NAME,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    workers: int = DEFAULT_WORKERS,
 ) -> ModelServer:
     """A bound (not yet serving) server; call `serve_forever()` and later `shutdown()`.
 
     Args:
-      model: --model path, or an already loaded `ServedModel`.
+      model: --model path, or an already loaded `ServedModel` (which holds max_batch and
+        max_pixels).
       host: interface to listen on (127.0.0.1: this machine only).
       port: TCP port; 0 picks a free one (read it from `server.server_address[1]`).
       name: model name in URLs (ignored when `model` is a ServedModel).
       max_body_bytes: larger request bodies get 413.
+      max_connections: connections served at once; more get 503.
+      workers: requests parsed and run at once.
+
+    Raises:
+      OSError: the address cannot be bound (e.g. the port is in use).
     """
-    if max_body_bytes < 1:
-        raise ValueError(f"max_body_bytes is {max_body_bytes}; expected >= 1")
+    for label, value in (("max_body_bytes", max_body_bytes), ("max_connections", max_connections),
+                         ("workers", workers)):  # fmt: skip
+        if value < 1:
+            raise ValueError(f"{label} is {value}; expected >= 1")
     served = model if isinstance(model, ServedModel) else ServedModel(model, name=name)
-    return ModelServer((host, port), served, max_body_bytes)
+    return ModelServer((host, port), served, max_body_bytes, max_connections, workers)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -516,22 +697,38 @@ def main(argv: list[str] | None = None) -> int:
         "--max-body-mb",
         type=float,
         default=DEFAULT_MAX_BODY_BYTES / 2**20,
-        help="largest request body, MiB (default 64)",
+        help=f"largest request body, MiB (default {DEFAULT_MAX_BODY_BYTES // 2**20})",
     )
+    limits = {
+        "max_batch": (DEFAULT_MAX_BATCH, "largest batch of a request"),
+        "max_pixels": (DEFAULT_MAX_PIXELS, "largest pixel count encoded images of a request decode to"),
+        "max_connections": (DEFAULT_MAX_CONNECTIONS, "connections served at once (more get 503)"),
+        "workers": (DEFAULT_WORKERS, "requests parsed and run at once"),
+    }
+    for key, (default, text) in limits.items():
+        parser.add_argument(f"--{key.replace('_', '-')}", type=int, default=default, help=f"{text} (default {default})")
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error(f"--port is {args.port}; expected 0..65535")
     if not args.max_body_mb > 0:
         parser.error(f"--max-body-mb is {args.max_body_mb}; expected > 0")
+    for key in limits:
+        if getattr(args, key) < 1:
+            parser.error(f"--{key.replace('_', '-')} is {getattr(args, key)}; expected >= 1")
     if not re.fullmatch(r"[^/:?#\s]+", args.name):
         parser.error(f"--name is {args.name!r}; expected a name without '/', ':', '?', '#' or spaces")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        served = ServedModel(args.model, name=args.name)
+        served = ServedModel(args.model, name=args.name, max_batch=args.max_batch, max_pixels=args.max_pixels)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    server = make_server(served, host=args.host, port=args.port, max_body_bytes=max(1, int(args.max_body_mb * 2**20)))
+    try:
+        server = make_server(served, host=args.host, port=args.port, max_body_bytes=max(1, int(args.max_body_mb * 2**20)),
+                             max_connections=args.max_connections, workers=args.workers)  # fmt: skip
+    except OSError as error:
+        print(f"error: cannot listen on {args.host}:{args.port}: {error.strerror or error}", file=sys.stderr)
+        return EXIT_USAGE
     host, port = server.server_address[:2]
     logger.info("listening on http://%s:%d/v1/models/%s", host, port, served.name)
     try:

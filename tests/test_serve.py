@@ -18,6 +18,7 @@ from handshape_tf import ModelConfig, build_model
 from handshape_tf.inference import HandPredictor
 from handshape_tf.inference.signature import save_serving_model
 from handshape_tf.serve import RequestError, ServedModel, main, make_server, resolve_model_dir
+from handshape_tf.inference.image_header import image_size
 
 SIZE = 64
 MAX_BODY = 2 * 2**20
@@ -297,5 +298,107 @@ def test_multiple_inputs_strings_and_single_outputs(toy_model):
         predict({"instances": [{"x": [1, 2, 3], "text": "a"}]})
     with pytest.raises(RequestError, match=r"input 'x': instances have different shapes"):
         predict({"signature_name": "single", "instances": [[1, 2], [1, 2, 3]]})
-    with pytest.raises(RequestError, match="got JSON values of type boolean; expected numbers for dtype float32"):
-        predict({"signature_name": "single", "inputs": [[True, False]]})
+    for value in ([[True, False]], [[1, True]]):  # numpy would read [1, true] as [1, 1]
+        with pytest.raises(RequestError, match="inputs hold the JSON value (true|false); expected numbers"):
+            predict({"signature_name": "single", "inputs": value})
+
+
+# --- bounds on a request and on connections -------------------------------------------------
+
+
+def _encoded(request_images):
+    return {"signature_name": "predict_encoded", "instances": [{"b64": base64.b64encode(b).decode()} for b in request_images]}
+
+
+def _png(height, width):
+    return cv2.imencode(".png", np.zeros((height, width), np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 9])[1].tobytes()
+
+
+def test_image_header_sizes_for_every_format_tensorflow_decodes():
+    image = np.zeros((37, 53, 3), np.uint8)
+    for extension in (".png", ".jpg", ".bmp", ".webp"):
+        assert image_size(cv2.imencode(extension, image)[1].tobytes()) == (53, 37), extension
+    gif = b"GIF89a" + (53).to_bytes(2, "little") + (37).to_bytes(2, "little") + b"\x00" * 20
+    assert image_size(gif) == (53, 37)
+    assert image_size(b"plain text") is None
+    with pytest.raises(ValueError, match="PNG file of 12 bytes with an unreadable header"):
+        image_size(b"\x89PNG\r\n\x1a\n" + b"abcd")
+
+
+def test_batch_and_pixel_bounds_are_checked_before_decoding(server):
+    served = server.served
+    status, body = _request(server, "POST", f"/v1/models/{NAME}:predict", {"instances": _crops(3).tolist()})
+    assert status == 200
+    served.max_batch, served.max_pixels = 2, 64 * 64 + 10 * 10
+    try:
+        for request in ({"instances": _crops(3).tolist()}, {"inputs": _crops(3).tolist()}):
+            status, body = _request(server, "POST", f"/v1/models/{NAME}:predict", request)
+            assert status == 413 and "holds a batch of 3; the limit is 2 (--max-batch)" in body["error"]
+        # 16000 x 16000 pixels in 243 KiB: refused from the header, nothing is decoded.
+        status, body = _request(server, "POST", f"/v1/models/{NAME}:predict", _encoded([_png(16000, 16000)]))
+        assert status == 413 and "item 0 is a 16000 x 16000 image" in body["error"]
+        # Counted as the padded square: 64 x 64 fits, a second 10 x 1 image (10 x 10) fits, 11 x 1 does not.
+        assert _request(server, "POST", f"/v1/models/{NAME}:predict", _encoded([_png(64, 64), _png(1, 10)]))[0] == 200
+        status, body = _request(server, "POST", f"/v1/models/{NAME}:predict", _encoded([_png(64, 64), _png(1, 11)]))
+        assert status == 413 and "item 1 is a 11 x 1 image" in body["error"]
+    finally:
+        served.max_batch, served.max_pixels = 64, 2**24
+
+
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        (b"[" * 5000 + b"]" * 5000, 400, "JSON Parse error: nested too deeply"),
+        (json.dumps(_encoded([b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\x0dIHDR" + bytes(9)])).encode(), 400, "PNG"),
+        (json.dumps(_encoded([b"GIF89a" + bytes(30)])).encode(), 400, "GIF"),
+        (json.dumps({"instances": [[[[True, 0, 0]] * SIZE] * SIZE]}).encode(), 400, "JSON value true"),
+    ],
+)
+def test_client_mistakes_get_4xx_with_a_message(server, body, status, message):
+    host, port = server.server_address[:2]
+    connection = http.client.HTTPConnection(host, port, timeout=60)
+    connection.request("POST", f"/v1/models/{NAME}:predict", body=body)
+    response = connection.getresponse()
+    error = json.loads(response.read())["error"]
+    connection.close()
+    assert response.status == status and message in error and error != "Graph execution error:", error
+
+
+def test_stalled_body_gets_408_and_vanished_clients_leave_no_traceback(saved_dir, monkeypatch, caplog):
+    from handshape_tf import serve
+
+    monkeypatch.setattr(serve._Handler, "timeout", 1)
+    server = make_server(saved_dir, port=0, name=NAME, max_connections=2)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    host, port = server.server_address[:2]
+    head = f"POST /v1/models/{NAME}:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{{".encode()
+    try:
+        with socket.create_connection((host, port), timeout=30) as sock:
+            sock.sendall(head)
+            reply = sock.makefile("rb").read().decode()
+        assert reply.startswith("HTTP/1.1 408") and "Request body not received within 1 s" in reply
+        # Two stalled connections hold both slots: a third is refused at once with 503.
+        stalled = [socket.create_connection((host, port), timeout=30) for _ in range(2)]
+        for sock in stalled:
+            sock.sendall(head)
+        with socket.create_connection((host, port), timeout=30) as sock:
+            sock.sendall(head)
+            reply = sock.makefile("rb").read().decode()
+        assert reply.startswith("HTTP/1.1 503") and "Retry-After: 1" in reply and "all connections are in use" in reply
+        for sock in stalled:  # leave before the 408 is written
+            sock.close()
+        threading.Event().wait(2.5)
+        status, _ = _request(server, "GET", f"/v1/models/{NAME}")
+        assert status == 200  # the slots came back
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+    assert "Traceback" not in caplog.text and "Internal error" not in caplog.text
+
+
+def test_port_in_use_is_a_message_not_a_traceback(server, saved_dir, capsys):
+    port = server.server_address[1]
+    assert main(["--model", str(saved_dir), "--port", str(port)]) == 2
+    assert f"error: cannot listen on 127.0.0.1:{port}: Address already in use" in capsys.readouterr().err
