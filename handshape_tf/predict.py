@@ -4,7 +4,8 @@
     python -m handshape_tf.predict frame.jpg --model model.keras --box 210,80,260,260 \\
         --intrinsics 607.9,607.9,314.8,236.4 --root-depth 480 --scale 28 --json
 
-For each IMAGE it writes into --out: <name>.json (box, joints and vertices in image pixels,
+An IMAGE may be a folder: its image files (by extension, not recursive) are used in name
+order. For each image it writes into --out: <name>.json (box, joints and vertices in image pixels,
 uvd and 3D, confidences), <name>.obj (the mesh in 3D: camera frame in mm with --intrinsics,
 --root-depth and --scale, the paper's protocol; otherwise root-relative in units of the hand
 scale s) and <name>_overlay.png (mesh wireframe and skeleton). <name> is the image's file name
@@ -13,8 +14,10 @@ prints one JSON list with all results to stdout. --box applies to every image; w
 crop is the square centred on the image with side max(H, W) (for images that are hand crops).
 --left marks every image as a left hand.
 
-Exit status: 0 on success, 2 for bad arguments, a model path that is missing or of an unknown
-format, or an input file that is not an image (the message names the file).
+Exit status: 0 on success; 2 for bad arguments, a model path that is missing, corrupt or of an
+unknown format, an --out that is a file or cannot be written (all checked before the model
+runs), or input files that are not images: those are skipped with a message naming each, the
+others are still processed, and the exit status is 2 at the end.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import argparse
 import json
 import logging
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -34,6 +38,7 @@ from handshape_tf.data.crop import read_image
 logger = logging.getLogger("handshape_tf.predict")
 
 EXIT_USAGE = 2
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".jp2")
 
 
 def _numbers(count: int, what: str):
@@ -63,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m handshape_tf.predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (PNG, JPEG, ...)")
+    parser.add_argument(
+        "images", nargs="+", type=Path, metavar="IMAGE", help="image files (PNG, JPEG, ...) or folders of them"
+    )
     parser.add_argument("--model", required=True, type=Path, help=".keras file, SavedModel directory or .tflite file")
     parser.add_argument("--out", type=Path, default=Path("predictions"), help="output directory (default: predictions)")
     parser.add_argument("--json", action="store_true", help="also print the results as JSON to stdout")
@@ -85,6 +92,40 @@ def output_names(paths: list[Path]) -> list[str]:
     return [path.stem if counts[path.stem] == 1 else f"{index:03d}_{path.stem}" for index, path in enumerate(paths)]
 
 
+def expand_folders(paths: list[Path]) -> list[Path]:
+    """`paths` with each folder replaced by its image files (IMAGE_SUFFIXES), sorted by name.
+
+    Raises:
+      ValueError: a folder that holds no image file.
+    """
+    expanded = []
+    for path in paths:
+        if not path.is_dir():
+            expanded.append(path)
+            continue
+        files = sorted(child for child in path.iterdir() if child.is_file() and child.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise ValueError(f"{path} is a folder without image files ({', '.join(IMAGE_SUFFIXES)})")
+        expanded.extend(files)
+    return expanded
+
+
+def check_output_folder(out: Path) -> None:
+    """Creates `out` and checks that a file can be written into it.
+
+    Raises:
+      OSError: `out` is a file, or the folder cannot be created or written (the message says which).
+    """
+    if out.exists() and not out.is_dir():
+        raise OSError(f"--out {out} is a file; expected a folder for the results")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as error:
+        raise OSError(f"cannot write into --out {out}: {error.strerror or error}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -95,13 +136,27 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--batch-size is {args.batch_size}; expected >= 1")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    images = []
-    for path in args.images:
+    try:
+        paths = expand_folders(args.images)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    images, readable = [], []
+    for path in paths:
         try:
             images.append(read_image(path))
+            readable.append(path)
         except (FileNotFoundError, ValueError) as error:
-            print(f"error: {error}", file=sys.stderr)
-            return EXIT_USAGE
+            print(f"error: skipping {error}", file=sys.stderr)
+    skipped = len(paths) - len(readable)
+    if not images:
+        print(f"error: none of the {len(paths)} inputs is a readable image", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        check_output_folder(args.out)
+    except OSError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
 
     from handshape_tf.inference import draw_overlay, load_predictor, mesh_faces, save_obj
 
@@ -123,9 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
 
-    args.out.mkdir(parents=True, exist_ok=True)
     results = []
-    for path, name, image, prediction in zip(args.images, output_names(args.images), images, predictions, strict=True):
+    for path, name, image, prediction in zip(readable, output_names(readable), images, predictions, strict=True):
         files = {
             "json": args.out / f"{name}.json",
             "obj": args.out / f"{name}.obj",
@@ -143,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         json.dump(results, sys.stdout)
         sys.stdout.write("\n")
+    if skipped:
+        print(f"error: {skipped} of {len(paths)} inputs could not be read (see above)", file=sys.stderr)
+        return EXIT_USAGE
     return 0
 
 

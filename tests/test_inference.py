@@ -385,6 +385,8 @@ def test_normalised_xyz_is_root_relative_with_a_unit_scale_bone(predictor):
             r"root_depth is \[-5.0\]; expected finite values > 0",
         ),
         ({"boxes": (10, 10, 0, 0)}, "zero-size box"),
+        ({"boxes": (16, 0, 8, 8)}, r"image 0: box \[16.0, 0.0, 8.0, 8.0\] .* lies outside the 16 x 16 image"),
+        ({"boxes": (-8, -8, 8, 8)}, r"lies outside the 16 x 16 image; expected a box that overlaps it"),
         ({"boxes": [(0, 0, 8, 8), (0, 0, 8, 8)]}, "boxes has 2 entries for 1 images"),
         ({"is_left": "yes"}, "is_left is 'yes'; expected a bool"),
     ],
@@ -401,6 +403,8 @@ def test_predictor_rejects_non_images(predictor):
         predictor.predict([])
     with pytest.raises(ValueError, match="NaN or infinite"):
         predictor.predict(np.full((4, 4, 3), np.nan))
+    with pytest.raises(ValueError, match=r"image 1 is 1 x 1 pixels; expected at least 8 x 8"):
+        predictor.predict([np.zeros((8, 8, 3), np.uint8), np.zeros((1, 1, 3), np.uint8)])
 
 
 # ----------------------------------------------------------------------------- loading models
@@ -612,3 +616,31 @@ def test_predict_cli_rejects_bad_arguments(tmp_path, capsys):
     assert predict.main([str(image), "--model", str(tmp_path / "missing.keras")]) == 2
     assert "model not found" in capsys.readouterr().err
     assert predict.output_names([Path("a/x.png"), Path("b/x.jpg"), Path("y.png")]) == ["000_x", "001_x", "y"]
+
+
+def test_predict_cli_takes_folders_skips_bad_files_and_checks_out_first(keras_file, tmp_path, capsys):
+    from handshape_tf import predict
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a.png", "b.jpg"):
+        cv2.imwrite(str(folder / name), _rng_image((48, 40, 3)))
+    (folder / "c.png").write_text("not a picture")
+    (folder / "notes.txt").write_text("ignored: not an image suffix")
+    out = tmp_path / "out"
+    assert predict.main([str(folder), "--model", str(keras_file), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "error: skipping " in err and "c.png is not an image OpenCV can decode" in err
+    assert "error: 1 of 3 inputs could not be read" in err
+    assert sorted(p.name for p in out.iterdir()) == [
+        "a.json", "a.obj", "a_overlay.png", "b.json", "b.obj", "b_overlay.png",
+    ]  # fmt: skip
+    (tmp_path / "empty").mkdir()
+    assert predict.main([str(tmp_path / "empty"), "--model", str(keras_file)]) == 2
+    assert "empty is a folder without image files" in capsys.readouterr().err
+    # --out problems are found before the model loads (the model path here does not even exist).
+    (tmp_path / "taken").write_text("a file")
+    assert predict.main([str(folder / "a.png"), "--model", "none.keras", "--out", str(tmp_path / "taken")]) == 2
+    assert f"--out {tmp_path / 'taken'} is a file; expected a folder" in capsys.readouterr().err
+    assert predict.main([str(folder / "a.png"), "--model", "none.keras", "--out", str(tmp_path / "taken" / "x")]) == 2
+    assert f"cannot write into --out {tmp_path / 'taken' / 'x'}: Not a directory" in capsys.readouterr().err

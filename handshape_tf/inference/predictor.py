@@ -33,6 +33,9 @@ from handshape_tf.inference.prediction import (
 )
 
 DEFAULT_BATCH_SIZE = 8
+# Smallest image side accepted: below it an image cannot show a hand (a 1 x 1 "image" would
+# be stretched over the whole crop and give a confident-looking answer).
+MIN_IMAGE_SIDE = 8
 
 
 class HandPredictor:
@@ -99,7 +102,8 @@ class HandPredictor:
           A `HandPrediction` for a single image, a list of them for a batch.
 
         Raises:
-          ValueError: an input that is not an image, a bad or zero-size box, NaN or non-positive
+          ValueError: an input that is not an image or is smaller than MIN_IMAGE_SIDE, a bad or
+            zero-size box or one entirely outside its image, NaN or non-positive
             intrinsics, root depth or scale, only some of the three camera arguments, or
             per-image arguments whose count does not match the batch.
           FileNotFoundError: an image path that does not exist.
@@ -107,6 +111,12 @@ class HandPredictor:
         single, items = _as_batch(images)
         count = len(items)
         rgb_images = [_load_image(item, channel_order, index) for index, item in enumerate(items)]
+        for index, rgb in enumerate(rgb_images):
+            if min(rgb.shape[:2]) < MIN_IMAGE_SIDE:
+                raise ValueError(
+                    f"image {index} is {rgb.shape[1]} x {rgb.shape[0]} pixels; expected at least "
+                    f"{MIN_IMAGE_SIDE} x {MIN_IMAGE_SIDE} (a picture of a hand)"
+                )
         box_list = _per_image_boxes(boxes, count, rgb_images)
         left_list = _per_image_flags(is_left, count)
         camera = _camera_arguments(intrinsics, root_depth, scale, count)
@@ -180,16 +190,27 @@ def _load_image(item, channel_order: str, index: int) -> np.ndarray:
 
 
 def _per_image_boxes(boxes, count: int, rgb_images: list[np.ndarray]) -> list[np.ndarray]:
+    """One checked (4,) box per image; a box must overlap its image (padding covers the rest)."""
     defaults = [image_box(rgb.shape[1], rgb.shape[0]) for rgb in rgb_images]
     if boxes is None:
-        return [check_box(box) for box in defaults]
-    if _is_flat_numbers(boxes):
-        shared = check_box(boxes)
-        return [shared] * count
-    entries = list(boxes)
-    if len(entries) != count:
-        raise ValueError(f"boxes has {len(entries)} entries for {count} images; expected one box (4,) or one per image")
-    return [check_box(default if box is None else box) for box, default in zip(entries, defaults, strict=True)]
+        result = [check_box(box) for box in defaults]
+    elif _is_flat_numbers(boxes):
+        result = [check_box(boxes)] * count
+    else:
+        entries = list(boxes)
+        if len(entries) != count:
+            raise ValueError(
+                f"boxes has {len(entries)} entries for {count} images; expected one box (4,) or one per image"
+            )
+        result = [check_box(default if box is None else box) for box, default in zip(entries, defaults, strict=True)]
+    for index, (box, rgb) in enumerate(zip(result, rgb_images, strict=True)):
+        x0, y0, width, height = box
+        if x0 >= rgb.shape[1] or y0 >= rgb.shape[0] or x0 + width <= 0 or y0 + height <= 0:
+            raise ValueError(
+                f"image {index}: box {box.tolist()} (x0, y0, w, h) lies outside the {rgb.shape[1]} x {rgb.shape[0]} "
+                "image; expected a box that overlaps it"
+            )
+    return result
 
 
 def _is_flat_numbers(value) -> bool:
