@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from handshape_tf.cli import add_verbose_argument, setup_logging
+
 logger = logging.getLogger(__name__)
 
 FORMATS = ("keras", "saved_model", "tflite_fp32", "tflite_fp16", "tflite_int8", "onnx")
@@ -315,7 +317,9 @@ def format_table(results: list[Result], parameters: dict[str, int], batch: int) 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m export.benchmark", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--presets", nargs="+", default=["cpu"])
     parser.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS))
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
@@ -326,8 +330,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-runs", type=int, default=3, help="timed calls at --batch (0: skip)")
     parser.add_argument("--mediapipe-model", help="hand_landmark_full.tflite (see the module docstring)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    add_verbose_argument(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    setup_logging(args.verbose)
     if args.worker:
         worker(json.loads(Path(args.worker).read_text()))
         return

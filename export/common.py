@@ -31,6 +31,7 @@ from typing import Callable
 import numpy as np
 
 from export import parity
+from handshape_tf.cli import add_verbose_argument, setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -260,6 +261,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "default: deterministic procedural textures",
     )
     parser.add_argument("--verify-count", type=int, default=8, help="crops the export is compared on")
+    add_verbose_argument(parser)
 
 
 def export_verified(out, write: Callable[[Path], None], open_backend: Callable[[Path], object], reference: dict,
@@ -293,11 +295,11 @@ def export_verified(out, write: Callable[[Path], None], open_backend: Callable[[
     return report
 
 
-def run_cli(main: Callable[[], str]) -> None:
+def run_cli(main: Callable[[], str], verbose: bool = False) -> None:
     """Runs an exporter's body: prints its report, or logs the error and exits with status 1."""
     from handshape_tf.data.shards import DatasetError
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(verbose)
     try:
         print(main())
     except (ExportError, DatasetError) as error:

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         report = export_onnx(model, args.out, crops, args.opset)
         return f"{report}\nwrote {os.fspath(args.out)} ({Path(args.out).stat().st_size / 1e6:.2f} MB)"
 
-    common.run_cli(run)
+    common.run_cli(run, args.verbose)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
 """SavedModel export for TF Serving and `handshape_tf.serve`, verified against Keras.
 
-    python -m export.saved_model --model runs/cpu/model.keras --out exported/handshape
+    python -m export.saved_model --model runs/cpu/model.keras --out exported/handshape/1
     saved_model_cli show --dir exported/handshape/1 --all
+    python -m export.saved_model --model runs/cpu2/model.keras --out exported/handshape  # -> 2/
 
---out: a new directory is written as is; an existing TF Serving base folder (numbered
-version subdirectories) gets the next version (exported/handshape/2, ...), which TF Serving
-and `handshape_tf.serve` then serve; an empty directory is filled. Anything else that exists
-(a file, a SavedModel, a folder of other files) is refused: the export never deletes data.
+--out: a new or empty directory is written as is; an existing TF Serving base folder
+(numbered version subdirectories) gets the next version, which TF Serving and
+`handshape_tf.serve` then serve. Anything else that exists (a file, a SavedModel, a folder of
+other files) is refused: the export never deletes data.
 
 Signatures (`handshape_tf.inference.signature`): serving_default takes `images`, B x S x S x 3
 uint8 RGB crops (0..255), and returns heatmaps (B x S/4 x S/4 x 21, last stack), mesh_uvd
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
         report = export_saved_model(model, out, crops)
         return f"{report}\nwrote {os.fspath(out)}"
 
-    common.run_cli(run)
+    common.run_cli(run, args.verbose)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ TensorFlow is imported lazily, so `import handshape_tf` alone stays cheap.
 import os
 
 # TensorFlow's C++ start-up chatter (CPU feature and CUDA notices) drowns our own output;
-# a user's own TF_CPP_MIN_LOG_LEVEL wins.
+# a user's own TF_CPP_MIN_LOG_LEVEL wins (`handshape_tf.cli.setup_logging` quiets the rest).
+USER_TF_LOG_LEVEL = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"

@@ -14,8 +14,9 @@ Predictions are converted to camera millimetres with the ground-truth root depth
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
+
+from handshape_tf.cli import add_verbose_argument, setup_logging
 
 
 def _format_metrics(report: dict) -> list[str]:
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sheet-size", type=int, default=16, help="samples on the prediction sheet (default 16)")
     parser.add_argument("--no-mirror-left", action="store_true",
                         help="feed left hands unmirrored (for a model trained on both hands)")  # fmt: skip
+    add_verbose_argument(parser)
     args = parser.parse_args(argv)
     for name in ("limit", "batch_size"):
         value = getattr(args, name)
@@ -60,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--sheet-size is {args.sheet_size}; expected an integer >= 0")
     if not args.model.exists():
         parser.error(f"model not found: {args.model} (expected a .keras file, a SavedModel folder or a .tflite file)")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(args.verbose)
 
     from handshape_tf.evaluation.report import evaluate_model, open_evaluation_data
     from handshape_tf.inference.predictor import load_predictor

@@ -33,6 +33,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from handshape_tf.cli import add_verbose_argument, setup_logging
 from handshape_tf.data.crop import read_image
 
 logger = logging.getLogger("handshape_tf.predict")
@@ -83,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--left", action="store_true", help="the images show left hands")
     parser.add_argument("--batch-size", type=int, default=8, help="crops per model call (default: 8)")
     parser.add_argument("--threads", type=int, default=None, help="interpreter threads for .tflite models")
+    add_verbose_argument(parser)
     return parser
 
 
@@ -134,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--intrinsics, --root-depth and --scale must be given together")
     if args.batch_size < 1:
         parser.error(f"--batch-size is {args.batch_size}; expected >= 1")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(args.verbose)
 
     try:
         paths = expand_folders(args.images)

@@ -66,7 +66,7 @@ from typing import Any
 
 import numpy as np
 
-from handshape_tf.cli import tf_error_text
+from handshape_tf.cli import add_verbose_argument, setup_logging, tf_error_text
 from handshape_tf.inference.backends import CorruptModelError
 from handshape_tf.inference.image_header import ImageHeaderError, image_size
 
@@ -707,6 +707,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     for key, (default, text) in limits.items():
         parser.add_argument(f"--{key.replace('_', '-')}", type=int, default=default, help=f"{text} (default {default})")
+    add_verbose_argument(parser)
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
         parser.error(f"--port is {args.port}; expected 0..65535")
@@ -717,7 +718,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{key.replace('_', '-')} is {getattr(args, key)}; expected >= 1")
     if not re.fullmatch(r"[^/:?#\s]+", args.name):
         parser.error(f"--name is {args.name!r}; expected a name without '/', ':', '?', '#' or spaces")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.verbose, timestamps=True)
     try:
         served = ServedModel(args.model, name=args.name, max_batch=args.max_batch, max_pixels=args.max_pixels)
     except (FileNotFoundError, ValueError) as error:

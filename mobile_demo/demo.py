@@ -30,6 +30,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from handshape_tf.cli import add_verbose_argument, setup_logging
+
 logger = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).with_name("assets")
@@ -211,7 +213,9 @@ def benchmark(demo: Demo, frame: np.ndarray, runs: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m mobile_demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="a .tflite model (default: the shipped one)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--images", type=Path, nargs="+", help="image files (default: the shipped example)")
@@ -225,8 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-frames", type=int, default=None, help="stop a video/camera after this many frames")
     parser.add_argument("--benchmark", action="store_true", help="print per-stage latency on the first frame")
     parser.add_argument("--runs", type=int, default=50, help="passes of --benchmark")
+    add_verbose_argument(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging(args.verbose)
 
     problems = []
     try:

@@ -6,14 +6,21 @@
 Forward: median (and p90) of `--runs` timed calls of a compiled `tf.function` after warm-up,
 inference mode. Training: images/s of compiled RMSprop steps at batch 32 with the paper's
 L_fully (0.5 L_H + L_M + L_J) on random targets, median step time after warm-up.
+Progress (which measurement, time elapsed and an estimate of the time left) goes to stderr,
+the table to stdout as each row is measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 
 import numpy as np
+
+from handshape_tf.cli import add_verbose_argument, setup_logging
+
+logger = logging.getLogger("handshape_tf.models.benchmark")
 
 
 def _timed(fn, runs: int, warmup: int = 2) -> np.ndarray:
@@ -72,8 +79,17 @@ def train_step_time(model, batch: int, runs: int) -> np.ndarray:
     return _timed(lambda: step().numpy(), runs)
 
 
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    return f"{minutes}:{seconds:02d}"
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m handshape_tf.models.benchmark",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--presets", nargs="+", default=["paper", "cpu"])
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32])
     parser.add_argument("--train-presets", nargs="*", default=["cpu"],
@@ -81,7 +97,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-batch", type=int, default=32)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--threads", type=int, default=0, help="TF intra-op threads (0: TensorFlow's default)")
+    add_verbose_argument(parser)
     args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+
+    # (preset, batch, is a training step): one table row each.
+    tasks = [(name, batch, False) for name in args.presets for batch in args.batch_sizes]
+    tasks += [(name, args.train_batch, True) for name in args.presets if name in args.train_presets]
+    tasks.sort(key=lambda task: args.presets.index(task[0]))  # one model build per preset
+    logger.info("%d measurements; loading TensorFlow", len(tasks))
 
     import tensorflow as tf
 
@@ -90,21 +114,24 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    print(f"TensorFlow {tf.__version__}, {len(tf.config.list_physical_devices('GPU'))} GPU(s)")
-    print(f"{'preset':8} {'params':>12} {'what':>16} {'median ms':>10} {'p90 ms':>8} {'images/s':>9}")
-    for name in args.presets:
-        model = build_model(ModelConfig.preset(name))
-        params = model.count_params()
-        for batch in args.batch_sizes:
+    print(f"TensorFlow {tf.__version__}, {len(tf.config.list_physical_devices('GPU'))} GPU(s)", flush=True)
+    print(f"{'preset':8} {'params':>12} {'what':>16} {'median ms':>10} {'p90 ms':>8} {'images/s':>9}", flush=True)
+    start, model, built = time.perf_counter(), None, None
+    for index, (name, batch, train) in enumerate(tasks):
+        what = f"{'train' if train else 'forward'} b={batch}"
+        elapsed = time.perf_counter() - start
+        eta = f", about {_duration(elapsed / index * (len(tasks) - index))} left" if index else ""
+        logger.info("[%d/%d] %s %s (%s elapsed%s)", index + 1, len(tasks), name, what, _duration(elapsed), eta)
+        if built != name:
+            model, built = build_model(ModelConfig.preset(name)), name
+        if train:
+            times = train_step_time(model, batch, max(3, args.runs // 2))
+        else:
             times = forward_latency(model, batch, args.runs)
-            median = np.median(times)
-            print(f"{name:8} {params:>12,} {f'forward b={batch}':>16} {1e3 * median:>10.1f} "
-                  f"{1e3 * np.percentile(times, 90):>8.1f} {batch / median:>9.1f}")  # fmt: skip
-        if name in args.train_presets:
-            times = train_step_time(model, args.train_batch, max(3, args.runs // 2))
-            median = np.median(times)
-            print(f"{name:8} {params:>12,} {f'train b={args.train_batch}':>16} {1e3 * median:>10.1f} "
-                  f"{1e3 * np.percentile(times, 90):>8.1f} {args.train_batch / median:>9.1f}")  # fmt: skip
+        median = np.median(times)
+        print(f"{name:8} {model.count_params():>12,} {what:>16} {1e3 * median:>10.1f} "
+              f"{1e3 * np.percentile(times, 90):>8.1f} {batch / median:>9.1f}", flush=True)  # fmt: skip
+    logger.info("done in %s", _duration(time.perf_counter() - start))
 
 
 if __name__ == "__main__":

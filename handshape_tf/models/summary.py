@@ -7,14 +7,22 @@ from __future__ import annotations
 
 import argparse
 
+from handshape_tf.cli import add_verbose_argument, setup_logging
+
 
 def main(argv: list[str] | None = None) -> None:
     from handshape_tf.models.config import ModelConfig
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m handshape_tf.models.summary",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--preset", default="paper", choices=ModelConfig.preset_names())
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    add_verbose_argument(parser)
     args = parser.parse_args(argv)
+    setup_logging(args.verbose)
 
     from handshape_tf.config_utils import parse_overrides
     from handshape_tf.models.network import build_model, model_hierarchy

@@ -1,0 +1,64 @@
+"""Entry points: --help without TensorFlow, quiet default logs, readable TensorFlow errors."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from handshape_tf.cli import tf_error_text
+
+REPO = Path(__file__).resolve().parents[1]
+ENTRY_POINTS = [
+    "handshape_tf.predict", "handshape_tf.evaluate", "handshape_tf.serve", "handshape_tf.models.benchmark",
+    "handshape_tf.models.summary", "export.saved_model", "export.tflite", "export.onnx", "export.benchmark",
+    "mobile_demo",
+]  # fmt: skip
+NOISE = ("absl::InitializeLog", "oneDNN custom operations", "cudart_stub", "cuInit", "cpu_feature_guard")
+
+
+def _run(*args, timeout=300):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("module", ENTRY_POINTS)
+def test_help_names_the_command_and_does_not_import_tensorflow(module):
+    result = _run("-X", "importtime", "-m", module, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: python -m {module} ")
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert "tensorflow" not in imported and "keras" not in imported
+
+
+def test_default_logs_are_quiet_and_verbose_shows_tensorflow():
+    quiet = _run("-m", "handshape_tf.models.summary", "--preset", "tiny")
+    assert quiet.returncode == 0 and "total" in quiet.stdout
+    assert not [line for line in quiet.stderr.splitlines() if any(noise in line for noise in NOISE)], quiet.stderr
+    verbose = _run("-m", "handshape_tf.models.summary", "--preset", "tiny", "--verbose")
+    assert verbose.returncode == 0 and "oneDNN custom operations" in verbose.stderr
+
+
+def test_benchmark_reports_progress_and_time_left():
+    result = _run("-m", "handshape_tf.models.benchmark", "--presets", "tiny", "--batch-sizes", "1", "2",
+                  "--train-presets", "--runs", "1")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "INFO handshape_tf.models.benchmark: 2 measurements; loading TensorFlow" in result.stderr
+    assert "[1/2] tiny forward b=1 (0:00 elapsed)" in result.stderr
+    assert "[2/2] tiny forward b=2 (" in result.stderr and "left)" in result.stderr
+    assert result.stdout.count("tiny ") == 2
+
+
+def test_tf_error_text_keeps_the_cause():
+    message = (
+        "Graph execution error:\n\nDetected at node map/while/DecodeImage defined at (most recent call last):\n"
+        "<stack traces unavailable>\nInvalid PNG. Failed to initialize decoder.\n\t [[{{node map/while/DecodeImage}}]]"
+        " [Op:__inference_signature_wrapper_10939]"
+    )
+    assert tf_error_text(ValueError(message)) == "Invalid PNG. Failed to initialize decoder."
+    assert tf_error_text(ValueError("{{function_node __wrapped__Reduce}} truncated record at 9 [Op:Reduce] name: ")) == (
+        "truncated record at 9"
+    )
+    assert tf_error_text(KeyError()) == "KeyError"
