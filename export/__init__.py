@@ -1,7 +1,7 @@
 """Exports of a trained model, each verified against Keras before it is kept.
 
     python -m export.saved_model --model M.keras --out DIR        # TF Serving, uint8 crops in
-    python -m export.tflite --model M.keras --out F.tflite --quantize {none,fp16,int8}
+    python -m export.tflite --model M.keras --out F.tflite --quantize {none,fp16}   # int8: experimental
     python -m export.onnx --model M.keras --out F.onnx            # tf2onnx, opset 17
     python -m export.benchmark --presets cpu                      # latency per format and stage
 

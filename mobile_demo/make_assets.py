@@ -1,7 +1,7 @@
 """Makes the demo's shipped assets: model.tflite from a trained model, example.png from a photo.
 
     python -m mobile_demo.make_assets --model runs/cpu/model.keras                 # float32
-    python -m mobile_demo.make_assets --model runs/cpu/model.keras --quantize int8 --data data/val
+    python -m mobile_demo.make_assets --model runs/cpu/model.keras --quantize fp16 --data data/val
     python -m mobile_demo.make_assets --example my_hand_photo.jpg
 
 The model goes through `export.tflite` (gather graph formulation, builtin ops only, checked in
@@ -26,8 +26,9 @@ from mobile_demo.demo import DEFAULT_IMAGE, DEFAULT_MODEL
 def make_model(model_path: Path, quantize: str, data, out: Path = DEFAULT_MODEL) -> str:
     """Exports a .keras model to `out` (verified, see `export.tflite`); returns the report."""
     from export import common
-    from export.tflite import export_tflite
+    from export.tflite import check_int8_data, export_tflite
 
+    check_int8_data(quantize, data)
     model = common.load_model(model_path)
     size = common.image_size(model)
     crops = common.sample_crops(size, data, 8)

@@ -359,6 +359,14 @@ def test_cli_reports_a_truncated_model_without_a_traceback(tiny, tmp_path, caplo
     assert f"corrupt model file {cut}: not a readable .keras zip archive" in caplog.text
 
 
+def test_int8_without_calibration_data_is_refused_before_loading(tmp_path, caplog):
+    with pytest.raises(SystemExit) as exit_info:
+        tflite_export.main(["--model", str(tmp_path / "none.keras"), "--out", str(tmp_path / "m.tflite"),
+                            "--quantize", "int8"])  # fmt: skip
+    assert exit_info.value.code == 1
+    assert "--quantize int8 needs --calibration-data" in caplog.text and list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("quantize", ["fp16", "int8"])
 def test_tflite_quantized_builds_and_stays_close(tiny, tmp_path, quantize):
