@@ -7,6 +7,7 @@ camera maths, name-based joint maps) and hand-computed cases.
 
 from __future__ import annotations
 
+import logging
 import pickle
 import re
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from handshape_tf.assets.template import KEYPOINT_NAMES
+from handshape_tf.assets.template import KEYPOINT_NAMES, load_template
 from handshape_tf.data.external import (
     PaperRealWorldDataset,
     PaperSyntheticDataset,
@@ -482,8 +483,8 @@ def test_global_to_camera_hand_computed():
 
 def test_paper_synthetic_split_transform_mask_and_mesh(synthetic_root):
     root, cameras, gestures = synthetic_root
-    train = PaperSyntheticDataset(root, split="train", arm_vertex_range=(1, 3))
-    val = PaperSyntheticDataset(root, split="val", arm_vertex_range=(1, 3))
+    train = PaperSyntheticDataset(root, split="train", arm_vertex_range=(1, 3), hand="right")
+    val = PaperSyntheticDataset(root, split="val", arm_vertex_range=(1, 3), hand="right")
     assert len(train) == 4 and len(val) == 2
     assert all("/cam06/" in val[i]["name"] for i in range(2))
     assert all("/cam06/" not in train[i]["name"] for i in range(4))
@@ -627,3 +628,18 @@ def test_open_dataset_detects_each_layout(stb_root, rhd_root, synthetic_root, re
         open_dataset(tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="dataset folder not found"):
         open_dataset(tmp_path / "nothing here")
+
+
+def test_paper_sets_take_the_side_of_their_skeletons(real_world_root, caplog):
+    """hand="auto": the side most ground-truth skeletons have (geometry.chirality), logged."""
+    root, _, _, _ = real_world_root
+    template = load_template().keypoints * 100.0 + [0.0, 0.0, 45.0]  # cm, 45 cm in front
+    for skeleton, expect_left in ((template, False), (template * [-1.0, 1.0, 1.0], True)):
+        scipy.io.savemat(root / "pose_gt.mat", {"pose_gt": np.stack([skeleton, skeleton])})
+        with caplog.at_level(logging.INFO, logger="handshape_tf.data.external"):
+            data = PaperRealWorldDataset(root)
+        assert data.is_left is expect_left and data[1]["is_left"] is expect_left
+        assert f"{'left' if expect_left else 'right'} hands by their ground-truth joints (100% agree)" in caplog.text
+        assert PaperRealWorldDataset(root, hand="right")[0]["is_left"] is False
+    with pytest.raises(ValueError, match="hand must be one of .*received 'both'"):
+        PaperRealWorldDataset(root, hand="both")

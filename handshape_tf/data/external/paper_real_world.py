@@ -15,8 +15,11 @@ Layout (hand-graph-cnn `data/real_world_testset/`):
 Intrinsics of a crop: the full-frame principal point is shifted to the continuous convention
 (+0.5, RealSense puts pixel centres on integers), then moved and scaled with the box:
 cx = (u0 + 0.5 - x) W / w, fx = fx W / w (same for y with H / h). root_depth and scale come
-from pose_gt (pose_root / pose_scale are not needed). Hands are taken to be right hands (the
-paper fits its right-hand model to them; the set does not say).
+from pose_gt (pose_root / pose_scale are not needed). The set does not say which hand it shows:
+by default (hand="auto") the reader takes the side most of its ground-truth skeletons have
+(`geometry.chirality.dataset_is_left`; the paper's pipeline is built around left hands: its rig's
+joints are named `*_L` and it fine-tunes on STB's left hands without mirroring), like a dataset
+known to hold left hands (STB), so a right-hand model gets them mirrored.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from handshape_tf.data.external.common import (
     require_dir,
     require_file,
 )
-from handshape_tf.data.external.paper_synthetic import ARM_VERTEX_RANGE, CM_TO_MM
+from handshape_tf.data.external.paper_synthetic import ARM_VERTEX_RANGE, CM_TO_MM, resolve_hand
 
 logger = logging.getLogger(__name__)
 
@@ -75,12 +78,13 @@ class PaperRealWorldDataset(ExternalDataset):
     """The paper's real-world crops with 3D joints (mm, camera frame) and optional meshes.
 
     Samples follow `handshape_tf.data.external.common` (stored crops: crop_box is the whole
-    image; vertices_xyz when `with_mesh`; is_left is False).
+    image; vertices_xyz when `with_mesh`; is_left from `hand`).
 
     Args:
       root: the set's folder (holding `params.mat`, `pose_gt.mat` and `images/`).
       with_mesh: load `real_hand_3D_mesh/<image stem>.obj` into `vertices_xyz`.
       arm_vertex_range: [start, stop) vertex indices to drop from the meshes, None for none.
+      hand: "left", "right" or "auto" (the side most ground-truth skeletons have).
 
     Raises:
       FileNotFoundError: the root, a .mat file or (with_mesh) the mesh folder is missing.
@@ -98,6 +102,7 @@ class PaperRealWorldDataset(ExternalDataset):
         *,
         with_mesh: bool = False,
         arm_vertex_range: tuple[int, int] | None = ARM_VERTEX_RANGE,
+        hand: str = "auto",
     ):
         self.root = require_dir(Path(root), "real-world test set folder")
         self.with_mesh = with_mesh
@@ -125,7 +130,7 @@ class PaperRealWorldDataset(ExternalDataset):
                 f"{count} images of params.mat"
             )
         self._joints = poses * CM_TO_MM
-        logger.info("paper real-world set: %d images", count)
+        self.is_left = resolve_hand(hand, self._joints, f"paper real-world set {self.root}")
 
     def _load(self, index: int) -> dict[str, Any]:
         name = self._names[index]
@@ -146,7 +151,7 @@ class PaperRealWorldDataset(ExternalDataset):
             image=image,
             intrinsics=intrinsics,
             joints_xyz=self._joints[index],
-            is_left=False,
+            is_left=self.is_left,
             name=name,
             crop_margin=None,
             vertices_xyz=vertices,

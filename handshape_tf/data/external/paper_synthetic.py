@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from handshape_tf.geometry.chirality import dataset_is_left
 from handshape_tf.data.external.common import (
     ExternalDataset,
     load_obj_vertices,
@@ -113,17 +114,41 @@ def _subfolders(folder: Path, prefix: str) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith(prefix))
 
 
+HANDS = ("auto", "left", "right")
+_HAND_SAMPLES = 500  # skeletons the "auto" side is decided on
+
+
+def resolve_hand(hand: str, joints: np.ndarray, what: str) -> bool:
+    """is_left for a dataset: `hand` if "left" or "right", else ("auto") the side most of the
+    skeletons N x 21 x 3 have (`geometry.chirality.dataset_is_left`), logged with its agreement.
+
+    Raises:
+      ValueError: an unknown `hand`.
+    """
+    if hand not in HANDS:
+        raise ValueError(f"hand must be one of {HANDS}; received {hand!r}")
+    if hand != "auto":
+        return hand == "left"
+    is_left, agreement = dataset_is_left(joints)
+    logger.info("%s: %d skeletons, %s hands by their ground-truth joints (%.0f%% agree); pass hand='%s' "
+                "to override", what, len(joints), "left" if is_left else "right", 100 * agreement,
+                "right" if is_left else "left")  # fmt: skip
+    return is_left
+
+
 class PaperSyntheticDataset(ExternalDataset):
     """The paper's synthetic RGBA hand crops with 3D joints, masks and meshes (mm, camera frame).
 
     Samples follow `handshape_tf.data.external.common` (stored crops: crop_box is the whole
-    image; mask from the alpha channel; vertices_xyz when `with_mesh`; is_left is False).
+    image; mask from the alpha channel; vertices_xyz when `with_mesh`; is_left from `hand`: by
+    default the side most of its skeletons have, see `resolve_hand`).
 
     Args:
       root: the set's folder (holding `images/`, `3D_labels/` and `hand_3D_mesh/`).
       split: "train" (cameras not in val-camera.txt) or "val".
       with_mesh: load the gesture's mesh into `vertices_xyz`.
       arm_vertex_range: [start, stop) vertex indices to drop from the meshes, None for none.
+      hand: "left", "right" or "auto".
 
     Raises:
       FileNotFoundError: a folder or label file of the layout is missing.
@@ -143,6 +168,7 @@ class PaperSyntheticDataset(ExternalDataset):
         *,
         with_mesh: bool = True,
         arm_vertex_range: tuple[int, int] | None = ARM_VERTEX_RANGE,
+        hand: str = "auto",
     ):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}; received {split!r}")
@@ -181,6 +207,9 @@ class PaperSyntheticDataset(ExternalDataset):
         logger.info(
             "paper synthetic %s: %d images (validation cameras %s)", split, len(self), sorted(val_cameras)
         )
+        picks = self._keys[:: max(1, len(self._keys) // _HAND_SAMPLES)] or [(0, 0)]
+        skeletons = np.stack([global_to_camera(self._gestures[g], self._cameras[g, c]) for g, c in picks])
+        self.is_left = resolve_hand(hand, skeletons, f"paper synthetic {split}")
 
     def _parse_name(self, path: Path) -> tuple[int, int]:
         """0-based (gesture, camera) from `..._camMM_.NNNN.png`, checked against the labels."""
@@ -225,7 +254,7 @@ class PaperSyntheticDataset(ExternalDataset):
             image=np.ascontiguousarray(rgba[..., 2::-1]),
             intrinsics=np.array([camera[0], camera[0], width / 2, height / 2]),
             joints_xyz=global_to_camera(self._gestures[gesture], camera),
-            is_left=False,
+            is_left=self.is_left,
             name=self._names[index],
             crop_margin=None,
             mask=rgba[..., 3] >= 128,
