@@ -1,5 +1,6 @@
-"""Weakly supervised fine-tuning: depth rendering and loss wiring, the real-like domain, crop
-sets, STB input checks, --init checks and resuming `train.weak_stb`."""
+"""Weakly supervised fine-tuning: depth rendering and loss wiring, the depth sensor and the
+real-like RGB-D domain (rendered by HandRenderer), RGB-D shard folders, STB input checks, --init
+checks and resuming `train.weak_stb`."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ import yaml
 
 from handshape_tf.assets.template import load_template
 from handshape_tf.config_utils import ConfigError, load_yaml, merge, save_yaml
-from handshape_tf.data import real_like
+from handshape_tf.data import depth_sensor, real_like, shards, synthetic
+from handshape_tf.data.domains import REAL_LIKE
 from handshape_tf.data.external.stb import SEQUENCES
-from handshape_tf.data.shards import DatasetError
+from handshape_tf.data.shards import DatasetError, ShardSamples
 from handshape_tf.geometry.camera import xyz_to_uvd
 from handshape_tf.losses import MeshTopology, depth_map_loss
 from handshape_tf.models.config import ModelConfig
@@ -45,17 +47,49 @@ def tiny_init(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def renderer() -> real_like.RealLikeRenderer:
-    return real_like.RealLikeRenderer(TINY)
+def renderer() -> synthetic.HandRenderer:
+    """The real-like domain over procedural backgrounds."""
+    return synthetic.HandRenderer(TINY, domain=dataclasses.replace(REAL_LIKE, backgrounds="procedural"))
+
+
+def _params(renderer, seed: int, count: int) -> list:
+    return [synthetic.sample_params(synthetic.sample_rng(seed, i), renderer.templates, "full", renderer.domain)
+            for i in range(count)]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def crop_sets(tmp_path_factory, renderer) -> Path:
-    """A folder with train/ (8) and test/ (4) real-like crop sets of 64 px."""
+def crop_sets(tmp_path_factory) -> Path:
+    """A folder with train/ (8) and test/ (4) real-like RGB-D shard folders of 64 px."""
     folder = tmp_path_factory.mktemp("real_like")
     for name, count, seed in (("train", 8, 0), ("test", 4, 1)):
-        real_like.generate_real_like(folder / name, count, seed=seed, image_size=TINY, progress=False, renderer=renderer)
+        synthetic.generate_dataset(folder / name, count, seed=seed, image_size=TINY, workers=0, samples_per_shard=3,
+                                   progress=False, domain="real_like")  # fmt: skip
     return folder
+
+
+def _write_rgbd(folder: Path, samples: list, num_samples: int | None = None, per_shard: int = 2) -> None:
+    """An RGB-D shard folder of `samples` (the first shards of `num_samples` when given)."""
+    num_samples = num_samples or len(samples)
+    fields = shards.sample_fields(samples[0])
+    config = {"image_size": samples[0]["image"].shape[0], "num_samples": num_samples, "fields": list(fields)}
+    for field, key in (("vertices_xyz", "num_vertices"), ("pose", "pose_size"), ("shape", "shape_size")):
+        if field in fields:
+            config[key] = len(samples[0][field])
+    counts = shards.plan_shards(num_samples, per_shard)
+    folder.mkdir(parents=True, exist_ok=True)
+    done = set()
+    for index, name in enumerate(counts):
+        part = samples[index * per_shard : index * per_shard + counts[name]]
+        if len(part) == counts[name]:
+            shards.write_shard(folder / name, part, fields)
+            done.add(name)
+    shards.write_metadata(folder, shards.folder_metadata(config, counts, done))
+
+
+def _rgbd_sample(value: int, size: int = 32, is_left: bool = False) -> dict:
+    return {"image": np.full((size, size, 3), value, np.uint8), "sensor_depth": np.full((size, size), 400.4),
+            "joints_uv": np.zeros((21, 2)), "joints_xyz": np.ones((21, 3)), "intrinsics": np.ones(4),
+            "root_depth": 1.0, "scale": 2.0, "is_left": is_left}  # fmt: skip
 
 
 def _uvd_to_xyz_np(uvd, intrinsics, root_depth, scale):
@@ -153,7 +187,7 @@ def test_weak_objective_terms_and_total_match_a_numpy_computation():
 def test_nearest_resampling_keeps_missing_pixels_missing():
     depth = np.arange(1.0, 17.0).reshape(4, 4)
     depth[1, 3] = 0.0
-    np.testing.assert_array_equal(real_like.nearest_depth(depth, 2), [[6.0, 0.0], [14.0, 16.0]])
+    np.testing.assert_array_equal(depth_sensor.nearest_depth(depth, 2), [[6.0, 0.0], [14.0, 16.0]])
     # Crop box (1, 1, 2, 2) at 4 x 4: centres x = 1.25, 1.75, 2.25, 2.75 -> columns 1, 1, 2, 2.
     np.testing.assert_array_equal(real_like.crop_depth_nearest(depth, (1, 1, 2, 2), 4)[0], [6.0, 6.0, 7.0, 7.0])
     outside = real_like.crop_depth_nearest(depth, (-2, 0, 4, 4), 4)
@@ -165,11 +199,11 @@ def test_nearest_resampling_keeps_missing_pixels_missing():
 
 
 def test_sensor_noise_grows_with_distance_and_is_quantised():
-    sensor = real_like.SensorModel(speckle=0.0)
+    sensor = depth_sensor.SensorModel(speckle=0.0)
     rng = np.random.default_rng(0)
     stds = {}
     for distance in (400.0, 800.0):
-        measured = real_like.sensor_depth(np.full((96, 96), distance), np.ones((96, 96)), 100.0, rng, sensor)
+        measured = depth_sensor.sensor_depth(np.full((96, 96), distance), np.ones((96, 96)), 100.0, rng, sensor)
         assert np.all(measured > 0)
         np.testing.assert_array_equal(measured, np.round(measured))
         stds[distance] = np.std(measured - distance)
@@ -179,12 +213,12 @@ def test_sensor_noise_grows_with_distance_and_is_quantised():
 
 
 def test_sensor_drops_edges_grazing_surfaces_and_the_projector_shadow():
-    sensor = real_like.SensorModel(speckle=0.0)
+    sensor = depth_sensor.SensorModel(speckle=0.0)
     depth = np.full((64, 64), 800.0)
     depth[20:44, 20:44] = 400.0  # a square in front of a wall
     square = np.zeros((64, 64), bool)
     square[20:44, 20:44] = True
-    missing = np.mean([real_like.sensor_depth(depth, np.ones_like(depth), 100.0, np.random.default_rng(seed), sensor) == 0
+    missing = np.mean([depth_sensor.sensor_depth(depth, np.ones_like(depth), 100.0, np.random.default_rng(seed), sensor) == 0
                        for seed in range(8)], axis=0)  # fmt: skip
     border = cv2.dilate(square.astype(np.uint8), np.ones((3, 3))) > cv2.erode(square.astype(np.uint8), np.ones((3, 3)))
     assert missing[border].mean() > 0.4
@@ -194,76 +228,164 @@ def test_sensor_drops_edges_grazing_surfaces_and_the_projector_shadow():
     np.testing.assert_array_equal(missing[24:40, 17:20], 1.0)
     np.testing.assert_array_equal(missing[24:40, 46:60], 0.0)
     np.testing.assert_array_equal(missing[24:40, 2:16], 0.0)
-    grazing = real_like.sensor_depth(np.full((8, 8), 500.0), np.full((8, 8), 0.05), 100.0, np.random.default_rng(0), sensor)
-    facing = real_like.sensor_depth(np.full((8, 8), 500.0), np.full((8, 8), 0.5), 100.0, np.random.default_rng(0), sensor)
+    grazing = depth_sensor.sensor_depth(np.full((8, 8), 500.0), np.full((8, 8), 0.05), 100.0, np.random.default_rng(0), sensor)
+    facing = depth_sensor.sensor_depth(np.full((8, 8), 500.0), np.full((8, 8), 0.5), 100.0, np.random.default_rng(0), sensor)
     assert np.all(grazing == 0) and np.all(facing > 0)
 
 
-def test_real_like_renders_have_holes_at_silhouettes_and_modelled_noise(renderer):
-    from handshape_tf.data.synthetic import sample_rng
+def test_real_like_domain_renders_through_hand_renderer_with_a_sensor_depth_map(renderer):
+    """One code path: the RGB-D domain is HandRenderer with a sensor; the sensor adds a depth map
+    from its own random stream and changes nothing else."""
+    params = _params(renderer, 3, 4)
+    with_sensor = renderer.render(params)
+    without = synthetic.HandRenderer(TINY, domain=dataclasses.replace(renderer.domain, sensor=None)).render(params)
+    for a, b in zip(with_sensor, without):
+        assert set(a) - set(b) == {"sensor_depth"} and a["sensor_depth"].shape == (TINY, TINY)
+        for key in b:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+        # The sensor sees the hand where the exact depth is, and more (forearm, background plane).
+        seen = (a["sensor_depth"] > 0) & a["mask"]
+        assert seen.sum() > 0.3 * a["mask"].sum()
+        np.testing.assert_allclose(a["sensor_depth"][seen], a["depth"][seen], atol=12.0)
+    assert synthetic.stored_fields(renderer.domain) == shards.SYNTHETIC_FIELDS + ("sensor_depth",)
+    assert synthetic.stored_fields(dataclasses.replace(renderer.domain, sensor=None)) == shards.SYNTHETIC_FIELDS
 
-    params = [real_like.real_like_params(sample_rng(3, i), renderer.templates) for i in range(6)]
-    samples = renderer.render(params)
-    edge_missing, inside_missing, ratios = [], [], []
-    for sample in samples:
-        mask = sample["mask"].astype(np.uint8)
-        edge = (mask > 0) & (cv2.erode(mask, np.ones((3, 3), np.uint8)) == 0)
-        inside = cv2.erode(mask, np.ones((5, 5), np.uint8)) > 0
-        missing = sample["depth"] == 0
-        edge_missing.append(missing[edge].mean())
-        inside_missing.append(missing[inside].mean() if inside.any() else 0.0)
-        valid = ~missing & (sample["mask"] > 0)
-        residual = sample["depth"][valid] - sample["depth_exact"][valid]
-        modelled = np.sqrt(np.mean(renderer.sensor.noise_std(sample["depth_exact"][valid]) ** 2) + 1.0 / 12.0)
-        ratios.append(np.std(residual) / modelled)
-        assert sample["image"].dtype == np.uint8 and sample["image"].shape == (TINY, TINY, 3)
+
+def test_real_like_sensor_depth_has_holes_at_silhouettes_and_noise_growing_with_distance(renderer):
+    params = _params(renderer, 3, 6)
+    edge_missing, inside_missing, ratios, stds = [], [], [], {}
+    for distance in (300.0, 650.0):
+        samples = renderer.render([dataclasses.replace(p, distance_mm=distance) for p in params])
+        residuals = []
+        for sample in samples:
+            mask = sample["mask"].astype(np.uint8)
+            edge = (mask > 0) & (cv2.erode(mask, np.ones((3, 3), np.uint8)) == 0)
+            inside = cv2.erode(mask, np.ones((5, 5), np.uint8)) > 0
+            missing = sample["sensor_depth"] == 0
+            edge_missing.append(missing[edge].mean())
+            inside_missing.append(missing[inside].mean() if inside.any() else 0.0)
+            valid = ~missing & (sample["mask"] > 0)
+            residual = sample["sensor_depth"][valid] - sample["depth"][valid]
+            modelled = np.sqrt(np.mean(REAL_LIKE.sensor.noise_std(sample["depth"][valid]) ** 2) + 1.0 / 12.0)
+            ratios.append(np.std(residual) / modelled)
+            residuals.append(residual)
+            assert sample["image"].dtype == np.uint8 and sample["image"].shape == (TINY, TINY, 3)
+        stds[distance] = np.std(np.concatenate(residuals))
     assert np.mean(edge_missing) > 2.0 * np.mean(inside_missing) and np.mean(edge_missing) > 0.3
     assert 0.7 < np.median(ratios) < 1.4
+    # Modelled: sqrt(noise^2 + 1/12) = 0.79 mm at ~300 mm, 2.3 mm at ~650 mm.
+    assert stds[650.0] > 2.0 * stds[300.0]
 
 
-def test_stored_crops_are_right_hands_with_consistent_labels(crop_sets):
-    crops = real_like.CropSet(crop_sets / "train")
-    batch = crops.batch(np.arange(len(crops)))
-    batch["image"] = batch.pop("images")
+def test_rgbd_shard_round_trip_mirrors_left_hands(tmp_path, renderer):
+    params = _params(renderer, 11, 6)
+    samples = renderer.render(params)
+    assert {s["is_left"] for s in samples} == {False, True}
+    _write_rgbd(tmp_path / "set", samples)
+    stored = ShardSamples(tmp_path / "set")
+    assert len(stored) == 6 and stored.fields == shards.SYNTHETIC_FIELDS + ("sensor_depth",)
+    raw = stored.batch(np.arange(6), mirror_left=False)
+    for b, sample in enumerate(samples):
+        for key in ("image", "image_rgba", "mask", "sensor_depth"):
+            np.testing.assert_array_equal(raw[key][b], sample[key], err_msg=key)
+        np.testing.assert_allclose(raw["depth"][b], sample["depth"], atol=shards.DEPTH_UNIT_MM / 2 + 1e-3)
+        for key in shards.ARRAY_FIELDS:
+            np.testing.assert_allclose(raw[key][b], sample[key], rtol=1e-6, atol=1e-6, err_msg=key)
+        assert raw["is_left"][b] == sample["is_left"] and not raw["mirrored"][b]
+    order = [5, 0, 3]
+    batch = stored.batch(order)  # mirror_left: every sample a right hand
+    np.testing.assert_array_equal(batch["index"], order)
+    for b, index in enumerate(order):
+        left = samples[index]["is_left"]
+        assert batch["mirrored"][b] == left and not batch["is_left"][b]
+        flip = (lambda a: a[:, ::-1]) if left else (lambda a: a)
+        for key in ("image", "sensor_depth", "mask"):
+            np.testing.assert_array_equal(batch[key][b], flip(samples[index][key]), err_msg=key)
+        # Every projected point moves x -> S - x, and the labels still project onto the crop.
+        moved = np.array([-1.0, 1.0]) if left else np.ones(2)
+        shift = np.array([TINY, 0.0]) if left else np.zeros(2)
+        for key in ("joints_xyz", "vertices_xyz"):
+            before = synthetic.project(samples[index][key], samples[index]["intrinsics"])
+            after = synthetic.project(batch[key][b], batch["intrinsics"][b])
+            np.testing.assert_allclose(after, before * moved + shift, atol=2e-2, err_msg=key)
+        np.testing.assert_allclose(batch["joints_uv"][b], samples[index]["joints_uv"] * moved + shift, atol=1e-4)
+    twice = shards.mirror_batch({k: v.copy() for k, v in batch.items()}, batch["mirrored"], TINY)
+    twice = shards.mirror_batch(twice, batch["mirrored"], TINY)
+    for key in ("image", "sensor_depth", "joints_uv", "joints_xyz", "vertices_xyz", "intrinsics", "camera"):
+        np.testing.assert_allclose(twice[key], batch[key], atol=1e-4, err_msg=key)
+    only = stored.batch([1], ["image", "sensor_depth", "joints_uv", "intrinsics", "root_depth", "scale", "joints_xyz"])
+    assert set(only) == {"image", "sensor_depth", "joints_uv", "intrinsics", "root_depth", "scale", "joints_xyz",
+                         "is_left", "mirrored", "index"}  # fmt: skip
+    with pytest.raises(DatasetError, match="holds no \\['pressure'\\]"):
+        stored.batch([0], ["image", "pressure"])
+
+
+def test_real_like_sets_are_right_hands_with_consistent_labels(crop_sets):
+    crops = ShardSamples(crop_sets / "train")
+    metadata = shards.read_metadata(crop_sets / "train")
+    assert metadata["domain"] == "real_like" and metadata["sensor"]["noise_at_500mm"] == 1.2
+    assert metadata["sensor_depth_unit_mm"] == 1.0 and metadata["fields"][-1] == "sensor_depth"
+    batch = weak_stb.read_batch(crops, np.arange(len(crops)))
+    assert not batch["is_left"].any() and batch["mirrored"].any()
     fx, fy, cx, cy = np.moveaxis(batch["intrinsics"], -1, 0)[..., None]
     xyz = batch["joints_xyz"]
     projected = np.stack([fx * xyz[..., 0] / xyz[..., 2] + cx, fy * xyz[..., 1] / xyz[..., 2] + cy], axis=-1)
     np.testing.assert_allclose(batch["joints_uv"], projected, atol=1e-2)
-    sample = {key: value[0] for key, value in batch.items() if key != "index"}
-    flipped = real_like.mirror_sample(sample)  # x -> S - x for every projected point
-    fx, fy, cx, cy = flipped["intrinsics"]
-    xyz = flipped["joints_xyz"]
-    np.testing.assert_allclose(flipped["joints_uv"], np.stack([fx * xyz[:, 0] / xyz[:, 2] + cx,
-                                                               fy * xyz[:, 1] / xyz[:, 2] + cy], -1), atol=1e-2)  # fmt: skip
-    np.testing.assert_array_equal(flipped["depth"][:, ::-1], sample["depth"])
-    twice = real_like.mirror_sample(flipped)
-    for key in ("image", "depth", "joints_uv", "joints_xyz", "vertices_xyz", "intrinsics"):
-        np.testing.assert_allclose(twice[key], sample[key], atol=1e-4)
-    assert batch["depth"].dtype == np.float32 and np.all(batch["depth"] == np.round(batch["depth"]))
-    assert crops.has_vertices and batch["vertices_xyz"].shape == (len(crops), load_template().num_vertices, 3)
+    depth = batch["sensor_depth"]
+    assert depth.dtype == np.float32 and np.all(depth == np.round(depth)) and (depth > 0).mean() > 0.2
+    assert batch["vertices_xyz"].shape == (len(crops), load_template().num_vertices, 3)
 
 
-def test_crop_set_writer_resumes_and_rejects_another_source(tmp_path):
-    def sample(value):
-        return {"image": np.full((32, 32, 3), value, np.uint8), "depth": np.full((32, 32), 400.4),
-                "joints_uv": np.zeros((21, 2)), "joints_xyz": np.ones((21, 3)), "intrinsics": np.ones(4),
-                "root_depth": 1.0, "scale": 2.0, "mirrored": False}  # fmt: skip
+def test_a_real_like_folder_without_sensor_depth_is_not_resumed(tmp_path, crop_sets):
+    folder = tmp_path / "old"
+    shutil.copytree(crop_sets / "test", folder)
+    metadata = json.loads((folder / shards.METADATA).read_text())
+    del metadata["sensor"]  # as the real-like domain wrote it before it had a sensor
+    shards.write_metadata(folder, metadata)
+    with pytest.raises(ValueError, match="other arguments \\(sensor: folder has None, requested \\{"):
+        synthetic.generate_dataset(folder, 4, seed=1, image_size=TINY, workers=0, samples_per_shard=3,
+                                   progress=False, domain="real_like")  # fmt: skip
 
-    real_like.CropSetWriter(tmp_path, 3, 32, False, {"seed": 1}).append([sample(1), sample(2)])
-    with pytest.raises(DatasetError, match="incomplete \\(2 of 3 samples\\)"):
-        real_like.CropSet(tmp_path)
-    writer = real_like.CropSetWriter(tmp_path, 3, 32, False, {"seed": 1})
-    assert writer.num_written == 2
-    writer.append([sample(3)])
-    crops = real_like.CropSet(tmp_path)
-    np.testing.assert_array_equal(crops.batch([0, 1, 2])["images"][:, 0, 0, 0], [1, 2, 3])
-    assert crops.batch([0])["depth"][0, 0, 0] == 400.0
-    with pytest.raises(DatasetError, match="made differently \\(source: folder has \\{'seed': 1\\}"):
-        real_like.CropSetWriter(tmp_path, 3, 32, False, {"seed": 2})
-    streamed = [b["index"] for _, b in zip(range(6), real_like.iterate_batches(crops, 2, seed=5))]
-    resumed = [b["index"] for _, b in zip(range(3), real_like.iterate_batches(crops, 2, seed=5, start=6))]
+
+def test_rgbd_sets_resume_position_and_refuse_incomplete_folders(tmp_path):
+    _write_rgbd(tmp_path / "part", [_rgbd_sample(1), _rgbd_sample(2)], num_samples=3)
+    with pytest.raises(DatasetError, match="incomplete \\(2 of 3 samples written\\)"):
+        ShardSamples(tmp_path / "part")
+    _write_rgbd(tmp_path / "set", [_rgbd_sample(1), _rgbd_sample(2), _rgbd_sample(3, is_left=True)])
+    crops = ShardSamples(tmp_path / "set")
+    batch = crops.batch([0, 1, 2])
+    np.testing.assert_array_equal(batch["image"][:, 0, 0, 0], [1, 2, 3])
+    assert batch["sensor_depth"][0, 0, 0] == 400.0  # 1 mm steps
+    np.testing.assert_array_equal(batch["mirrored"], [False, False, True])
+    with pytest.raises(DatasetError, match="holds no \\['vertices_xyz'\\]; its samples have"):
+        crops.batch([0], ["image", "vertices_xyz"])
+    streamed = [b["index"] for _, b in zip(range(6), weak_stb.iterate_batches(crops, 2, seed=5))]
+    resumed = [b["index"] for _, b in zip(range(3), weak_stb.iterate_batches(crops, 2, seed=5, start=6))]
     np.testing.assert_array_equal(np.concatenate(streamed[3:]), np.concatenate(resumed))
     assert sorted(np.concatenate(streamed[:3]).tolist()[:3]) == [0, 1, 2]  # the first epoch is a permutation
+    with pytest.raises(ValueError, match="batch_size 4 exceeds the 3 samples"):
+        next(weak_stb.iterate_batches(crops, 4, seed=0))
+
+
+def test_format_1_folders_read_as_synthetic_fields(tmp_path, renderer):
+    """Folders written before optional fields (format 1, no "fields" in metadata.json) still read."""
+    samples = synthetic.HandRenderer(TINY).render(_params(renderer, 2, 2))
+    folder = tmp_path / "old"
+    folder.mkdir()
+    shards.write_shard(folder / shards.shard_name(0, 1), samples, shards.SYNTHETIC_FIELDS)
+    template = load_template()
+    shards.write_metadata(folder, {"format_version": 1, "image_size": TINY, "num_vertices": template.num_vertices,
+                                   "pose_size": len(samples[0]["pose"]), "shape_size": len(samples[0]["shape"]),
+                                   "shards": [shards.shard_name(0, 1)]})  # fmt: skip
+    assert shards.folder_fields(shards.read_metadata(folder)) == shards.SYNTHETIC_FIELDS
+    decoded = next(iter(shards.read_dataset(folder)))
+    assert set(decoded) == set(shards.SYNTHETIC_FIELDS)
+    batch = ShardSamples(folder).batch([0, 1], mirror_left=False)
+    np.testing.assert_array_equal(batch["image"], np.stack([s["image"] for s in samples]))
+    np.testing.assert_array_equal(decoded["image"].numpy(), samples[0]["image"])
+    with pytest.raises(ValueError, match="the folder's are"):
+        shards.write_shard(folder / "other.tfrecord", samples, shards.SYNTHETIC_FIELDS + ("sensor_depth",))
+    assert not (folder / "other.tfrecord").exists() and not (folder / "other.tfrecord.tmp").exists()
 
 
 # --- entry point: input checks --------------------------------------------------------------
@@ -289,13 +411,15 @@ def test_init_errors_are_reported_before_any_work(tmp_path, tiny_init, capsys):
     code, err = _run(["--init", tiny_init, "--workdir", tmp_path, "--set", "model.image_size=128"], capsys)
     assert code == 2 and "model comes from the --init run" in err
     assert not (tmp_path / "data").exists()  # nothing rendered
-    sample = {"image": np.zeros((32, 32, 3), np.uint8), "depth": np.zeros((32, 32)), "joints_uv": np.zeros((21, 2)),
-              "joints_xyz": np.ones((21, 3)), "intrinsics": np.ones(4), "root_depth": 1.0, "scale": 1.0,
-              "mirrored": False}  # fmt: skip
     for name in ("train", "test"):
-        real_like.CropSetWriter(tmp_path / "small" / name, 1, 32, False, {}).append([sample])
+        _write_rgbd(tmp_path / "small" / name, [_rgbd_sample(0)])
     code, err = _run(["--init", tiny_init, "--data", tmp_path / "small", "--workdir", tmp_path], capsys)
     assert code == 2 and "holds 32 px crops; the model takes 64 px" in err
+    colour_only = {key: value for key, value in _rgbd_sample(0, TINY).items() if key != "sensor_depth"}
+    for name in ("train", "test"):
+        _write_rgbd(tmp_path / "colour" / name, [colour_only])
+    code, err = _run(["--init", tiny_init, "--data", tmp_path / "colour", "--workdir", tmp_path], capsys)
+    assert code == 2 and "has no ['sensor_depth']: weak supervision needs RGB-D samples" in err
 
 
 def _write_stb(root: Path, *, depth_size=(640, 480), depth_channels=3, skip: str | None = None):
@@ -338,12 +462,19 @@ def test_stb_frames_become_mirrored_crops_with_registered_depth(tmp_path):
     _write_stb(tmp_path / "STB")
     assert real_like.check_stb(tmp_path / "STB", TINY) == {"train": 10, "test": 2}
     crops = real_like.prepare_stb(tmp_path / "STB", tmp_path / "crops", "test", TINY, progress=False)
+    assert len(crops) == 2 and crops.fields == real_like.STB_FIELDS
     batch = crops.batch([0, 1])
-    assert batch["mirrored"].all()
-    valid = batch["depth"] > 0
+    assert batch["mirrored"].all()  # STB's hands are left hands
+    valid = batch["sensor_depth"] > 0
     assert valid.mean() > 0.5
     # Colour-frame z of the flat 450 mm depth plane (rotation ~0.7 deg, t_z = -1.2 mm): ~451 mm.
-    assert np.all(np.abs(batch["depth"][valid] - 451.0) <= 4.0)
+    assert np.all(np.abs(batch["sensor_depth"][valid] - 451.0) <= 4.0)
+    # A rerun finds the shards done; another stride is another dataset.
+    written = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "crops").glob("shard-*")}
+    real_like.prepare_stb(tmp_path / "STB", tmp_path / "crops", "test", TINY, progress=False)
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "crops").glob("shard-*")} == written
+    with pytest.raises(DatasetError, match="generated with other arguments \\(source: folder has"):
+        real_like.prepare_stb(tmp_path / "STB", tmp_path / "crops", "test", TINY, stride=2, progress=False)
     fx, fy, cx, cy = np.moveaxis(batch["intrinsics"], -1, 0)[..., None]
     xyz = batch["joints_xyz"]
     projected = np.stack([fx * xyz[..., 0] / xyz[..., 2] + cx, fy * xyz[..., 1] / xyz[..., 2] + cy], axis=-1)
@@ -359,7 +490,7 @@ def test_weak_stb_resumes_an_interrupted_run_from_its_checkpoint(tmp_path, tiny_
             "--no-progress", "--set", "batch_size=4", "evaluation.batch_size=4", "evaluation.figure_samples=0",
             "data.photometric=false", "log_every_steps=1", "checkpoint.every_steps=1", "stages.heatmap.time_fraction=0",
             "stages.full.max_steps=3"]  # fmt: skip
-    stream = real_like.iterate_batches
+    stream = weak_stb.iterate_batches
 
     def interrupted(*args, **kwargs):  # the process dies while fetching the second batch
         for count, batch in enumerate(stream(*args, **kwargs)):
@@ -367,12 +498,12 @@ def test_weak_stb_resumes_an_interrupted_run_from_its_checkpoint(tmp_path, tiny_
                 raise KeyboardInterrupt
             yield batch
 
-    monkeypatch.setattr(real_like, "iterate_batches", interrupted)
+    monkeypatch.setattr(weak_stb, "iterate_batches", interrupted)
     with pytest.raises(KeyboardInterrupt):
         weak_stb.main([str(a) for a in argv])
     assert not (run / "report.json").exists()
     pseudo_gt = (run / "pseudo_gt" / "mesh_uvd.npy").stat().st_mtime_ns
-    monkeypatch.setattr(real_like, "iterate_batches", stream)
+    monkeypatch.setattr(weak_stb, "iterate_batches", stream)
     assert weak_stb.main([str(a) for a in argv]) == 0
     report = json.loads((run / "report.json").read_text())
     assert report["training"]["resumed_from_step"] == 1 and report["training"]["global_step"] == 3

@@ -12,10 +12,13 @@ Config: `WeakConfig` defaults with the run's model -> `--config` YAML -> `--with
 `--set key=value` (dotted keys; unknown keys fail), written to <run>/config.yaml.
 
 Data (`--data`): an STB root (B2-B6 train, B1 test; cropped once into <workdir>/data, see
-`handshape_tf.data.real_like.prepare_stb`), a folder holding train/ and test/ RGB-D crop sets,
-or nothing: the real-like set is rendered into <workdir>/data (`generate_real_like`). Training
-reads images, the depth maps, 2D joints (heat-maps), the crop camera and the root depth and
-hand scale; 3D joints only with `--with-3d-pose`; meshes never.
+`handshape_tf.data.real_like.prepare_stb`), a folder holding train/ and test/ RGB-D shard
+folders (samples with `sensor_depth`, `handshape_tf.data.shards`), or nothing: the real-like
+domain is rendered into <workdir>/data (`handshape_tf.data.synthetic.generate_dataset` with
+domain "real_like"). Samples are read by index (`shards.ShardSamples`, left hands mirrored into
+right hands) in shuffled epochs (`iterate_batches`). Training reads images, the sensor depth
+maps, 2D joints (heat-maps), the crop camera and the root depth and hand scale; 3D joints only
+with `--with-3d-pose`; meshes never.
 
 Losses (`WeakObjective`): L_weakly = 0.1 L_H + 0.1 L_D + 1 L_pM, + 10 L_J with 3D pose
 (`handshape_tf.losses.weakly_supervised_loss`):
@@ -23,7 +26,7 @@ Losses (`WeakObjective`): L_weakly = 0.1 L_H + 0.1 L_D + 1 L_pM, + 10 L_J with 3
     ground-truth root depth and hand scale (the paper's protocol: both are given, Sec. 5.1),
     rendered at R x R (32, `loss.depth_size`) with `handshape_tf.rendering.render_depth` inside
     the training step, and compared by smooth L1 with the reference depth resampled to R x R
-    by `real_like.nearest_depth`. Both maps are divided by the hand scale (units of s, like
+    by `depth_sensor.nearest_depth`. Both maps are divided by the hand scale (units of s, like
     the network's d), so `loss.depth_delta` is in hand scales. A pixel counts when the
     reference has depth there within `loss.depth_band` hand scales of the root (the hand and
     what touches it, not the background) and the rendered mesh covers it (a pixel the mesh
@@ -81,6 +84,9 @@ PSEUDO_GT_DIR = "pseudo_gt"
 COMPARE_DIR = "no-pseudo-mesh"
 PAPER_HEATMAP_SIDE = 64
 DEFAULT_BUDGET_MINUTES = 15.0
+RENDER_WORKERS = 2  # processes rendering the real-like set
+# The fields fine-tuning and evaluation read (plus vertices_xyz when a set has meshes).
+READ_FIELDS = ("image", "sensor_depth", "joints_uv", "joints_xyz", "intrinsics", "root_depth", "scale")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,7 +330,7 @@ def resolve(init: InitRun, config_file: Path | None = None, overrides: dict[str,
 
 @dataclasses.dataclass(frozen=True)
 class WeakData:
-    """Training and test crop sets (`handshape_tf.data.real_like.CropSet`) and their name."""
+    """Training and test RGB-D sets (`handshape_tf.data.shards.ShardSamples`) and their name."""
 
     train: Any
     test: Any
@@ -340,31 +346,31 @@ def prepare_data(data: Path | None, workdir: Path, config: WeakConfig, progress:
     Raises:
       FileNotFoundError, ValueError: an STB folder with missing sequences, labels or images, or
         depth PNGs of the wrong size or type (checked on the first frame of every sequence
-        before anything is cropped); DatasetError: crop sets of another image size.
+        before anything is cropped); DatasetError: sets of another image size or without sensor
+        depth.
     """
-    from handshape_tf.data import real_like
-    from handshape_tf.data.shards import DatasetError
+    from handshape_tf.data import real_like, shards
+    from handshape_tf.data.shards import DatasetError, ShardSamples
 
     size = config.model.image_size
     d = config.data
     if data is None:
-        name = f"real-like-{d.views}-{size}px-{d.real_like_train}+{d.real_like_test}-seed{d.real_like_seed}"
+        from handshape_tf.data.synthetic import generate_dataset
+
+        name = f"real-like-rgbd-{d.views}-{size}px-{d.real_like_train}+{d.real_like_test}-seed{d.real_like_seed}"
         folder = Path(workdir) / "data" / name
         parts = {"train": (d.real_like_train, d.real_like_seed), "test": (d.real_like_test, d.real_like_seed + 1)}
-        renderer = None
-        if not all(real_like.is_complete(folder / name) for name in parts):
-            renderer = real_like.RealLikeRenderer(size)
-        train, test = (real_like.generate_real_like(folder / name, count, seed=seed, image_size=size, progress=progress,
-                                                    renderer=renderer, views=d.views)
-                       for name, (count, seed) in parts.items())  # fmt: skip
-        result = WeakData(train, test, "real-like")
-    elif (Path(data) / "train" / real_like.METADATA).is_file():
+        for part, (count, seed) in parts.items():
+            generate_dataset(folder / part, count, seed=seed, image_size=size, workers=RENDER_WORKERS,
+                             progress=progress, views=d.views, domain="real_like")  # fmt: skip
+        result = WeakData(ShardSamples(folder / "train"), ShardSamples(folder / "test"), "real-like")
+    elif (Path(data) / "train" / shards.METADATA).is_file():
         folder = Path(data)
-        result = WeakData(real_like.CropSet(folder / "train"), real_like.CropSet(folder / "test"), folder.name)
+        result = WeakData(ShardSamples(folder / "train"), ShardSamples(folder / "test"), folder.name)
     else:
         frames = real_like.check_stb(data, size)
         logger.info("STB at %s: %d training and %d test frames", data, frames["train"], frames["test"])
-        folder = Path(workdir) / "data" / f"stb-{size}px"
+        folder = Path(workdir) / "data" / f"stb-rgbd-{size}px"
         stride = d.stb_train_stride
         train = real_like.prepare_stb(data, folder / f"train-stride{stride}", "train", size, stride=stride,
                                       progress=progress)  # fmt: skip
@@ -373,9 +379,45 @@ def prepare_data(data: Path | None, workdir: Path, config: WeakConfig, progress:
     for part in (result.train, result.test):
         if part.image_size != size:
             raise DatasetError(f"{part!r} holds {part.image_size} px crops; the model takes {size} px")
+        missing = [name for name in READ_FIELDS if name not in part.fields]
+        if missing:
+            raise DatasetError(f"{part!r} has no {missing}: weak supervision needs RGB-D samples (a domain with a "
+                               "depth sensor, e.g. --domain real_like, or STB)")  # fmt: skip
     if len(result.train) < config.batch_size:
         raise DatasetError(f"{result.train!r} has fewer samples than batch_size={config.batch_size}")
     return result
+
+
+def read_batch(samples, indices) -> dict[str, np.ndarray]:
+    """The samples at `indices` of an RGB-D set as right hands (`shards.ShardSamples.batch`):
+    READ_FIELDS, and vertices_xyz when the set has meshes."""
+    fields = READ_FIELDS + (("vertices_xyz",) if "vertices_xyz" in samples.fields else ())
+    return samples.batch(indices, fields)
+
+
+def iterate_batches(samples, batch_size: int, *, seed: int, start: int = 0):
+    """Endless shuffled batches of an RGB-D set, resumable: epoch e is the permutation drawn from
+    `np.random.default_rng([seed, e])`, and `start` samples of the stream are skipped.
+
+    Yields:
+      `read_batch` dicts ("index": B int64 positions in the set).
+
+    Raises:
+      ValueError: batch_size exceeds the set's size.
+    """
+    count = len(samples)
+    if batch_size > count:
+        raise ValueError(f"batch_size {batch_size} exceeds the {count} samples of {samples!r}")
+    epoch, offset = divmod(int(start), count)
+    pending = np.zeros(0, np.int64)
+    while True:
+        order = np.random.default_rng([int(seed), epoch]).permutation(count)[offset:]
+        pending = np.concatenate([pending, order])
+        offset = 0
+        epoch += 1
+        while len(pending) >= batch_size:
+            indices, pending = pending[:batch_size], pending[batch_size:]
+            yield read_batch(samples, indices)
 
 
 def heatmap_sigma(config: WeakConfig) -> float:
@@ -533,9 +575,9 @@ def pseudo_gt_meshes(model, crops, config: WeakConfig, progress: bool = True) ->
     batch_size = config.evaluation.batch_size
     parts = []
     for start in tqdm(range(0, len(crops), batch_size), desc="pseudo-GT meshes", disable=not progress):
-        batch = crops.batch(np.arange(start, min(start + batch_size, len(crops))))
-        count = len(batch["images"])
-        images, joints_uv = (_padded(batch[key], batch_size) for key in ("images", "joints_uv"))
+        batch = read_batch(crops, np.arange(start, min(start + batch_size, len(crops))))
+        count = len(batch["image"])
+        images, joints_uv = (_padded(batch[key], batch_size) for key in ("image", "joints_uv"))
         parts.append(run(tf.constant(images, tf.float32) / 255.0, tf.constant(joints_uv)).numpy()[:count])
     return np.concatenate(parts).astype(np.float32)
 
@@ -583,13 +625,13 @@ def set_batch_norm_trainable(model, trainable: bool) -> list:
 class WeakTrainer(StagedTrainer):
     """Runs the two stages (STAGES) on one run folder with `train.loop.StagedTrainer` (checkpoints,
     resume, time budgets, logging as `train.loop.Trainer`'s); on resume the batch stream
-    `real_like.iterate_batches` is rebuilt at the samples consumed.
+    `iterate_batches` is rebuilt at the samples consumed.
 
     Args:
       config: the resolved WeakConfig.
       run_dir: the run folder (prepared with `train.checkpoints.prepare_run_dir`).
       model: the model to fine-tune (loaded from the init run).
-      crops: the training crop set.
+      crops: the training set (`shards.ShardSamples`).
       pseudo_gt: N x V x 3 pseudo-GT meshes (uvd) of the training samples, or None without L_pM.
       progress: show progress bars.
     """
@@ -630,12 +672,12 @@ class WeakTrainer(StagedTrainer):
 
     def _batches(self, name: str):
         """Numpy batch dicts of the training stream from the current position on (both stages)."""
-        from handshape_tf.data.real_like import iterate_batches, nearest_depth
+        from handshape_tf.data.depth_sensor import nearest_depth
 
         depth_size = self.config.loss.depth_size
         for batch in iterate_batches(self.crops, self.config.batch_size, seed=self.config.seed,
                                      start=int(self.samples.numpy())):  # fmt: skip
-            batch["depth"] = nearest_depth(batch["depth"], depth_size)
+            batch["depth"] = nearest_depth(batch.pop("sensor_depth"), depth_size)
             if self.pseudo_gt is not None:
                 batch["pseudo_mesh_uvd"] = self.pseudo_gt[batch["index"]]
             yield batch
@@ -678,7 +720,7 @@ class WeakTrainer(StagedTrainer):
         def run(batches):
             batch = next(batches)
             inputs = {key: tf.constant(batch[key], tf.float32) for key in keys}
-            return step(tf.constant(batch["images"]), tf.constant(int(self.samples.numpy()), tf.int64), inputs)
+            return step(tf.constant(batch["image"]), tf.constant(int(self.samples.numpy()), tf.int64), inputs)
 
         return run
 
@@ -765,9 +807,9 @@ def evaluate_crops(model, crops, config: WeakConfig) -> dict[str, Any]:
     predict = tf.function(lambda images: model(images, training=False), autograph=False)
     accumulator, plausibility, truth = ErrorAccumulator(), MeshPlausibility(), MeshPlausibility()
     for start in range(0, count, batch_size):
-        batch = crops.batch(np.arange(start, min(start + batch_size, count)))
-        rows = len(batch["images"])
-        outputs = predict(tf.constant(_padded(batch["images"], batch_size), tf.float32) / 255.0)
+        batch = read_batch(crops, np.arange(start, min(start + batch_size, count)))
+        rows = len(batch["image"])
+        outputs = predict(tf.constant(_padded(batch["image"], batch_size), tf.float32) / 255.0)
         outputs = tf.nest.map_structure(lambda tensor: tensor[:rows], outputs)
         kind = "uvd" if "mesh_uvd" in outputs else "xyz"
         joints = to_millimetres(outputs[f"pose_{kind}"], batch, size, kind)
@@ -790,8 +832,8 @@ def predicted_meshes(model, crops, count: int, config: WeakConfig) -> np.ndarray
 
     from train.evaluate import to_millimetres
 
-    batch = crops.batch(np.arange(min(count, len(crops))))
-    outputs = model(tf.constant(batch["images"], tf.float32) / 255.0, training=False)
+    batch = read_batch(crops, np.arange(min(count, len(crops))))
+    outputs = model(tf.constant(batch["image"], tf.float32) / 255.0, training=False)
     return to_millimetres(outputs["mesh_uvd"], batch, config.model.image_size, "uvd")
 
 
@@ -833,9 +875,9 @@ def comparison_figure(path: Path, crops, meshes: dict[str, np.ndarray], side: in
 
     faces = load_template().faces
     count = min(len(m) for m in meshes.values())
-    batch = crops.batch(np.arange(count))
+    batch = read_batch(crops, np.arange(count))
     intrinsics = batch["intrinsics"] * (side / crops.image_size)
-    columns = [np.stack([cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA) for image in batch["images"]])]
+    columns = [np.stack([cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA) for image in batch["image"]])]
     for vertices in meshes.values():
         columns += [_shaded(vertices[:count], faces, intrinsics, side),
                     _shaded(_side_view(vertices[:count]), faces, intrinsics, side)]  # fmt: skip
@@ -917,7 +959,7 @@ def run_weak(config: WeakConfig, run_dir: Path, init: InitRun, data: WeakData, *
     if config.loss.pseudo_mesh:
         pseudo_gt = cached_pseudo_gt(run_dir, model, init, data.train, config, progress)
         pseudo_plausibility = MeshPlausibility()
-        batch = data.train.batch(np.arange(min(len(data.train), 512)))
+        batch = read_batch(data.train, np.arange(min(len(data.train), 512)))
         meshes_mm = to_millimetres(pseudo_gt[: len(batch["scale"])], batch, config.model.image_size, "uvd")
         pseudo_plausibility.update(meshes_mm, batch["scale"])
         pseudo_plausibility = pseudo_plausibility.summary()
@@ -963,7 +1005,7 @@ def build_parser(prog: str = "python -m train.weak_stb") -> argparse.ArgumentPar
     parser.add_argument("--init", type=Path, help="train.synthetic run folder (default <workdir>/synthetic-<preset>)")
     parser.add_argument("--preset", help="model preset the --init run must have (default: the run's own; "
                                          "without --init, cpu)")  # fmt: skip
-    parser.add_argument("--data", type=Path, help="STB root, or a folder with train/ and test/ crop sets "
+    parser.add_argument("--data", type=Path, help="STB root, or a folder with train/ and test/ RGB-D shard folders "
                                                   "(default: render the real-like set)")  # fmt: skip
     parser.add_argument("--with-3d-pose", action="store_true", help="add the 3D pose loss (10 L_J)")
     parser.add_argument("--no-compare", action="store_true", help="skip the run without the pseudo-GT mesh loss")
@@ -1056,8 +1098,9 @@ def main(argv: list[str] | None = None) -> int:
     meshes = report.pop("meshes", None)
     if meshes:
         columns = {"pretrained": meshes["before"], "weak": meshes["after"]}
-        if data.test.has_vertices:  # rendered sets know the true mesh
-            columns = {"ground truth": data.test.batch(np.arange(len(meshes["before"])))["vertices_xyz"], **columns}
+        if "vertices_xyz" in data.test.fields:  # rendered sets know the true mesh
+            columns = {"ground truth": read_batch(data.test, np.arange(len(meshes["before"])))["vertices_xyz"],
+                       **columns}  # fmt: skip
         if comparison is not None:
             columns["weak, no L_pM"] = comparison.pop("meshes")["after"]
         figure = comparison_figure(Path(run_dir) / "meshes.png", data.test, columns)

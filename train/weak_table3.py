@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--baseline1-init", type=Path,
                         help="direct_lbs run for Baseline 1 (default <workdir>/ablations-<preset>/direct_lbs)")
     parser.add_argument("--preset", default="cpu", help="model preset of both init runs (default cpu)")
-    parser.add_argument("--data", type=Path, help="STB root or crop-set folder (default: the real-like set)")
+    parser.add_argument("--data", type=Path,
+                        help="STB root or a folder of train/ and test/ RGB-D shard folders (default: the real-like set)")
     parser.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=list(VARIANTS),
                         help="variants to run (default: all six)")
     parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET_MINUTES, metavar="MINUTES",

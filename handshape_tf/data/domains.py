@@ -5,7 +5,9 @@ the same way for every dataset; a `Domain` decides how they look and how they ar
 which full-frame cameras see them from how far, how the crop is framed around the hand, the
 skin and lighting models, the backgrounds, occluders in front of the hand and the camera's
 effects (`camera_effects.CameraEffects`). Domains are frozen, picklable and serialisable
-(`as_dict`), so a dataset's metadata records the exact domain it was rendered in.
+(`as_dict`), so a dataset's metadata records the exact domain it was rendered in. A domain
+with a depth `sensor` (`depth_sensor.SensorModel`) is an RGB-D domain: its samples also carry
+the sensor's depth map.
 
 Built-in domains (`DOMAINS`):
 
@@ -21,9 +23,10 @@ Built-in domains (`DOMAINS`):
   source photos), a redder, glossier skin model with tones around the middle of the Monk scale,
   indoor lights whose key light is tinted off the black-body locus (fluorescent green or LED
   magenta), stronger sensor noise and heavier JPEG compression than any training camera.
-* "real_like": the RGB-D domain of weak supervision (`handshape_tf.data.real_like`): STB's
-  RealSense colour camera at 300-650 mm, the indoor skin and lighting without tints, photos
-  from the test part of the bank, moderate JPEG.
+* "real_like": the RGB-D domain of weak supervision (`train.weak_stb`): STB's RealSense colour
+  camera at 300-650 mm, the indoor skin and lighting without tints, photos from the test part
+  of the bank, moderate JPEG, and a RealSense-like depth sensor (noise growing with distance,
+  holes at silhouettes and grazing angles, `handshape_tf.data.depth_sensor`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import dataclasses
 from typing import Any, Literal
 
 from handshape_tf.data.camera_effects import CameraEffects
+from handshape_tf.data.depth_sensor import SensorModel
 
 # Full-frame cameras: name, width, height, horizontal field of view range (degrees).
 CAMERA_MODELS = (
@@ -88,6 +92,7 @@ class Domain:
       occluder_probability: probability of an object in front of part of the hand.
       sleeve_probability: probability that the forearm wears a sleeve.
       camera: the camera's effects.
+      sensor: the depth sensor beside the camera, or None (no sensor depth map).
     """
 
     name: str
@@ -105,6 +110,7 @@ class Domain:
     occluder_probability: float = 0.25
     sleeve_probability: float = 0.5
     camera: CameraEffects = CameraEffects()
+    sensor: SensorModel | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The domain as plain JSON values (tuples become lists)."""
@@ -205,6 +211,7 @@ REAL_LIKE = Domain(
         jpeg_probability=1.0,
         jpeg_quality=(30, 80),
     ),
+    sensor=SensorModel(),
 )
 DOMAINS = {d.name: d for d in (PHOTO, dataclasses.replace(PHOTO.without("photos"), name="procedural"), UNSEEN, REAL_LIKE)}
 

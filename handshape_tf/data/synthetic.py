@@ -44,6 +44,11 @@ turns a batch of `SampleParams` into shard samples, see `handshape_tf.data.shard
    (`backgrounds`), then camera effects (a crop that spans fewer than N full-frame pixels
    is resampled through that size, as a real one would be enlarged; sometimes blur, sometimes
    sensor noise), make `image`; the hand alone with the hand's alpha makes `image_rgba`.
+5. Depth sensor (RGB-D domains only, `Domain.sensor`): the exact depth of hand, forearm and
+   sleeve at the covered pixels, a tilted plane behind them elsewhere, turned into what a
+   RealSense-like sensor measures (`depth_sensor`: noise growing with distance, holes at
+   silhouettes, grazing angles and in the projector's shadow) makes `sensor_depth`. It draws
+   from its own random stream, so a domain's images do not depend on whether it has a sensor.
 
 Labels: joints_uv (crop pixels), joints_xyz and vertices_xyz (camera mm), the crop
 intrinsics, root depth, scale (middle MCP-PIP, mm), is_left, pose (P angles, degrees), shape
@@ -68,9 +73,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import logging
-import math
 import multiprocessing
 import os
 import sys
@@ -89,7 +92,7 @@ from handshape_tf.assets.template import (
     HandTemplate,
     load_template,
 )
-from handshape_tf.data import appearance, shards
+from handshape_tf.data import appearance, depth_sensor, shards
 from handshape_tf.data.backgrounds import BackgroundSource
 from handshape_tf.data.camera_effects import apply_camera, to_uint8
 from handshape_tf.data.domains import CAMERA_MODELS, PHOTO, REALSENSE_FRAME, REALSENSE_INTRINSICS, Domain, get_domain
@@ -128,6 +131,7 @@ HAND_CENTRE_FRAME = {"consumer": 0.8, "realsense": 0.7}
 PRINCIPAL_POINT_JITTER = 0.01  # SD, fraction of the frame size
 # Occluders: size as a fraction of the hand's bounding box, and how far from a hand pixel.
 _OCCLUDER_SIZE = (0.15, 0.5)
+_SENSOR_STREAM = 0x5EA1  # keys the depth sensor's random stream of a sample (with its appearance seed)
 # A 3 x 3 tent filter: the anti-aliased alpha of the pixel-centre mask.
 _ALPHA_KERNEL = np.outer([1.0, 2.0, 1.0], [1.0, 2.0, 1.0]).astype(np.float32) / 16.0
 
@@ -612,8 +616,8 @@ class HandRenderer:
 
         Returns:
           B dicts with image, image_rgba, mask, depth, joints_uv, joints_xyz, vertices_xyz,
-          intrinsics, root_depth, scale, is_left, pose, shape, camera (and gesture, tone: not
-          stored in shards).
+          intrinsics, root_depth, scale, is_left, pose, shape, camera, sensor_depth with a
+          domain sensor (and gesture, tone: not stored in shards).
         """
         if not params:
             return []
@@ -665,11 +669,13 @@ class HandRenderer:
             alpha = everything_alpha[..., None]
             radiance = everything_colour * alpha + background * (1.0 - alpha)
             hand_alpha = _soft_edges(colour, mask)[1]
+            occluded = None
             if rng.uniform() < self.domain.occluder_probability and mask.any():
                 cover, cover_colour = self._occluder(rng, mask)
                 radiance = cover_colour * cover[..., None] + radiance * (1.0 - cover[..., None])
                 hand_alpha = hand_alpha * (1.0 - cover)
-                mask &= cover < 0.5
+                occluded = cover >= 0.5
+                mask &= ~occluded
             depth[~mask] = 0.0
             source_pixels = size * p.frame_intrinsics[0] / intrinsics[b, 0]  # the crop's side in the full frame
             image = apply_camera(rng, radiance, self.domain.camera, source_pixels)
@@ -695,7 +701,31 @@ class HandRenderer:
                     "tone": skins[b].tone,
                 }
             )
+            if self.domain.sensor is not None:
+                samples[-1]["sensor_depth"] = self._sensor_depth(p, rows, columns, here, intrinsics[b], occluded)
         return samples
+
+    def _sensor_depth(
+        self, params: SampleParams, rows: np.ndarray, columns: np.ndarray, values: np.ndarray,
+        intrinsics: np.ndarray, occluded: np.ndarray | None,
+    ) -> np.ndarray:  # fmt: skip
+        """N x N float32 depth (mm, 0 = missing) the domain's sensor measures (module docstring,
+        step 5): hand, forearm and sleeve at the covered pixels (`values` as in `render`), the
+        sensor's background plane elsewhere; pixels an occluder hides are missing."""
+        sensor = self.domain.sensor
+        rng = np.random.default_rng([params.appearance_seed, _SENSOR_STREAM])
+        rays = depth_sensor.pixel_rays(self.image_size, intrinsics)
+        farthest = float(values[:, 0].max()) if len(values) else None
+        depth, cosines = depth_sensor.background_plane(rng, rays, farthest, sensor)
+        view = rays[rows, columns]
+        normals = values[:, 1:4]
+        lengths = np.linalg.norm(normals, axis=1) * np.linalg.norm(view, axis=1)
+        depth[rows, columns] = values[:, 0]
+        cosines[rows, columns] = np.abs(np.sum(normals * view, axis=1)) / np.maximum(lengths, 1e-6)
+        measured = depth_sensor.sensor_depth(depth, cosines, 0.5 * (intrinsics[0] + intrinsics[1]), rng, sensor)
+        if occluded is not None:
+            measured[occluded] = 0.0
+        return measured
 
     def _lighting(self, rng: np.random.Generator, skin: appearance.Skin, background: np.ndarray) -> appearance.Lighting:
         """The domain's lights for one sample, the ambient partly coloured by its background
@@ -926,7 +956,8 @@ def _run_shard(task: ShardTask) -> ShardResult:
         _WORKER_RENDERERS[key] = renderer
     skipped = renderer.backgrounds.num_skipped
     path = Path(task.folder) / shards.shard_name(task.index, task.num_shards)
-    count = shards.write_shard(path, render_range(renderer, task.seed, task.start, task.count, task.views))
+    samples = render_range(renderer, task.seed, task.start, task.count, task.views)
+    count = shards.write_shard(path, samples, stored_fields(renderer.domain))
     return ShardResult(task.index, count, renderer.backgrounds.num_skipped - skipped, time.process_time() - start)
 
 
@@ -955,8 +986,23 @@ def _prepare_folder(out_dir: Path) -> None:
         raise PermissionError(f"output folder {out_dir} is not writable ({error.strerror or error})") from None
 
 
+def stored_fields(domain: Domain) -> tuple[str, ...]:
+    """The shard fields of the domain's samples: `shards.SYNTHETIC_FIELDS`, plus sensor_depth
+    with a depth sensor."""
+    return shards.SYNTHETIC_FIELDS + (("sensor_depth",) if domain.sensor is not None else ())
+
+
+# metadata.json keys that must match to resume a folder (with their value in older folders).
+_RESUME_KEYS = ("generator_version", "template_version", "seed", "num_samples", "samples_per_shard", "image_size",
+                "backgrounds", "views", "domain", "domain_values", "sensor")  # fmt: skip
+_RESUME_DEFAULTS = {"views": "full"}
+
+
 def _dataset_config(num_samples, seed, image_size, samples_per_shard, backgrounds, views, domain) -> dict[str, Any]:
     template = load_template()
+    sensor = {} if domain.sensor is None else {
+        "sensor": domain.as_dict()["sensor"], "sensor_depth_unit_mm": shards.SENSOR_DEPTH_UNIT_MM,
+    }  # fmt: skip
     return {
         "generator": "handshape_tf.data.synthetic",
         "generator_version": GENERATOR_VERSION,
@@ -975,6 +1021,8 @@ def _dataset_config(num_samples, seed, image_size, samples_per_shard, background
         "pose_parameters": list(POSE_PARAMETER_NAMES),
         "shape_parameters": list(SHAPE_PARAMETER_NAMES),
         "depth_unit_mm": shards.DEPTH_UNIT_MM,
+        "fields": list(stored_fields(domain)),
+        **sensor,
         "camera_convention": "OpenCV: x right, y down, z forward, mm; pixel centres at i + 0.5",
     }
 
@@ -1034,24 +1082,13 @@ def generate_dataset(
     _prepare_folder(out_dir)
 
     config = _dataset_config(num_samples, seed, image_size, samples_per_shard, backgrounds, views, resolved)
-    num_shards = math.ceil(num_samples / samples_per_shard)
-    names = [shards.shard_name(i, num_shards) for i in range(num_shards)]
-    counts = {name: min(samples_per_shard, num_samples - i * samples_per_shard) for i, name in enumerate(names)}
-    _check_existing(out_dir, config)
-    # Shard files are renamed into place only when complete, so any present file is complete.
-    done = {name for name in names if (out_dir / name).is_file()}
+    counts = shards.plan_shards(num_samples, samples_per_shard)
+    names, num_shards = list(counts), len(counts)
+    shards.check_resumable(out_dir, config, _RESUME_KEYS, _RESUME_DEFAULTS)
+    done = shards.complete_shards(out_dir, counts)
 
     def metadata() -> dict[str, Any]:
-        complete = sorted(done)
-        return {
-            "format_version": shards.FORMAT_VERSION,
-            **config,
-            "num_shards": num_shards,
-            "shards": complete,
-            "shard_counts": {name: counts[name] for name in complete},
-            "num_complete_samples": int(sum(counts[name] for name in complete)),
-            "complete": len(complete) == num_shards,
-        }
+        return shards.folder_metadata(config, counts, done)
 
     shards.write_metadata(out_dir, metadata())
     if len(done) == num_shards:
@@ -1098,31 +1135,6 @@ def render_shards(tasks: Sequence[ShardTask], workers: int) -> Iterator[ShardRes
     finally:
         pool.terminate()
         pool.join()
-
-
-def _check_existing(out_dir: Path, config: dict[str, Any]) -> None:
-    """Raises ValueError if out_dir holds a dataset made with other arguments."""
-    path = out_dir / shards.METADATA
-    if not path.is_file():
-        stray = sorted(p.name for p in out_dir.glob("shard-*.tfrecord"))
-        if stray:
-            raise ValueError(f"{out_dir} holds shard files ({stray[0]}, ...) but no {shards.METADATA}; "
-                             "expected an empty folder or one made by this generator")  # fmt: skip
-        return
-    try:
-        existing = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); delete the folder or choose another") from None
-    different = {
-        key: (existing.get(key), value)
-        for key, value in config.items()
-        if key in ("generator_version", "template_version", "seed", "num_samples", "samples_per_shard",
-                   "image_size", "backgrounds", "views", "domain") and existing.get(key, "full" if key == "views" else None) != value
-    }  # fmt: skip
-    if different:
-        detail = ", ".join(f"{key}: folder has {old!r}, requested {new!r}" for key, (old, new) in different.items())
-        raise ValueError(f"{out_dir} holds a dataset generated with other arguments ({detail}); "
-                         "rerun with the same arguments to resume it, or choose a new folder")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
