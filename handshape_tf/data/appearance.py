@@ -417,6 +417,43 @@ def skin_detail(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.clip(detail * (1.0 - spots), 0.3, 1.5).astype(np.float32)
 
 
+def photo_texture(photo: np.ndarray, contrast: float, unit: float) -> np.ndarray:
+    """S x S float32 albedo multiplier around 1 made from a photograph's fine structure: its
+    luminance high-passed (minus a Gaussian blur of 2 px at 256 px), normalised, times `contrast`
+    (real skin's creases, hair and pores have a photograph's statistics, not a noise field's).
+
+    Args:
+      photo: S x S x 3 uint8 RGB.
+      contrast: standard deviation of the multiplier.
+      unit: S / 256.
+    """
+    grey = photo.astype(np.float32).mean(axis=-1)
+    detail = grey - cv2.GaussianBlur(grey, (0, 0), 2.0 * unit)
+    return np.clip(1.0 + contrast * detail / max(float(detail.std()), 1e-6), 0.3, 1.7).astype(np.float32)
+
+
+def cast_shadow(rng: np.random.Generator, size: int) -> np.ndarray:
+    """S x S float32 shadow in [0, 1] (1 = fully shadowed) cast over the whole picture by
+    something between the key light and the scene: window blinds (soft stripes), foliage
+    (blobs) or one straight edge, with a penumbra of 0.5-4 px at 256 px."""
+    unit = size / 256.0
+    rows, columns = (np.mgrid[0:size, 0:size].astype(np.float32) + 0.5) / size
+    angle = rng.uniform(0, np.pi)
+    along = columns * np.cos(angle) + rows * np.sin(angle)
+    kind = int(rng.integers(3))
+    if kind == 0:
+        period = rng.uniform(0.08, 0.3)
+        shadow = ((along / period) % 1.0 < rng.uniform(0.3, 0.7)).astype(np.float32)
+    elif kind == 1:
+        cells = int(rng.integers(3, 9))
+        field = cv2.resize(rng.uniform(0, 1, (cells, cells)).astype(np.float32), (size, size),
+                           interpolation=cv2.INTER_CUBIC)  # fmt: skip
+        shadow = (field > rng.uniform(0.4, 0.6)).astype(np.float32)
+    else:
+        shadow = (along > rng.uniform(0.3, 1.0) * (np.cos(angle) + np.sin(angle))).astype(np.float32)
+    return cv2.GaussianBlur(shadow, (0, 0), rng.uniform(0.5, 4.0) * unit)
+
+
 def shade(
     normals: np.ndarray,
     view: np.ndarray,

@@ -82,6 +82,8 @@ class Domain:
       skin: "monk" (uniform over the Monk scale, `appearance.sample_skin`) or "indoor"
         (`appearance.sample_indoor_skin`).
       skin_detail: probability of pores and freckles on the skin.
+      skin_texture: (low, high) contrast of a photograph's fine structure on the skin
+        (`appearance.photo_texture`, from the domain's own photos); (0, 0) for none.
       lighting: "studio" (`appearance.sample_lighting`) or "indoor"
         (`appearance.sample_indoor_lighting`).
       extra_light_probability: probability of a third, dimmer light ("studio").
@@ -89,6 +91,8 @@ class Domain:
         (mean of its upper and lower halves), in [0, 1].
       light_tint: (low, high) green (> 0) or magenta (< 0) tint of the key light off the
         black-body locus, applied as exp(+-tint) on G; (0, 0) for none.
+      cast_shadow_probability: probability of a hard shadow over the picture
+        (`appearance.cast_shadow`); cast_shadow_strength: (low, high) its darkening.
       occluder_probability: probability of an object in front of part of the hand.
       sleeve_probability: probability that the forearm wears a sleeve.
       camera: the camera's effects.
@@ -103,10 +107,13 @@ class Domain:
     photo_split: Literal["train", "test"] = "train"
     skin: Literal["monk", "indoor"] = "monk"
     skin_detail: float = 0.7
+    skin_texture: tuple[float, float] = (0.0, 0.0)
     lighting: Literal["studio", "indoor"] = "studio"
     extra_light_probability: float = 0.3
     environment_light: float = 0.5
     light_tint: tuple[float, float] = (0.0, 0.0)
+    cast_shadow_probability: float = 0.0
+    cast_shadow_strength: tuple[float, float] = (0.0, 0.0)
     occluder_probability: float = 0.25
     sleeve_probability: float = 0.5
     camera: CameraEffects = CameraEffects()
@@ -166,8 +173,11 @@ UNSEEN = Domain(
     framing=Framing(margin=(1.1, 1.6), jitter=0.5, cut_probability=0.1, cut_fraction=0.1),
     photo_split="test",
     skin="indoor",
+    skin_texture=(0.05, 0.12),
     lighting="indoor",
     light_tint=(0.06, 0.15),
+    cast_shadow_probability=0.5,
+    cast_shadow_strength=(0.4, 0.8),
     occluder_probability=0.15,
     camera=CameraEffects(
         white_balance_sd=(0.08, 0.03, 0.1),
@@ -217,7 +227,8 @@ DOMAINS = {d.name: d for d in (PHOTO, dataclasses.replace(PHOTO.without("photos"
 
 # The parts of "unseen" that no training domain ("photo", "procedural") reaches: checked by
 # `check_disjoint` (and the tests), besides the background photos (other bank sources).
-UNSEEN_DISJOINT = ("skin", "lighting", "light_tint", "camera.shot_noise", "camera.jpeg_quality")
+UNSEEN_DISJOINT = ("skin", "skin_texture", "lighting", "light_tint", "cast_shadow_strength", "camera.shot_noise",
+                   "camera.jpeg_quality")
 
 
 def _range(domain: Domain, field: str) -> Any:

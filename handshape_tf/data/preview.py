@@ -7,7 +7,12 @@ wireframe (vertices_xyz projected with the crop intrinsics; thin white lines) an
 keypoints joined along the kinematic tree, one colour per finger. A good sample has the
 wireframe sitting exactly on the rendered hand and the skeleton inside it.
 
-Command line: `python -m handshape_tf.data.preview DATASET_DIR [--out FILE] [--count K]`.
+`domain_sheet` puts the images of several datasets side by side instead (images only, one
+block per dataset, titled with its domain): how far the training renders and the unseen-domain
+test renders are from each other, and from photographs.
+
+Command line: `python -m handshape_tf.data.preview DATASET_DIR [DATASET_DIR ...] [--out FILE] [--count K]`
+(one folder: the contact sheet; several: the domain sheet).
 """
 
 from __future__ import annotations
@@ -98,9 +103,39 @@ def read_samples(folder: str | Path, count: int) -> list[dict[str, np.ndarray]]:
     ]
 
 
-def write_preview(folder: str | Path, path: str | Path, *, count: int = 16, columns: int = 4, tile: int = 160) -> Path:
-    """Writes a contact sheet PNG of the first `count` samples of a shard folder. Returns its path."""
-    sheet = contact_sheet(read_samples(folder, count), columns=columns, tile=tile)
+_TITLE_HEIGHT = 28
+
+
+def domain_sheet(blocks: Sequence[tuple[str, Sequence[np.ndarray]]], *, columns: int = 4, tile: int = 160) -> np.ndarray:
+    """Blocks of images side by side, each under its title.
+
+    Args:
+      blocks: (title, K images N x N x 3 uint8 RGB) per dataset.
+      columns: images per row within a block.
+      tile: size of each image in pixels.
+
+    Returns:
+      title + rows * tile x blocks * (columns * tile + gap) x 3 uint8 RGB.
+    """
+    if not blocks or not all(images for _, images in blocks):
+        raise ValueError("no images to draw; expected at least one per dataset")
+    gap = tile // 8
+    rows = max(-(-len(images) // columns) for _, images in blocks)
+    width = columns * tile
+    sheet = np.full((_TITLE_HEIGHT + rows * tile, len(blocks) * (width + gap) - gap, 3), 255, np.uint8)
+    for b, (title, images) in enumerate(blocks):
+        left = b * (width + gap)
+        cv2.putText(sheet, title, (left + 4, _TITLE_HEIGHT - 9), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+        for i, image in enumerate(images):
+            r, c = divmod(i, columns)
+            top = _TITLE_HEIGHT + r * tile
+            sheet[top : top + tile, left + c * tile : left + (c + 1) * tile] = cv2.resize(
+                image, (tile, tile), interpolation=cv2.INTER_AREA if image.shape[0] > tile else cv2.INTER_LINEAR
+            )
+    return sheet
+
+
+def _write_png(sheet: np.ndarray, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), sheet[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 9]):
@@ -108,17 +143,39 @@ def write_preview(folder: str | Path, path: str | Path, *, count: int = 16, colu
     return path
 
 
+def write_preview(folder: str | Path, path: str | Path, *, count: int = 16, columns: int = 4, tile: int = 160) -> Path:
+    """Writes a contact sheet PNG of the first `count` samples of a shard folder. Returns its path."""
+    return _write_png(contact_sheet(read_samples(folder, count), columns=columns, tile=tile), path)
+
+
+def write_domain_sheet(folders: Sequence[str | Path], path: str | Path, *, count: int = 16, columns: int = 4,
+                       tile: int = 128) -> Path:  # fmt: skip
+    """Writes the `domain_sheet` PNG of the first `count` images of each shard folder. Returns its path."""
+    from handshape_tf.data.shards import read_metadata
+
+    blocks = []
+    for folder in folders:
+        metadata = read_metadata(folder)
+        title = f"{metadata.get('domain', 'procedural')} domain ({Path(folder).name})"
+        blocks.append((title, [sample["image"] for sample in read_samples(folder, count)]))
+    return _write_png(domain_sheet(blocks, columns=columns, tile=tile), path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m handshape_tf.data.preview", description=__doc__.split("\n")[0])
-    parser.add_argument("folder", type=Path, help="shard folder (with metadata.json)")
+    parser.add_argument("folders", type=Path, nargs="+", metavar="folder",
+                        help="shard folder (with metadata.json); several: their images side by side")
     parser.add_argument("--out", type=Path, default=None, help="PNG path (default: FOLDER/preview.png)")
     parser.add_argument("--count", type=int, default=16)
     parser.add_argument("--columns", type=int, default=4)
     parser.add_argument("--tile", type=int, default=160)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    path = write_preview(args.folder, args.out or args.folder / "preview.png", count=args.count,
-                         columns=args.columns, tile=args.tile)  # fmt: skip
+    out = args.out or args.folders[0] / "preview.png"
+    if len(args.folders) == 1:
+        path = write_preview(args.folders[0], out, count=args.count, columns=args.columns, tile=args.tile)
+    else:
+        path = write_domain_sheet(args.folders, out, count=args.count, columns=args.columns, tile=args.tile)
     logger.info("wrote %s", path)
     return 0
 

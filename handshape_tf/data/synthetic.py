@@ -663,6 +663,10 @@ class HandRenderer:
             if rng.uniform() < self.domain.skin_detail:
                 detail = appearance.skin_detail(rng, size)[rows, columns]
                 here[:, 4:7] *= (1.0 + (detail - 1.0) * here[:, 9])[:, None]  # on skin, not on cloth
+            if self.domain.skin_texture[1] > 0:
+                photo = self.backgrounds.sample(rng, size)
+                detail = appearance.photo_texture(photo, rng.uniform(*self.domain.skin_texture), size / 256.0)
+                here[:, 4:7] *= (1.0 + (detail[rows, columns] - 1.0) * here[:, 9])[:, None]
             colour = np.zeros((size, size, 3), np.float32)
             colour[rows, columns] = self._shade(rows, columns, here, intrinsics[b], lighting)  # linear
             everything_colour, everything_alpha = _soft_edges(colour, covered)
@@ -676,6 +680,9 @@ class HandRenderer:
                 hand_alpha = hand_alpha * (1.0 - cover)
                 occluded = cover >= 0.5
                 mask &= ~occluded
+            if self.domain.cast_shadow_probability > 0 and rng.uniform() < self.domain.cast_shadow_probability:
+                darkening = rng.uniform(*self.domain.cast_shadow_strength)
+                radiance = radiance * (1.0 - darkening * appearance.cast_shadow(rng, size))[..., None]
             depth[~mask] = 0.0
             source_pixels = size * p.frame_intrinsics[0] / intrinsics[b, 0]  # the crop's side in the full frame
             image = apply_camera(rng, radiance, self.domain.camera, source_pixels)
