@@ -15,7 +15,8 @@ The 1-minute load average before and after is reported too: other processes on t
 slow the measured figures down (not the estimate, unless they share cache and memory bandwidth).
 
 Command line: `python -m handshape_tf.data.benchmark [--num 512] [--size 256] [--workers 2]
-[--samples-per-shard 32] [--backgrounds DIR]`.
+[--samples-per-shard 32] [--backgrounds DIR] [--domain photo]` (`--domain procedural-without-camera-
+occluders-skin_detail-extra_light-environment_light` renders without the sim-to-real effects).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def benchmark(
     samples_per_shard: int = 32,
     backgrounds: str | Path | None = None,
     seed: int = 0,
+    domain: str = synthetic.PHOTO.name,
 ) -> dict[str, Any]:
     """Measures generator throughput (see the module docstring).
 
@@ -52,24 +54,26 @@ def benchmark(
       image_size: crop size in pixels.
       workers: processes (0: this process).
       samples_per_shard: shard size; several shards per worker are needed for `steady`.
-      backgrounds: a photo folder, or None for procedural backgrounds.
+      backgrounds: a photo folder, or None for the domain's own backgrounds.
       seed: dataset seed.
+      domain: the image domain (`handshape_tf.data.domains.get_domain`).
 
     Returns:
       {"end_to_end", "steady", "idle_machine_estimate" (samples/s; the last two None with
       fewer shards than workers + 1), "seconds", "num", "image_size", "workers",
-      "samples_per_shard", "load_before", "load_after"}.
+      "samples_per_shard", "domain", "load_before", "load_after"}.
     """
     for name, value, minimum in (("num", num, 1), ("samples_per_shard", samples_per_shard, 1), ("workers", workers, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ValueError(f"{name} is {value!r}; expected an int >= {minimum}")
     num_shards = math.ceil(num / samples_per_shard)
-    folder_arg = None if backgrounds is None else str(Path(backgrounds).expanduser().resolve())
+    photos, split = synthetic.resolve_backgrounds(synthetic.get_domain(domain), backgrounds)
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="handshape-benchmark-") as folder:
         tasks = [
             synthetic.ShardTask(folder, i, num_shards, i * samples_per_shard,
-                                min(samples_per_shard, num - i * samples_per_shard), seed, image_size, folder_arg)
+                                min(samples_per_shard, num - i * samples_per_shard), seed, image_size, photos,
+                                domain=domain, split=split)
             for i in range(num_shards)
         ]  # fmt: skip
         start = time.perf_counter()
@@ -90,6 +94,7 @@ def benchmark(
         "image_size": image_size,
         "workers": workers,
         "samples_per_shard": samples_per_shard,
+        "domain": domain,
         "load_before": load_before,
         "load_after": os.getloadavg()[0],
     }
@@ -102,14 +107,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--samples-per-shard", type=int, default=32)
     parser.add_argument("--backgrounds", type=Path, default=None)
+    parser.add_argument("--domain", default=synthetic.PHOTO.name, help="image domain (default photo)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     result = benchmark(args.num, image_size=args.size, workers=args.workers,
-                       samples_per_shard=args.samples_per_shard, backgrounds=args.backgrounds)  # fmt: skip
+                       samples_per_shard=args.samples_per_shard, backgrounds=args.backgrounds,
+                       domain=args.domain)  # fmt: skip
     steady, idle = ("n/a" if result[k] is None else f"{result[k]:.1f}" for k in ("steady", "idle_machine_estimate"))
     logger.info(
-        "%d samples at %dx%d with %d workers: %.1f samples/s end to end (%.1f s), %s samples/s steady, "
-        "%s samples/s on an idle machine (from CPU time); load average %.1f -> %.1f", result["num"],
+        "%s domain, %d samples at %dx%d with %d workers: %.1f samples/s end to end (%.1f s), %s samples/s steady, "
+        "%s samples/s on an idle machine (from CPU time); load average %.1f -> %.1f", result["domain"], result["num"],
         result["image_size"], result["image_size"], result["workers"], result["end_to_end"], result["seconds"],
         steady, idle, result["load_before"], result["load_after"],
     )  # fmt: skip
