@@ -300,3 +300,18 @@ def test_photo_bank_build_is_atomic(tmp_path):
     assert photo_bank.is_built(tmp_path / "bank") and sum(manifest["counts"].values()) == 2
     assert "CC0" in (tmp_path / "bank" / "SOURCES.md").read_text()
     assert photo_bank.ensure_bank(tmp_path / "bank", []) == tmp_path / "bank"  # built: no sources needed
+
+
+def test_domain_sheet_puts_datasets_side_by_side():
+    from handshape_tf.data.preview import domain_sheet
+
+    red = [np.full((48, 48, 3), (255, 0, 0), np.uint8)] * 3
+    blue = [np.full((96, 96, 3), (0, 0, 255), np.uint8)] * 5
+    sheet = domain_sheet([("photo", red), ("unseen", blue)], columns=2, tile=32)
+    gap = 32 // 8
+    assert sheet.shape == (28 + 3 * 32, 2 * (2 * 32 + gap) - gap, 3)
+    np.testing.assert_array_equal(sheet[28 + 5, 5], [255, 0, 0])
+    np.testing.assert_array_equal(sheet[28 + 2 * 32 + 5, 2 * 32 + gap + 5], [0, 0, 255])
+    assert sheet[:28].min() == 0  # the titles are drawn
+    with pytest.raises(ValueError, match="no images to draw"):
+        domain_sheet([("photo", [])])
