@@ -62,3 +62,22 @@ def draw_overlay(
     corners = fixed([[x0, y0], [x0 + w, y0], [x0 + w, y0 + h], [x0, y0 + h]])
     cv2.polylines(canvas, [corners], True, box_colour, thickness, cv2.LINE_AA, _SHIFT)
     return canvas
+
+
+def draw_hands(image, hands, draw_mesh: bool = True, channel_order: str = "rgb") -> np.ndarray:
+    """The image with every tracked or detected hand (`tracking.TrackedHand`): mesh, skeleton,
+    crop box (magenta for left hands, cyan for right) and a "left 0.93" / "right 0.88" label
+    (side and heat-map confidence). No hands: an unchanged RGB copy.
+
+    Returns:
+      H x W x 3 uint8 RGB.
+    """
+    canvas = to_rgb_uint8(image, channel_order=channel_order).copy()
+    for hand in hands:
+        colour = (255, 0, 255) if hand.is_left else (0, 255, 255)
+        canvas = draw_overlay(canvas, hand.prediction, box_colour=colour, draw_mesh=draw_mesh)
+        x0, y0 = (int(round(v)) for v in np.asarray(hand.box, np.float64)[:2])
+        scale = max(0.4, max(canvas.shape[:2]) / 1000.0)
+        cv2.putText(canvas, f"{hand.handedness} {hand.confidence:.2f}", (max(x0, 0) + 3, max(y0, 0) + int(16 * scale) + 2),
+                    cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)  # fmt: skip
+    return canvas

@@ -1,0 +1,439 @@
+"""Trains the hand detector on composited full frames within a time budget, then evaluates it.
+
+    python -m train.detector                         # 20 min, runs/detector
+    python -m train.detector --budget 5 --run-dir runs/detector-try
+    python -m train.detector --set batch_size=32 --set learning_rate=1e-3 --tflite
+
+Data (`handshape_tf.data.full_frames`): hands are rendered once into pools under
+<run-dir>/data (`data.pool_size` training hands over the photo bank's train part;
+`data.heldout_pool_size` other hands, another seed, for held-out frames over the bank's test
+part; the same number in the "unseen" domain for the unseen-domain frames), cached as .npz and
+reused on resume (rendering is not part of the budget). Training frames are composited on the
+fly, frame i of the stream from `full_frames.frame_rng(seed, i)`, so a resumed run continues the
+same stream where it stopped.
+
+Loss (CenterNet): penalty-reduced focal loss on the centre map, L1 on the centre offset and
+log box size, and binary cross-entropy on handedness, the last three where a hand's Gaussian is
+>= `detection.REGRESSION_LEVEL`. Adam with a linear warm-up.
+
+Run folder: config.yaml (resolved config; a resume must keep model, seed, data and batch
+size), checkpoints/ (model, optimizer, step; atomic, every `checkpoint_minutes` and at the
+end), history.jsonl, detector.keras (atomic), report.json (held-out AP@0.5, handedness
+accuracy, precision/recall at the default threshold, per domain), detections.png (a sheet of
+held-out frames with the detections), detector.tflite with --tflite (builtin ops only,
+checked against Keras on the held-out frames).
+
+Exit codes: 0 done, 2 bad input (config, run folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from handshape_tf.cli import add_verbose_argument, setup_logging
+from handshape_tf.config_utils import ConfigError, merge, parse_overrides, to_dict
+from handshape_tf.models.detector import DetectorConfig
+
+logger = logging.getLogger("train.detector")
+
+MODEL_FILE = "detector.keras"
+TFLITE_FILE = "detector.tflite"
+# Detections kept per frame for AP (all scores down to this, so the PR curve is complete).
+_AP_SCORE_THRESHOLD = 0.05
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectorData:
+    """Pools and frames (module docstring)."""
+
+    pool_size: int = 1200
+    heldout_pool_size: int = 200
+    heldout_frames: int = 300
+    crop_size: int = 128
+    views: str = "full"
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectorTrainConfig:
+    """Everything `train.detector` needs; `--set key=value` overrides any field."""
+
+    model: DetectorConfig = DetectorConfig()
+    data: DetectorData = DetectorData()
+    seed: int = 0
+    batch_size: int = 16
+    learning_rate: float = 2e-3
+    warmup_steps: int = 100
+    budget_minutes: float = 20.0
+    checkpoint_minutes: float = 2.0
+    log_every: int = 25
+    loss_size: float = 1.0
+    loss_offset: float = 1.0
+    loss_left: float = 1.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m train.detector", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)  # fmt: skip
+    parser.add_argument("--budget", type=float, metavar="MINUTES", help="training budget (config budget_minutes)")
+    parser.add_argument("--run-dir", type=Path, default=Path("runs") / "detector", help="run folder (runs/detector)")
+    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override config values, e.g. --set batch_size=32 data.pool_size=2000")
+    parser.add_argument("--tflite", action="store_true", help="also export detector.tflite (builtin ops, checked)")
+    parser.add_argument("--no-progress", action="store_true", help="log less often")
+    add_verbose_argument(parser)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------
+# Data.
+
+
+def hand_pool(path: Path, size: int, seed: int, count: int, views: str, domain_name: str, split: str):
+    """The pool at `path` (.npz), rendered and saved first when missing."""
+    from handshape_tf.data.full_frames import HandPool, render_hand_pool
+
+    if path.is_file():
+        pool = HandPool.load(path)
+        if len(pool) == count and pool.rgba.shape[1] == size:
+            return pool
+        logger.info("%s holds %d hands of %d px; re-rendering %d of %d px", path, len(pool), pool.rgba.shape[1], count, size)
+    from handshape_tf.data.backgrounds import BackgroundSource
+    from handshape_tf.data.domains import get_domain
+    from handshape_tf.data.photo_bank import ensure_bank
+    from handshape_tf.data.synthetic import HandRenderer
+
+    start = time.monotonic()
+    renderer = HandRenderer(size, BackgroundSource(ensure_bank() / split), get_domain(domain_name))
+
+    def progress(done, total):
+        if done % 100 == 0 or done == total:
+            logger.info("rendering %s: %d / %d hands (%.0f s)", path.name, done, total, time.monotonic() - start)
+
+    pool = render_hand_pool(renderer, seed, count, views, progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pool.save(path)
+    return pool
+
+
+def composers(run_dir: Path, config: DetectorTrainConfig) -> dict[str, Any]:
+    """{"train", "heldout", "unseen"} frame composers (module docstring)."""
+    from handshape_tf.data.backgrounds import BackgroundSource
+    from handshape_tf.data.domains import get_domain
+    from handshape_tf.data.full_frames import FrameComposer, FrameConfig
+    from handshape_tf.data.photo_bank import ensure_bank
+
+    data = config.data
+    frame = FrameConfig(width=config.model.input_width, height=config.model.input_height)
+    folder = run_dir / "data"
+    bank = ensure_bank()
+    pools = {
+        "train": hand_pool(folder / "pool-train.npz", data.crop_size, config.seed, data.pool_size, data.views, "photo", "train"),
+        "heldout": hand_pool(folder / "pool-heldout.npz", data.crop_size, config.seed + 1, data.heldout_pool_size,
+                             data.views, "photo", "test"),
+        "unseen": hand_pool(folder / "pool-unseen.npz", data.crop_size, config.seed + 2, data.heldout_pool_size,
+                            data.views, "unseen", "test"),
+    }  # fmt: skip
+    return {
+        "train": FrameComposer(pools["train"], BackgroundSource(bank / "train"), get_domain("photo"), frame),
+        "heldout": FrameComposer(pools["heldout"], BackgroundSource(bank / "test"), get_domain("photo"), frame),
+        "unseen": FrameComposer(pools["unseen"], BackgroundSource(bank / "test"), get_domain("unseen"), frame),
+    }
+
+
+def training_batches(composer, config: DetectorTrainConfig, start_frame: int):
+    """Endless (images, heat, regression, left, weight) numpy batches from frame `start_frame` on."""
+    from handshape_tf.inference.detection import encode_targets
+
+    output_shape = config.model.output_shape
+    index = start_frame
+    while True:
+        items = []
+        for _ in range(config.batch_size):
+            frame = composer.frame(config.seed, index)
+            index += 1
+            targets = encode_targets(frame["boxes"], frame["is_left"], output_shape, config.model.stride)
+            items.append((frame["image"], targets))
+        yield (
+            np.stack([image for image, _ in items]).astype(np.float32) / 255.0,
+            np.stack([t["heat"] for _, t in items]),
+            np.stack([t["regression"] for _, t in items]),
+            np.stack([t["left"] for _, t in items]),
+            np.stack([t["weight"] for _, t in items]),
+        )
+
+
+def prefetched(iterator, depth: int = 4):
+    """Items of `iterator` produced by a background thread, `depth` ahead, in order (OpenCV and
+    numpy release the GIL, so compositing overlaps the training step)."""
+    import queue
+    import threading
+
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for item in iterator:
+                while not stop.is_set():
+                    try:
+                        items.put(item, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as error:  # handed to the consumer
+            items.put(error)
+
+    thread = threading.Thread(target=produce, daemon=True, name="frames")
+    thread.start()
+    try:
+        while True:
+            item = items.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss.
+
+
+def detection_loss(output, heat, regression, left, weight, config: DetectorTrainConfig):
+    """(total, parts dict) of a batch: B x h x w x 6 outputs against `encode_targets` maps."""
+    import tensorflow as tf
+
+    logits = output[..., 0]
+    probability = tf.clip_by_value(tf.sigmoid(logits), 1e-4, 1.0 - 1e-4)
+    positive = tf.cast(heat >= 1.0 - 1e-6, tf.float32)
+    count = tf.maximum(tf.reduce_sum(positive), 1.0)
+    focal = -(positive * (1.0 - probability) ** 2 * tf.math.log(probability)
+              + (1.0 - positive) * (1.0 - heat) ** 4 * probability**2 * tf.math.log(1.0 - probability))  # fmt: skip
+    focal = tf.reduce_sum(focal) / count
+    cells = tf.maximum(tf.reduce_sum(weight), 1.0)
+    offset = tf.reduce_sum(weight[..., None] * tf.abs(output[..., 2:4] - regression[..., 0:2])) / cells
+    size = tf.reduce_sum(weight[..., None] * tf.abs(output[..., 4:6] - regression[..., 2:4])) / cells
+    side = tf.nn.sigmoid_cross_entropy_with_logits(labels=left, logits=output[..., 1])
+    side = tf.reduce_sum(weight * side) / cells
+    total = focal + config.loss_offset * offset + config.loss_size * size + config.loss_left * side
+    return total, {"focal": focal, "offset": offset, "size": size, "left": side}
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation.
+
+
+def evaluate(detector, frames: list[dict[str, Any]]) -> dict[str, Any]:
+    """Held-out metrics of a `HandDetector` on composited frames.
+
+    AP@0.5 over every detection with score >= 0.05; at the detector's own threshold:
+    precision, recall, handedness accuracy of the true positives, and false positives on
+    frames without a hand.
+    """
+    from handshape_tf.inference.detection import average_precision, decode, match_detections
+
+    everything, at_threshold = [], []
+    for frame in frames:
+        canvas = frame["image"]
+        raw = detector.raw(canvas[None])[0]
+        everything.append(decode(raw, detector.stride, _AP_SCORE_THRESHOLD, detector.iou_threshold, 20))
+        at_threshold.append([d for d in everything[-1] if d.score >= detector.score_threshold])
+    truths = [frame["boxes"] for frame in frames]
+    matched = correct = positives = found = 0
+    empty_false = 0
+    for detections, frame in zip(at_threshold, frames):
+        pairs = match_detections(detections, frame["boxes"], 0.5)
+        matched += len(pairs)
+        correct += sum(detections[d].is_left == bool(frame["is_left"][t]) for d, t in pairs)
+        positives += len(frame["boxes"])
+        found += len(detections)
+        if len(frame["boxes"]) == 0:
+            empty_false += len(detections)
+    return {
+        "frames": len(frames),
+        "hands": positives,
+        "ap50": average_precision(everything, truths, 0.5),
+        "ap75": average_precision(everything, truths, 0.75),
+        "score_threshold": detector.score_threshold,
+        "precision": matched / found if found else None,
+        "recall": matched / positives if positives else None,
+        "handedness_accuracy": correct / matched if matched else None,
+        "false_positives_on_empty_frames": empty_false,
+        "empty_frames": sum(len(f["boxes"]) == 0 for f in frames),
+    }
+
+
+def detection_sheet(detector, frames: list[dict[str, Any]], path: Path, count: int = 12) -> Path:
+    import cv2
+
+    from handshape_tf.data.full_frames import draw_labels
+
+    tiles = []
+    for frame in frames[:count]:
+        found = detector.detect(frame["image"], max_hands=4)
+        tile = draw_labels(frame["image"], frame["boxes"], frame["is_left"])
+        tile = tile // 2 + frame["image"] // 2  # ground truth faint
+        tile = draw_labels(tile, [d.box for d in found], [d.is_left for d in found], [d.score for d in found])
+        tiles.append(tile)
+    while len(tiles) % 4:
+        tiles.append(np.zeros_like(tiles[0]))
+    sheet = np.vstack([np.hstack(tiles[i : i + 4]) for i in range(0, len(tiles), 4)])
+    tmp = path.with_name(path.stem + ".tmp.png")
+    cv2.imwrite(str(tmp), sheet[..., ::-1])
+    tmp.replace(path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Training.
+
+
+def train(config: DetectorTrainConfig, run_dir: Path, *, tflite: bool = False, progress: bool = True) -> dict[str, Any]:
+    import tensorflow as tf
+
+    from handshape_tf.inference.detection import HandDetector
+    from handshape_tf.models.detector import build_detector
+    from train import checkpoints
+    from train.loop import LinearWarmup
+
+    resumed = checkpoints.prepare_run_dir(run_dir, config)
+    tf.keras.utils.set_random_seed(config.seed)
+    sources = composers(run_dir, config)
+    model = build_detector(config.model)
+    schedule = LinearWarmup(config.learning_rate, max(config.warmup_steps, 1))
+    optimizer = tf.keras.optimizers.Adam(schedule)
+    optimizer.build(model.trainable_variables)
+    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="seconds")
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, seconds=seconds)
+    manager = tf.train.CheckpointManager(checkpoint, str(run_dir / checkpoints.CHECKPOINTS), max_to_keep=2)
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).expect_partial()
+        logger.info("resumed %s at step %d (%.1f min trained)", run_dir, int(step), float(seconds) / 60)
+    elif resumed:
+        logger.info("%s has a config but no checkpoint; starting from step 0", run_dir)
+    history = checkpoints.History(run_dir / checkpoints.HISTORY_FILE)
+    history.truncate(int(step))
+
+    @tf.function(reduce_retracing=True)
+    def train_step(images, heat, regression, left, weight):
+        with tf.GradientTape() as tape:
+            output = model(images, training=True)["detections"]
+            total, parts = detection_loss(output, heat, regression, left, weight, config)
+        gradients = tape.gradient(total, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        return total, parts
+
+    budget = config.budget_minutes * 60.0
+    batches = prefetched(training_batches(sources["train"], config, int(step) * config.batch_size))
+    last_checkpoint = time.monotonic()
+    session_start = time.monotonic()
+    base_seconds = float(seconds)
+    running = None
+    log_every = config.log_every if progress else config.log_every * 4
+    while float(seconds) < budget:
+        batch = next(batches)
+        total, parts = train_step(*(tf.constant(part) for part in batch))
+        total = float(total)
+        if not math.isfinite(total):
+            raise FloatingPointError(f"training loss is {total} at step {int(step)}; lower the learning rate")
+        step.assign_add(1)
+        seconds.assign(base_seconds + time.monotonic() - session_start)
+        running = total if running is None else 0.9 * running + 0.1 * total
+        if int(step) % log_every == 0:
+            row = {"global_step": int(step), "stage": "detector", "loss": total,
+                   **{k: float(v) for k, v in parts.items()}, "minutes": float(seconds) / 60}  # fmt: skip
+            history.append(row)
+            logger.info("step %d  loss %.3f (avg %.3f)  focal %.3f  size %.3f  left %.3f  %.1f / %.0f min",
+                        int(step), total, running, row["focal"], row["size"], row["left"], row["minutes"],
+                        config.budget_minutes)  # fmt: skip
+        if time.monotonic() - last_checkpoint >= config.checkpoint_minutes * 60:
+            manager.save()
+            last_checkpoint = time.monotonic()
+    batches.close()
+    manager.save()
+    checkpoints.save_model_atomically(model, run_dir / MODEL_FILE)
+    checkpoints.plot_learning_curve(history.rows(), run_dir / checkpoints.CURVE_FILE)
+
+    detector = HandDetector(model)
+    report: dict[str, Any] = {"training": {"steps": int(step), "minutes": float(seconds) / 60,
+                                           "frames_seen": int(step) * config.batch_size}}  # fmt: skip
+    frames = {name: sources[name].frames(config.seed + 1000, range(config.data.heldout_frames)) for name in ("heldout", "unseen")}
+    for name, held in frames.items():
+        report[name] = evaluate(detector, held)
+        logger.info("%s: AP@0.5 %.3f  AP@0.75 %.3f  handedness %s  precision %s  recall %s", name, report[name]["ap50"],
+                    report[name]["ap75"], _fmt(report[name]["handedness_accuracy"]), _fmt(report[name]["precision"]),
+                    _fmt(report[name]["recall"]))  # fmt: skip
+    detection_sheet(detector, frames["heldout"], run_dir / "detections.png")
+    if tflite:
+        report["tflite"] = export_tflite(model, run_dir / TFLITE_FILE, frames["heldout"][:16])
+    checkpoints.write_json_atomically(report, run_dir / checkpoints.REPORT_FILE)
+    return report
+
+
+def export_tflite(model, path: Path, frames: list[dict[str, Any]]) -> dict[str, Any]:
+    """detector.tflite (float32, builtin ops only), written only when it matches Keras on `frames`."""
+    import os
+
+    from export.common import ExportError
+    from export.tflite import check_builtin_ops, convert_keras
+    from handshape_tf.inference.detection import HandDetector
+
+    content = convert_keras(model)
+    operators = check_builtin_ops(content)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.tflite")
+    tmp.write_bytes(content)
+    try:
+        images = np.stack([f["image"] for f in frames])
+        keras_out = HandDetector(model).raw(images)
+        lite_out = HandDetector(tmp).raw(images)
+        difference = float(np.abs(keras_out - lite_out).max())
+        if difference > 1e-3:
+            raise ExportError(f"TFLite detector differs from Keras by {difference:.2e} (max abs); expected <= 1e-3")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    logger.info("wrote %s (%.2f MB, max |Keras - TFLite| %.1e, ops %s)", path, len(content) / 2**20, difference,
+                ", ".join(operators))  # fmt: skip
+    return {"file": str(path), "bytes": len(content), "max_abs_difference": difference, "operators": operators}
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def resolve(args) -> DetectorTrainConfig:
+    config = DetectorTrainConfig()
+    if args.budget is not None:
+        config = dataclasses.replace(config, budget_minutes=float(args.budget))
+    return merge(config, parse_overrides(args.overrides))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose, timestamps=True)
+    try:
+        config = resolve(args)
+        report = train(config, args.run_dir, tflite=args.tflite, progress=not args.no_progress)
+    except (ConfigError, FileNotFoundError, ValueError) as error:
+        logger.error("%s", error)
+        return 2
+    logger.info("report: %s", args.run_dir / "report.json")
+    for name in ("heldout", "unseen"):
+        print(f"{name}: AP@0.5 {report[name]['ap50']:.3f}, handedness accuracy {_fmt(report[name]['handedness_accuracy'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
