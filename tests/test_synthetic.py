@@ -4,6 +4,11 @@ backgrounds, appearance helpers, preview and bad inputs."""
 
 import logging
 import os
+import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -18,6 +23,7 @@ from handshape_tf.data.hand_poses import joint_positions, palm_axes, pose_rotati
 from handshape_tf.data.hand_shapes import SHAPE_PARAMETER_NAMES, apply_shape, shape_template
 from handshape_tf.geometry.skinning import pose_hand
 
+REPO = Path(__file__).resolve().parents[1]
 SIZE = 64  # small crops keep the tests fast; the geometry does not depend on the size
 FLIP_X = np.array([-1.0, 1.0, 1.0])
 
@@ -430,6 +436,59 @@ def test_resume_writes_only_missing_shards(tmp_path):
         synthetic.generate_dataset(folder, 8, **arguments)
     with pytest.raises(ValueError, match="seed: folder has 0, requested 5"):
         synthetic.generate_dataset(folder, 6, **{**arguments, "seed": 5})
+
+
+def _spawned_children(parent: int) -> list[int]:
+    """Process ids of the multiprocessing workers `parent` spawned (not its resource tracker)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            command = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended meanwhile
+        if ppid == parent and b"spawn_main" in command:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_a_killed_worker_fails_the_generator_at_once_and_a_rerun_completes_the_set(tmp_path):
+    """SIGKILL a worker mid-shard (as the out-of-memory killer does): exit 2 within seconds naming
+    the shards not written, no temporary files; a rerun fills in exactly the same bytes.
+    Bounded: every wait has a deadline and the generator's process group is killed on failure."""
+    folder, reference = tmp_path / "killed", tmp_path / "reference"
+    arguments = dict(seed=5, image_size=32, samples_per_shard=2, domain="procedural", progress=False)
+    command = [sys.executable, "-m", "handshape_tf.data.synthetic", "--num", "12", "--out", str(folder), "--seed", "5",
+               "--size", "32", "--samples-per-shard", "2", "--domain", "procedural", "--workers", "2", "--quiet"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)  # fmt: skip
+    try:
+        deadline, victims = time.monotonic() + 240, []
+        while not victims and process.poll() is None and time.monotonic() < deadline:
+            if list(folder.glob("shard-*.tmp")):  # a worker is writing a shard
+                victims = _spawned_children(process.pid)
+            time.sleep(0.01)
+        assert victims, f"no worker seen writing a shard; exit {process.poll()}"
+        os.kill(victims[0], signal.SIGKILL)
+        killed = time.monotonic()
+        _, stderr = process.communicate(timeout=60)  # the old Pool.imap_unordered waited forever here
+        seconds = time.monotonic() - killed
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 2, stderr
+    assert seconds < 20
+    assert "error: a rendering worker process died (killed by SIGKILL" in stderr and "Traceback" not in stderr, stderr
+    missing = re.findall(r"shard-\d{5}-of-00006\.tfrecord", stderr.split("were written:", 1)[1])
+    assert missing and not any((folder / name).exists() for name in missing)
+    assert not list(folder.glob("*.tmp"))
+    metadata = synthetic.generate_dataset(folder, 12, workers=1, **arguments)
+    assert metadata["complete"] and len(metadata["shards"]) == 6
+    synthetic.generate_dataset(reference, 12, workers=0, **arguments)
+    assert _shard_bytes(folder) == _shard_bytes(reference)
+    assert not list(folder.glob("*.tmp"))
 
 
 def test_frontal_views(renderer, tmp_path):

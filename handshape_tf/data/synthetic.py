@@ -61,11 +61,13 @@ so the same seed gives the same samples (and the same shard BYTES, whatever the 
 workers) and a shard depends only on (seed, its index). `generate_dataset` writes
 `shards.write_shard` files (atomic) and an atomically updated `metadata.json`; rerunning it on
 the same folder with the same arguments writes only the shards that are missing. Workers are
-spawned processes with one TensorFlow thread each.
+spawned processes with one TensorFlow thread each; one that dies (e.g. killed for memory) fails
+the run at once with `WorkerDied` naming the shards not written, and leaves no temporary files.
 
 Command line:
   python -m handshape_tf.data.synthetic --num N --out DIR [--seed S] [--size 256]
       [--workers 2] [--samples-per-shard 256] [--backgrounds DIR] [--views full|frontal] [--preview]
+      [--verbose]
 """
 
 from __future__ import annotations
@@ -76,9 +78,12 @@ import dataclasses
 import logging
 import multiprocessing
 import os
+import signal
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple, Sequence
 
@@ -92,6 +97,7 @@ from handshape_tf.assets.template import (
     HandTemplate,
     load_template,
 )
+from handshape_tf.cli import add_verbose_argument, filtered_stderr, setup_logging
 from handshape_tf.data import appearance, depth_sensor, shards
 from handshape_tf.data.backgrounds import BackgroundSource
 from handshape_tf.data.camera_effects import apply_camera, to_uint8
@@ -934,8 +940,11 @@ _WORKER_RENDERERS: dict[tuple, HandRenderer] = {}
 
 
 def _init_worker() -> None:
-    """Spawned worker: one TensorFlow and OpenCV thread (deterministic, no oversubscription)."""
-    import tensorflow as tf
+    """Spawned worker: one TensorFlow and OpenCV thread (deterministic, no oversubscription).
+    TensorFlow's start-up notices are dropped unless TF_CPP_MIN_LOG_LEVEL is 0 (--verbose)."""
+    quiet = os.environ.get("TF_CPP_MIN_LOG_LEVEL") != "0"
+    with filtered_stderr() if quiet else contextlib.nullcontext():
+        import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -1074,6 +1083,7 @@ def generate_dataset(
       NotADirectoryError: out_dir is a file.  PermissionError: out_dir is not writable.
       BackgroundError: the background folder is missing or holds no images.
       PhotoBankError: the domain needs the photo bank and it cannot be built.
+      WorkerDied: a worker process died; the shards written are kept (rerun to complete the set).
     """
     _check_positive_int("num_samples", num_samples)
     _check_positive_int("seed", seed, 0)
@@ -1126,22 +1136,82 @@ def generate_dataset(
     return metadata()
 
 
+class WorkerDied(shards.DatasetError):
+    """A rendering worker process died (killed, e.g. for memory) before writing the shards named
+    in `shards`; the shards written before are complete and kept, so a rerun of the same command
+    renders only the missing ones."""
+
+    def __init__(self, folder: str, names: Sequence[str], exit_codes: Sequence[int]):
+        self.folder, self.shards = folder, list(names)
+        causes = "; ".join(_describe_exit(code) for code in exit_codes) or "exit status unknown"
+        listed = ", ".join(self.shards[:8]) + (f" and {len(self.shards) - 8} more" if len(self.shards) > 8 else "")
+        super().__init__(
+            f"a rendering worker process died ({causes}) before {len(self.shards)} shard(s) of {folder} were "
+            f"written: {listed}. The shards written so far are kept; run the same command again to render the "
+            "missing ones"
+        )
+
+
+def _describe_exit(code: int) -> str:
+    if code == -signal.SIGKILL:
+        return "killed by SIGKILL, e.g. by the out-of-memory killer: try fewer workers"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
 def render_shards(tasks: Sequence[ShardTask], workers: int) -> Iterator[ShardResult]:
     """Renders and writes shards, in this process (workers = 0) or in `workers` spawned processes
-    with one TensorFlow thread each. Yields a ShardResult as each shard completes."""
+    with one TensorFlow thread each. Yields a ShardResult as each shard completes.
+
+    A worker that dies (SIGKILL, the out-of-memory killer, a crash in native code) fails the whole
+    call at once with `WorkerDied` naming the shards not written; whenever the call ends early,
+    the other workers are stopped and the unfinished shards' temporary files removed.
+    """
     if workers == 0:
         for task in tasks:
             yield _run_shard(task)
         return
     context = multiprocessing.get_context("spawn")
-    with _single_threaded_children():
-        pool = context.Pool(min(workers, len(tasks)), initializer=_init_worker)
+    with _single_threaded_children():  # workers are spawned while tasks are submitted
+        executor = ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context, initializer=_init_worker)
+        futures = {executor.submit(_run_shard, task): task for task in tasks}
+    # The worker processes, to end them early (the executor only ends them when one dies): all
+    # spawned by now, one per submit up to max_workers <= len(tasks).
+    processes = list(executor._processes.values())
+    finished: set[int] = set()
     try:
-        yield from pool.imap_unordered(_run_shard, tasks)
-        pool.close()
+        for future in as_completed(futures):
+            try:
+                result = future.result()
+            except BrokenProcessPool:
+                _stop(executor, processes)
+                folder = tasks[0].folder
+                names = [shards.shard_name(t.index, t.num_shards) for t in tasks if t.index not in finished]
+                names = [name for name in names if not (Path(folder) / name).exists()]
+                codes = sorted({p.exitcode for p in processes if p.exitcode not in (None, 0, -signal.SIGTERM)})
+                raise WorkerDied(folder, names, codes) from None
+            finished.add(result.index)
+            yield result
     finally:
-        pool.terminate()
-        pool.join()
+        if len(finished) < len(tasks):
+            _stop(executor, processes)
+            for task in tasks:
+                if task.index not in finished:
+                    tmp = Path(task.folder) / (shards.shard_name(task.index, task.num_shards) + ".tmp")
+                    tmp.unlink(missing_ok=True)
+        executor.shutdown(wait=True)
+
+
+def _stop(executor: ProcessPoolExecutor, processes: Sequence[multiprocessing.process.BaseProcess]) -> None:
+    """Cancels the tasks not started and ends the workers (they may be mid-shard), waiting for them."""
+    executor.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.exitcode is None:
+            process.terminate()
+    for process in processes:
+        process.join()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1166,8 +1236,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="camera views: full sphere (default) or frontal (palm or back towards the camera, fingers up +-60 deg)")
     parser.add_argument("--preview", action="store_true", help="also write DIR/preview.png (a contact sheet)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_verbose_argument(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(args.verbose)
     from handshape_tf.data.photo_bank import PhotoBankError
 
     try:
