@@ -13,8 +13,17 @@ REPO = Path(__file__).resolve().parents[1]
 ENTRY_POINTS = [
     "handshape_tf.predict", "handshape_tf.evaluate", "handshape_tf.serve", "handshape_tf.models.benchmark",
     "handshape_tf.models.summary", "export.saved_model", "export.tflite", "export.onnx", "export.benchmark",
-    "mobile_demo",
+    "mobile_demo", "handshape_tf.data.synthetic", "train.synthetic", "train.ablations", "train.domain_ablations",
+    "train.weak_stb", "train.weak_table3",
 ]  # fmt: skip
+# Training entry points with arguments that fail (exit 2) after TensorFlow has been imported.
+FAILING_TRAINING = {
+    "train.synthetic": ["--data", "no-such-data"],
+    "train.ablations": ["--data", "no-such-data"],
+    "train.domain_ablations": ["--set", "no_such_key=1"],
+    "train.weak_stb": ["--init", "no-such-run"],
+    "train.weak_table3": ["--init", "no-such-run", "--variants", "full"],
+}
 NOISE = ("absl::InitializeLog", "oneDNN custom operations", "cudart_stub", "cuInit", "cpu_feature_guard")
 
 
@@ -39,6 +48,17 @@ def test_default_logs_are_quiet_and_verbose_shows_tensorflow():
     assert not [line for line in quiet.stderr.splitlines() if any(noise in line for noise in NOISE)], quiet.stderr
     verbose = _run("-m", "handshape_tf.models.summary", "--preset", "tiny", "--verbose")
     assert verbose.returncode == 0 and "oneDNN custom operations" in verbose.stderr
+
+
+@pytest.mark.parametrize("module", FAILING_TRAINING)
+def test_training_entry_points_are_quiet_by_default(module, tmp_path):
+    """TensorFlow is imported before these errors; its start-up lines stay off the terminal."""
+    result = _run("-m", module, *FAILING_TRAINING[module], "--workdir", str(tmp_path))
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    verbose = _run("-m", module, *FAILING_TRAINING[module], "--workdir", str(tmp_path), "--verbose")
+    assert verbose.returncode == 2 and "oneDNN custom operations" in verbose.stderr
 
 
 def test_benchmark_reports_progress_and_time_left():

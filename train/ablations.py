@@ -25,6 +25,7 @@ import logging
 import sys
 from typing import Any
 
+from handshape_tf.cli import setup_logging
 from handshape_tf.config_utils import ConfigError, merge
 from train import checkpoints
 from train.synthetic import build_parser, prepare_data, resolve, train_run
@@ -70,13 +71,13 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     parser = build_parser("python -m train.ablations")
     parser.description = __doc__.split("\n")[0]
     parser.epilog = __doc__
     parser.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=list(VARIANTS),
                         help="variants to run (default: all)")  # fmt: skip
     args = parser.parse_args(argv)
+    setup_logging(args.verbose, timestamps=True)
     from handshape_tf.data.shards import DatasetError
     from train.evaluate import headline, mean_baseline_metrics
     from train.loop import TrainingDiverged, make_environment

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from handshape_tf.config_utils import ConfigError, load_yaml, merge
 from handshape_tf.data.domains import get_domain
-from handshape_tf.data.pipeline import DataConfig
+from handshape_tf.data.data_config import DataConfig
 from handshape_tf.models.config import ModelConfig
 
 STAGES = ("heatmap", "pose", "full")

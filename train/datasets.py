@@ -5,6 +5,9 @@ Layouts `--data DIR` accepts:
   * a shard folder (metadata.json) for training, with `--heldout` naming the held-out folder;
   * the paper's synthetic set (images/, 3D_labels/): its "train" and "val" camera splits.
 Everything is opened (and so checked) before training starts.
+
+Importing this module does not import TensorFlow (the sources of `handshape_tf.data.pipeline`
+are imported where data is opened), so entry points answer --help without it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from handshape_tf.assets.template import load_template
-from handshape_tf.data.pipeline import PaperSyntheticSource, ShardSource, check_image_size, open_source
 from handshape_tf.data.shards import METADATA, DatasetError
 from train.config import TrainConfig
 
@@ -101,6 +103,8 @@ def open_run_data(data: Path, heldout: Path | None = None) -> RunData:
       DatasetError: missing folder, no shards, no held-out set for a lone shard folder, or an
         unknown layout.
     """
+    from handshape_tf.data.pipeline import PaperSyntheticSource, open_source
+
     data = Path(data)
     if not data.is_dir():
         raise DatasetError(f"data folder {data} does not exist")
@@ -126,6 +130,8 @@ def check_run_data(data: RunData, config: TrainConfig) -> None:
     Raises:
       DatasetError: naming the folder, what it holds and what the config needs.
     """
+    from handshape_tf.data.pipeline import ShardSource, check_image_size
+
     size = config.model.image_size
     for source in (data.train, data.heldout):
         if source is not None:

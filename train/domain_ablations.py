@@ -1,6 +1,6 @@
 """What each part of the rendered look contributes: equal-budget runs on data rendered without it.
 
-    python -m train.domain_ablations --budget 8                  # 8 runs x 8 min
+    python -m train.domain_ablations --budget 12                 # 9 runs x 12 min
     python -m train.domain_ablations --budget 8 --variants full no_photos online_composite
 
 Variants (each a run folder <workdir>/domain-ablations-<preset>/<variant>, resumable like
@@ -13,6 +13,7 @@ Variants (each a run folder <workdir>/domain-ablations-<preset>/<variant>, resum
   no_lighting       no third light and no ambient coloured by the background;
   no_skin_detail    no pores and freckles;
   no_framing        no detector boxes that cut the hand;
+  no_framing_occluders  neither (every finger in the crop and in sight);
   online_composite  the first datasets' recipe: the hand alone (no forearm, occluders or camera
                     effects) pasted during training over 256 procedural backgrounds
                     (data.composite=true on the "procedural" domain).
@@ -29,6 +30,7 @@ import logging
 import sys
 from typing import Any
 
+from handshape_tf.cli import setup_logging
 from handshape_tf.config_utils import ConfigError, merge
 from train import checkpoints
 from train.synthetic import build_parser, evaluate, prepare_data, resolve, train_run
@@ -43,6 +45,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no_lighting": {"dataset.domain": "photo-without-extra_light-environment_light"},
     "no_skin_detail": {"dataset.domain": "photo-without-skin_detail"},
     "no_framing": {"dataset.domain": "photo-without-framing"},
+    "no_framing_occluders": {"dataset.domain": "photo-without-framing-occluders"},
     "online_composite": {"dataset.domain": "procedural", "data.composite": True},
 }
 COLUMNS = (("pose_error_mm", "pose (mm)"), ("pose_error_pa_mm", "PA pose (mm)"), ("mesh_error_mm", "mesh (mm)"),
@@ -67,13 +70,13 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     parser = build_parser("python -m train.domain_ablations")
     parser.description = __doc__.split("\n")[0]
     parser.epilog = __doc__
     parser.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=list(VARIANTS),
                         help="variants to run (default: all)")  # fmt: skip
     args = parser.parse_args(argv)
+    setup_logging(args.verbose, timestamps=True)
     if args.data is not None:
         parser.error("--data: every variant renders its own data; this command takes no --data")
     from handshape_tf.data.shards import DatasetError

@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import sys
 from pathlib import Path
 from typing import Any
 
+from handshape_tf.cli import add_verbose_argument, setup_logging
 from handshape_tf.config_utils import ConfigError, parse_overrides, to_dict
 from train import checkpoints
 from train.config import resolve_config
@@ -65,6 +65,7 @@ def build_parser(prog: str = "python -m train.synthetic") -> argparse.ArgumentPa
     parser.add_argument("--strategy", choices=("default", "mirrored", "multi_worker"), default="default",
                         help="tf.distribute strategy; multi_worker reads TF_CONFIG")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_verbose_argument(parser)
     return parser
 
 
@@ -217,8 +218,8 @@ def print_summary(report: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    setup_logging(args.verbose, timestamps=True)
     from handshape_tf.data.shards import DatasetError
 
     try:

@@ -32,6 +32,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from handshape_tf.cli import add_verbose_argument, setup_logging
 from handshape_tf.config_utils import ConfigError, parse_overrides
 from train import checkpoints
 from train import weak_stb
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-dir", type=Path,
                         help="folder of the variants (default <workdir>/weak-table3-<data>-<preset>)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_verbose_argument(parser)
     return parser
 
 
@@ -120,8 +122,8 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    setup_logging(args.verbose, timestamps=True)
     from handshape_tf.data.shards import DatasetError
     from handshape_tf.evaluation.plots import plot_pck_curves
     from train.loop import TrainingDiverged
