@@ -14,7 +14,7 @@ ENTRY_POINTS = [
     "handshape_tf.predict", "handshape_tf.evaluate", "handshape_tf.serve", "handshape_tf.models.benchmark",
     "handshape_tf.models.summary", "export.saved_model", "export.tflite", "export.onnx", "export.benchmark",
     "mobile_demo", "handshape_tf.data.synthetic", "train.synthetic", "train.ablations", "train.domain_ablations",
-    "train.weak_stb", "train.weak_table3",
+    "train.weak_stb", "train.weak_table3", "train.detector",
 ]  # fmt: skip
 # Training entry points with arguments that fail (exit 2) after TensorFlow has been imported.
 FAILING_TRAINING = {

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import TYPE_CHECKING
 
-import keras
+if TYPE_CHECKING:
+    import keras
 
 CHANNELS = ("centre", "left", "offset_x", "offset_y", "log_width", "log_height")
 CENTRE, LEFT, OFFSET, SIZE = 0, 1, slice(2, 4), slice(4, 6)
@@ -68,6 +70,8 @@ class DetectorConfig:
 
 
 def _conv_bn(x, filters: int, kernel: int, strides: int, name: str):
+    import keras  # here, not at the top: the config imports without TensorFlow (fast --help)
+
     x = keras.layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
     x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
@@ -75,6 +79,8 @@ def _conv_bn(x, filters: int, kernel: int, strides: int, name: str):
 
 def _separable(x, filters: int, strides: int, name: str):
     """Depthwise 3 x 3 + BN + ReLU, pointwise 1 x 1 + BN (+ identity when shapes match), ReLU."""
+    import keras
+
     shortcut = x
     y = keras.layers.DepthwiseConv2D(3, strides=strides, padding="same", use_bias=False, name=f"{name}_dw")(x)
     y = keras.layers.BatchNormalization(name=f"{name}_dw_bn")(y)
@@ -88,6 +94,8 @@ def _separable(x, filters: int, strides: int, name: str):
 
 def build_detector(config: DetectorConfig = DetectorConfig(), name: str = "hand_detector") -> keras.Model:
     """The detector (module docstring) for `config`'s input size."""
+    import keras
+
     inputs = keras.Input((config.input_height, config.input_width, 3), name="image")
     x = _conv_bn(inputs, config.widths[0], 3, 2, "stem")
     features = {2: x}
