@@ -315,3 +315,20 @@ def test_domain_sheet_puts_datasets_side_by_side():
     assert sheet[:28].min() == 0  # the titles are drawn
     with pytest.raises(ValueError, match="no images to draw"):
         domain_sheet([("photo", [])])
+
+
+def test_default_data_folders_follow_the_domain_values():
+    """A changed domain renders into a new folder instead of reusing samples of the old look."""
+    from pathlib import Path
+
+    from train.config import resolve_config
+    from train.datasets import default_dataset_dir, unseen_dataset_dir
+
+    config = resolve_config("cpu", None, {})
+    folder = default_dataset_dir(Path("runs"), config)
+    assert folder.name.startswith("photo-") and folder.name.endswith("-frontal-64px-10000+1000-seed0")
+    assert default_dataset_dir(Path("runs"), resolve_config("cpu", None, {"dataset.domain": "photo-without-jpeg"})) != folder
+    assert unseen_dataset_dir(Path("runs"), config).name.endswith("-frontal-256px-1000-seed2")
+    assert unseen_dataset_dir(Path("runs"), resolve_config("cpu", None, {"dataset.unseen_samples": 0})) is None
+    # The defaults the README states: no occluders, no cut boxes in the training domain.
+    assert PHOTO.occluder_probability == 0 and PHOTO.framing.cut_probability == 0

@@ -48,19 +48,32 @@ class RunData:
                 "unseen_path": None if self.unseen_path is None else str(self.unseen_path)}  # fmt: skip
 
 
+def _domain_tag(name: str) -> str:
+    """<name>-<8 hex digits of the domain's values>: a changed domain renders into a new folder."""
+    import hashlib
+    import json
+
+    from handshape_tf.data.domains import get_domain
+
+    values = json.dumps(get_domain(name).as_dict(), sort_keys=True).encode()
+    return f"{name}-{hashlib.sha256(values).hexdigest()[:8]}"
+
+
 def default_dataset_dir(workdir: Path, config: TrainConfig) -> Path:
-    """workdir/data/<domain>-<views>-<S>px-<train>+<heldout>-seed<seed> (train/ and heldout/ inside)."""
+    """workdir/data/<domain>-<hash>-<views>-<S>px-<train>+<heldout>-seed<seed> (train/ and heldout/ inside)."""
     d = config.dataset
-    name = f"{d.domain}-{d.views}-{config.model.image_size}px-{d.train_samples}+{d.heldout_samples}-seed{d.seed}"
+    name = (f"{_domain_tag(d.domain)}-{d.views}-{config.model.image_size}px-{d.train_samples}+{d.heldout_samples}"
+            f"-seed{d.seed}")  # fmt: skip
     return Path(workdir) / "data" / name
 
 
 def unseen_dataset_dir(workdir: Path, config: TrainConfig) -> Path | None:
-    """workdir/data/unseen-<views>-<S>px-<n>-seed<seed + 2>: the unseen-domain test set (None: none)."""
+    """workdir/data/unseen-<hash>-<views>-<S>px-<n>-seed<seed + 2>: the unseen-domain test set (None: none)."""
     d = config.dataset
     if d.unseen_samples == 0:
         return None
-    return Path(workdir) / "data" / f"unseen-{d.views}-{d.unseen_image_size}px-{d.unseen_samples}-seed{d.seed + 2}"
+    name = f"{_domain_tag('unseen')}-{d.views}-{d.unseen_image_size}px-{d.unseen_samples}-seed{d.seed + 2}"
+    return Path(workdir) / "data" / name
 
 
 def render_default_dataset(folder: Path, config: TrainConfig, progress: bool = True,
