@@ -138,7 +138,7 @@ def test_no_argument_run_uses_the_shipped_assets(tmp_path):
     hand = HandPredictor(TFLiteBackend(demo.DEFAULT_MODEL, num_threads=1)).predict(read_bgr(demo.DEFAULT_IMAGE),
                                                                                    channel_order="bgr")  # fmt: skip
     error = np.linalg.norm(np.asarray(hand.joints_uv).reshape(21, 2) - truth, axis=-1)
-    assert error.mean() < 45.0, error  # 35.6 px measured (MODEL_CARD.md); the hand spans ~200 px
+    assert error.mean() < 40.0, error  # 28.0 px measured (MODEL_CARD.md); the hand spans ~200 px
 
 
 def test_make_example_keeps_the_centred_square(tmp_path):
