@@ -23,8 +23,10 @@ others are still processed, and the exit status is 2 at the end.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import os
 import sys
 import tempfile
 from collections import Counter
@@ -113,16 +115,19 @@ def expand_folders(paths: list[Path]) -> list[Path]:
 
 
 def check_output_folder(out: Path) -> None:
-    """Creates `out` and checks that a file can be written into it.
+    """Checks that `out` can be created (it is not, so a failed run leaves nothing behind) or, if
+    it exists, written into.
 
     Raises:
       OSError: `out` is a file, or the folder cannot be created or written (the message says which).
     """
     if out.exists() and not out.is_dir():
         raise OSError(f"--out {out} is a file; expected a folder for the results")
+    existing = next(parent for parent in [out, *out.absolute().parents] if parent.exists())
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as error:
         raise OSError(f"cannot write into --out {out}: {error.strerror or error}") from None
@@ -180,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
 
+    args.out.mkdir(parents=True, exist_ok=True)
     results = []
     for path, name, image, prediction in zip(readable, output_names(readable), images, predictions, strict=True):
         files = {

@@ -644,3 +644,6 @@ def test_predict_cli_takes_folders_skips_bad_files_and_checks_out_first(keras_fi
     assert f"--out {tmp_path / 'taken'} is a file; expected a folder" in capsys.readouterr().err
     assert predict.main([str(folder / "a.png"), "--model", "none.keras", "--out", str(tmp_path / "taken" / "x")]) == 2
     assert f"cannot write into --out {tmp_path / 'taken' / 'x'}: Not a directory" in capsys.readouterr().err
+    # A run that fails (here: no model) leaves no output folder behind.
+    assert predict.main([str(folder / "a.png"), "--model", "none.keras", "--out", str(tmp_path / "new")]) == 2
+    assert not (tmp_path / "new").exists()
