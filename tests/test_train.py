@@ -133,17 +133,17 @@ def _trainer(data, run, **overrides):
 def test_tiny_model_overfits_eight_samples(data, tmp_path):
     """The 8 training images' mesh error falls below 25 mm, half that of their mean mesh (50.6 mm).
 
-    The vertex term (3D + 2D) alone at learning rate 0.005, 300 steps of stage 3 after 40 of the
-    pose regressor (seeded): the full L_fully at 0.001 needs ~1000 steps to get there at this
-    size, too slow for a unit test.
+    The vertex term (3D + 2D) alone at learning rate 0.005, 450 steps of stage 3 after 40 of the
+    pose regressor (seeded; 300 steps left it at 26.4 mm with TF 2.21 on this machine): the full
+    L_fully at 0.001 needs ~1000 steps to get there at this size, too slow for a unit test.
     """
     trainer = _trainer(data, tmp_path / "run", **{
-        "stages.heatmap.time_fraction": 0, "stages.pose.max_steps": 40, "stages.full.max_steps": 300,
+        "stages.heatmap.time_fraction": 0, "stages.pose.max_steps": 40, "stages.full.max_steps": 450,
         "stages.full.learning_rate": 0.005, "loss.heatmap_weight": 0, "loss.normal": False, "loss.edge": False,
         "loss.laplacian": False, "loss.pose": False,
     })  # fmt: skip
     summary = trainer.train()
-    assert summary["stages"]["full"]["steps"] == 300 and trainer.stage_names == ["pose", "full"]
+    assert summary["stages"]["full"]["steps"] == 450 and trainer.stage_names == ["pose", "full"]
     metrics = headline(heldout_metrics(trainer.model, ShardSource(data / "train"), trainer.config.data,
                                        image_size=64, heatmap_size=16, batch_size=8))  # fmt: skip
     assert metrics["mesh_error_mm"] < 25.0, metrics
