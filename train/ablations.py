@@ -70,13 +70,18 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser("python -m train.ablations")
-    parser.description = __doc__.split("\n")[0]
-    parser.epilog = __doc__
-    parser.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=list(VARIANTS),
+def variants_parser(prog: str, doc: str, variants: dict[str, Any]):
+    """`train.synthetic`'s parser for a command that trains named variants (`--variants`)."""
+    parser = build_parser(prog)
+    parser.description = doc.split("\n")[0]
+    parser.epilog = doc
+    parser.add_argument("--variants", nargs="+", choices=tuple(variants), default=list(variants),
                         help="variants to run (default: all)")  # fmt: skip
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = variants_parser("python -m train.ablations", __doc__, VARIANTS).parse_args(argv)
     setup_logging(args.verbose, timestamps=True)
     from handshape_tf.data.shards import DatasetError
     from train.evaluate import headline, mean_baseline_metrics

@@ -33,7 +33,8 @@ from typing import Any
 from handshape_tf.cli import setup_logging
 from handshape_tf.config_utils import ConfigError, merge
 from train import checkpoints
-from train.synthetic import build_parser, evaluate, prepare_data, resolve, train_run
+from train.ablations import variants_parser
+from train.synthetic import evaluate, prepare_data, resolve, train_run
 
 logger = logging.getLogger("train.domain_ablations")
 
@@ -70,11 +71,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser("python -m train.domain_ablations")
-    parser.description = __doc__.split("\n")[0]
-    parser.epilog = __doc__
-    parser.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=list(VARIANTS),
-                        help="variants to run (default: all)")  # fmt: skip
+    parser = variants_parser("python -m train.domain_ablations", __doc__, VARIANTS)
     args = parser.parse_args(argv)
     setup_logging(args.verbose, timestamps=True)
     if args.data is not None:

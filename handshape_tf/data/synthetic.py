@@ -678,7 +678,7 @@ class HandRenderer:
             everything_colour, everything_alpha = _soft_edges(colour, covered)
             alpha = everything_alpha[..., None]
             radiance = everything_colour * alpha + background * (1.0 - alpha)
-            hand_alpha = _soft_edges(colour, mask)[1]
+            hand_colour, hand_alpha = _soft_edges(colour, mask)  # occluders only lower the alpha
             occluded = None
             if rng.uniform() < self.domain.occluder_probability and mask.any():
                 cover, cover_colour = self._occluder(rng, mask)
@@ -692,12 +692,12 @@ class HandRenderer:
             depth[~mask] = 0.0
             source_pixels = size * p.frame_intrinsics[0] / intrinsics[b, 0]  # the crop's side in the full frame
             image = apply_camera(rng, radiance, self.domain.camera, source_pixels)
-            hand_colour = appearance.linear_to_srgb(_soft_edges(colour, mask)[0])
             joints_xyz = keypoints_mm[b]
             samples.append(
                 {
                     "image": image,
-                    "image_rgba": np.concatenate([to_uint8(hand_colour), to_uint8(hand_alpha[..., None])], axis=-1),
+                    "image_rgba": np.concatenate([to_uint8(appearance.linear_to_srgb(hand_colour)),
+                                                  to_uint8(hand_alpha[..., None])], axis=-1),
                     "mask": mask,
                     "depth": depth,
                     "joints_uv": project(joints_xyz, intrinsics[b]).astype(np.float32),
