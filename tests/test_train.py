@@ -33,6 +33,7 @@ from train.config import LossConfig, resolve_config
 from train.evaluate import headline, heldout_metrics
 from train.loop import (
     LinearWarmup,
+    StageSchedule,
     Trainer,
     TrainingDiverged,
     batch_norm_layers,
@@ -159,7 +160,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path
     reader = tf.train.load_checkpoint(trainer.manager.latest_checkpoint)
     assert reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == 1
     keys = {key.split("/")[0] for key in reader.get_variable_to_shape_map()}
-    assert keys == {"model", "stage", "step", "global_step", "samples", "seconds", "optimizer_heatmap", "optimizer_pose",
+    assert keys == {"model", "stage", "step", "global_step", "samples", "seconds", "stage_start", "optimizer_heatmap", "optimizer_pose",
                     "optimizer_full", "save_counter", "_CHECKPOINTABLE_OBJECT_GRAPH"}  # fmt: skip
     # Stage k ends at (f_1 + ... + f_k) x 30 min with the default shares 0.15, 0.05, 0.8.
     deadlines = [trainer._deadline(name) for name in ("heatmap", "pose", "full")]
@@ -204,6 +205,46 @@ def test_optimizer_choice_and_warmup(data, tmp_path):
     assert isinstance(_trainer(data, tmp_path / "other").optimizers["full"], keras.optimizers.RMSprop)
     with pytest.raises(ConfigError, match="optimizer.warmup_steps=-1 must be >= 0"):
         resolve_config("tiny", overrides={"optimizer.warmup_steps": -1})
+
+
+def test_cosine_schedule_follows_the_stage_progress_the_loop_sets(data, tmp_path):
+    """Warm-up times half a cosine from the stage's rate to final_rate_fraction of it; the loop
+    sets the progress from the steps used (max_steps) and the history records the rate."""
+    progress = tf.Variable(0.0)
+    schedule = StageSchedule(1e-3, 2, progress, 0.1)
+    assert float(schedule(0)) == pytest.approx(5e-4)  # warm-up step 1 of 2, cosine at 1
+    rates = []
+    for value in (0.0, 0.5, 1.0, 1.5):
+        progress.assign(value)
+        rates.append(float(schedule(10)))
+    np.testing.assert_allclose(rates, [1e-3, 5.5e-4, 1e-4, 1e-4], rtol=1e-6)  # 0.1 + 0.9 * (1 + cos(pi p)) / 2
+    trainer = _trainer(data, tmp_path / "run", **{"optimizer.decay": "cosine", "optimizer.final_rate_fraction": 0.0,
+                                                  "stages.heatmap.max_steps": 4, "stages.heatmap.time_fraction": 1.0,
+                                                  "stages.pose.max_steps": 0, "stages.pose.time_fraction": 0.0,
+                                                  "stages.full.time_fraction": 0.0, "log_every_steps": 1})  # fmt: skip
+    trainer.train()
+    logged = [row["learning_rate"] for row in trainer.history.rows()]
+    # The rate of step k (progress (k - 1) / 4) is read after it, when progress is still (k - 1) / 4.
+    np.testing.assert_allclose(logged, [1e-3 * 0.5 * (1 + np.cos(np.pi * k / 4)) for k in range(4)], rtol=1e-5)
+    with pytest.raises(ConfigError, match=r"optimizer.decay='linear': expected one of \['constant', 'cosine'\]"):
+        resolve_config("tiny", overrides={"optimizer.decay": "linear"})
+
+
+def test_bfloat16_trunk_trains_and_saves_a_float32_model(data, tmp_path):
+    """precision=mixed_bfloat16 computes the hourglass and encoder in bfloat16; the model the run
+    keeps is float32 with the same weights and nearly the same outputs."""
+    trainer = _trainer(data, tmp_path / "run", precision="mixed_bfloat16", **{"stages.heatmap.max_steps": 2,
+                       "stages.pose.max_steps": 1, "stages.full.max_steps": 2})  # fmt: skip
+    assert trainer.model.get_layer("hourglass").compute_dtype == "bfloat16"
+    trainer.train()
+    model = trainer.inference_model()
+    assert {layer.dtype_policy.name for layer in model._flatten_layers()} == {"float32"}
+    images = _batch(data)["image"]
+    mixed, full = trainer.model(images, training=False), model(images, training=False)
+    assert mixed["mesh_uvd"].dtype == tf.float32
+    np.testing.assert_allclose(mixed["mesh_uvd"], full["mesh_uvd"], atol=0.02)  # bfloat16: 8-bit mantissa
+    with pytest.raises(ConfigError, match=r"precision='float16': expected one of \['float32', 'mixed_bfloat16'\]"):
+        resolve_config("tiny", overrides={"precision": "float16"})
 
 
 def test_training_config_checks_name_every_bad_key():

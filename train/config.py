@@ -90,6 +90,10 @@ class OptimizerConfig:
       warmup_steps: the learning rate ramps linearly from 0 over a stage's first steps (each
         stage's optimizer starts with empty statistics, and RMSprop's first updates are then
         about 3x the learning rate per weight, enough to undo a pretrained stage), 0 for none.
+      decay: "constant" keeps each stage's learning rate; "cosine" lowers it along half a
+        cosine from the stage's rate to `final_rate_fraction` of it as the stage uses up its
+        time share (or its max_steps), so a run of any budget ends at the low rate.
+      final_rate_fraction: where "cosine" ends, as a fraction of the stage's rate.
     """
 
     name: Literal["rmsprop", "adam"] = "rmsprop"
@@ -98,6 +102,8 @@ class OptimizerConfig:
     epsilon: float = 1e-7
     clipnorm: float = 0.0
     warmup_steps: int = 0
+    decay: Literal["constant", "cosine"] = "constant"
+    final_rate_fraction: float = 0.01
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,6 +218,7 @@ def check_common(config: Any, stages: Sequence[str], problems: Problems) -> None
     need("optimizer.epsilon", o.epsilon, o.epsilon > 0, "> 0")
     need("optimizer.clipnorm", o.clipnorm, o.clipnorm >= 0, ">= 0")
     need("optimizer.warmup_steps", o.warmup_steps, o.warmup_steps >= 0, ">= 0")
+    need("optimizer.final_rate_fraction", o.final_rate_fraction, 0 <= o.final_rate_fraction <= 1, "in [0, 1]")
     need("checkpoint.every_steps", c.every_steps, c.every_steps >= 1, ">= 1")
     need("checkpoint.every_seconds", c.every_seconds, c.every_seconds > 0, "> 0")
     need("checkpoint.keep", c.keep, c.keep >= 1, ">= 1")
@@ -230,10 +237,13 @@ class TrainConfig:
       budget_minutes: wall-clock training budget shared by the stages.
       seed: seeds the input stream and the shape basis.
       log_every_steps: TensorBoard / history interval.
+      precision: "mixed_bfloat16" trains the convolutional trunk in bfloat16
+        (`handshape_tf.models.network.build_model`); the saved model is float32 either way.
     """
 
     model: ModelConfig = ModelConfig.preset("cpu")
     architecture: Literal["graph", "direct_lbs", "parametric"] = "graph"
+    precision: Literal["float32", "mixed_bfloat16"] = "float32"
     batch_size: int = 32
     budget_minutes: float = 30.0
     seed: int = 0

@@ -106,10 +106,11 @@ def make_environment(name: str) -> Environment:
     raise ValueError(f"strategy {name!r}; expected one of ['default', 'mirrored', 'multi_worker']")
 
 
-def build_network(config: TrainConfig) -> keras.Model:
-    """The model of `config.architecture`: the paper's network or a Table 2 baseline."""
+def build_network(config: TrainConfig, precision: str | None = None) -> keras.Model:
+    """The model of `config.architecture`: the paper's network or a Table 2 baseline, with
+    its trunk in `precision` (default `config.precision`; the baselines are float32)."""
     if config.architecture == "graph":
-        return build_model(config.model)
+        return build_model(config.model, trunk_precision=precision or config.precision)
     from handshape_tf.models.baselines import build_baseline
 
     b = config.baseline
@@ -136,6 +137,27 @@ class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
 
     def get_config(self) -> dict[str, Any]:
         return {"rate": self.rate, "steps": self.steps}
+
+
+class StageSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """A stage's learning rate: linear warm-up over the optimizer's first `warmup_steps` steps
+    times a cosine from 1 to `final_fraction` over the stage's `progress` (a variable in [0, 1]
+    the training loop sets before each step: the share of the stage's time or steps used)."""
+
+    def __init__(self, rate: float, warmup_steps: int, progress: tf.Variable, final_fraction: float):
+        self.rate = rate
+        self.warmup_steps = warmup_steps
+        self.progress = progress
+        self.final_fraction = final_fraction
+
+    def __call__(self, step):
+        warmup = keras.ops.minimum(1.0, (keras.ops.cast(step, "float32") + 1.0) / max(self.warmup_steps, 1))
+        progress = keras.ops.clip(keras.ops.cast(self.progress, "float32"), 0.0, 1.0)
+        cosine = self.final_fraction + (1.0 - self.final_fraction) * 0.5 * (1.0 + keras.ops.cos(math.pi * progress))
+        return self.rate * warmup * cosine
+
+    def get_config(self) -> dict[str, Any]:
+        return {"rate": self.rate, "warmup_steps": self.warmup_steps, "final_fraction": self.final_fraction}
 
 
 def batch_norm_layers(model: keras.Model) -> list[keras.layers.BatchNormalization]:
@@ -188,7 +210,7 @@ class StagedTrainer(abc.ABC):
     """Trains a run folder stage by stage, resuming from its last checkpoint.
 
     The base owns what every staged run has: the counters (stage, step, global_step, samples,
-    seconds), the checkpoint (keys model, stage, step, global_step, samples, seconds and
+    seconds), the checkpoint (keys model, stage, step, global_step, samples, seconds, stage_start and
     optimizer_<stage>) and its manager, history.jsonl, the TensorBoard writer, one optimizer per
     stage, and the loop (time and step limits, non-finite stop, logging, periodic checkpoints,
     the chief's decisions agreed by all workers). A subclass sets STAGE_ORDER and provides
@@ -215,6 +237,7 @@ class StagedTrainer(abc.ABC):
         self.progress = progress
         self.samples_per_step = config.batch_size // environment.num_workers  # per input pipeline
         self.stage_names = [name for name in self.STAGE_ORDER if self._active(name)]
+        self.stage_progress = tf.Variable(0.0, dtype=tf.float32, trainable=False, name="stage_progress")
         with environment.strategy.scope():
             self.optimizers = {name: self._optimizer(name) for name in self.stage_names}
         self.heatmap_model = keras.Model(
@@ -225,9 +248,11 @@ class StagedTrainer(abc.ABC):
         self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         self.samples = tf.Variable(0, dtype=tf.int64, trainable=False, name="samples")
         self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="seconds")
+        # Training-clock second at which the current stage started (the cosine decay's origin).
+        self.stage_start = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="stage_start")
         self.checkpoint = tf.train.Checkpoint(
             model=model, stage=self.stage, step=self.step, global_step=self.global_step,
-            samples=self.samples, seconds=self.seconds,
+            samples=self.samples, seconds=self.seconds, stage_start=self.stage_start,
             **{f"optimizer_{name}": optimizer for name, optimizer in self.optimizers.items()},
         )  # fmt: skip
         directory = checkpoints.checkpoint_dir(self.run_dir, environment.chief, environment.worker_index)
@@ -266,7 +291,9 @@ class StagedTrainer(abc.ABC):
     def _optimizer(self, name: str) -> keras.optimizers.Optimizer:
         o = self.config.optimizer
         rate = self.config.stage(name).learning_rate
-        if o.warmup_steps:
+        if o.decay == "cosine":
+            rate = StageSchedule(rate, o.warmup_steps, self.stage_progress, o.final_rate_fraction)
+        elif o.warmup_steps:
             rate = LinearWarmup(rate, o.warmup_steps)
         common = dict(learning_rate=rate, epsilon=o.epsilon, clipnorm=o.clipnorm or None, name=f"{o.name}_{name}")
         if o.name == "adam":
@@ -310,13 +337,14 @@ class StagedTrainer(abc.ABC):
         share = sum(self.config.stage(n).time_fraction for n in self.STAGE_ORDER[: index + 1])
         return share * self.config.budget_minutes * 60.0
 
-    def _agree(self, stop: bool, save: bool) -> tuple[bool, bool]:
+    def _agree(self, stop: bool, save: bool, progress: float) -> tuple[bool, bool, float]:
+        """The chief's stop and save decisions and stage progress, the same on every worker."""
         if self._agree_fn is None:
-            return stop, save
-        # Only the chief's flags are non-zero, so the sum over replicas is the chief's decision.
-        flags = tf.constant([float(stop), float(save)] if self.env.chief else [0.0, 0.0])
+            return stop, save, progress
+        # Only the chief's values are non-zero, so the sum over replicas is the chief's.
+        flags = tf.constant([float(stop), float(save), progress] if self.env.chief else [0.0, 0.0, 0.0])
         agreed = self._agree_fn(flags).numpy()
-        return bool(agreed[0] > 0), bool(agreed[1] > 0)
+        return bool(agreed[0] > 0), bool(agreed[1] > 0), float(agreed[2])
 
     def _save(self) -> None:
         self.manager.save(checkpoint_number=int(self.global_step.numpy()))
@@ -349,6 +377,9 @@ class StagedTrainer(abc.ABC):
         iterator = self._batches(name)
         first_step = int(self.step.numpy())
         first_seconds = float(self.seconds.numpy())
+        if first_step == 0:
+            self.stage_start.assign(first_seconds)
+        stage_start = float(self.stage_start.numpy())
         # The bar counts steps against max_steps, or seconds against the time left.
         use_steps = stage.max_steps > 0
         total = stage.max_steps if use_steps else max(1, round(deadline - first_seconds))
@@ -363,9 +394,15 @@ class StagedTrainer(abc.ABC):
         def limits_reached() -> bool:
             return (use_steps and int(self.step.numpy()) >= stage.max_steps) or float(self.seconds.numpy()) >= deadline
 
-        stop, _ = self._agree(limits_reached(), False)
+        def progress() -> float:  # share of the stage used, for the learning-rate schedule
+            if use_steps:
+                return int(self.step.numpy()) / stage.max_steps
+            return (float(self.seconds.numpy()) - stage_start) / max(deadline - stage_start, 1e-9)
+
+        stop, _, agreed_progress = self._agree(limits_reached(), False, progress())
         with self.writer.as_default():
             while not stop:
+                self.stage_progress.assign(agreed_progress)
                 start = time.monotonic()
                 results = step_fn(iterator)
                 values = {key: float(value) for key, value in results.items()}
@@ -390,7 +427,7 @@ class StagedTrainer(abc.ABC):
                 now = time.monotonic()
                 due = (int(self.step.numpy()) - last_save_step >= c.checkpoint.every_steps
                        or now - last_save_time >= c.checkpoint.every_seconds)  # fmt: skip
-                stop, save = self._agree(limits_reached(), due)
+                stop, save, agreed_progress = self._agree(limits_reached(), due, progress())
                 if save and not stop:
                     self._save()
                     last_save_time, last_save_step = now, int(self.step.numpy())
@@ -405,10 +442,12 @@ class StagedTrainer(abc.ABC):
 
     def _log(self, name: str, values: dict[str, float], images_per_second: float) -> None:
         step = int(self.global_step.numpy())
-        for key, value in {**values, "images_per_second": images_per_second}.items():
+        learning_rate = float(keras.ops.convert_to_numpy(self.optimizers[name].learning_rate))
+        for key, value in {**values, "images_per_second": images_per_second, "learning_rate": learning_rate}.items():
             tf.summary.write(f"{name}/{key}", tf.constant(value, tf.float32), step=step, metadata=_SCALAR_METADATA)
         self.history.append({"global_step": step, "stage": name, "step": int(self.step.numpy()),
-                             "seconds": round(float(self.seconds.numpy()), 2), **values})  # fmt: skip
+                             "seconds": round(float(self.seconds.numpy()), 2), "learning_rate": learning_rate,
+                             **values})  # fmt: skip
 
     def _divergence_message(self, name: str, values: dict[str, float]) -> str:
         bad = {key: value for key, value in values.items() if not math.isfinite(value)}
@@ -455,6 +494,14 @@ class Trainer(StagedTrainer):
         self.bank = bank
         if config.data.composite and bank is None:
             self.bank = background_bank(config.data, config.model.image_size, config.seed)
+
+    def inference_model(self) -> keras.Model:
+        """The trained model in float32 (a copy with the same weights if it trains in bfloat16)."""
+        if self.config.precision == "float32" or self.config.architecture != "graph":
+            return self.model
+        copy = build_network(self.config, precision="float32")
+        copy.set_weights(self.model.get_weights())
+        return copy
 
     def recalibrate_batch_norm(self) -> int:
         """`recalibrate_batch_norm` of the model on the first `config.batch_norm.samples` stored

@@ -176,9 +176,10 @@ def train_run(config, run_dir: Path, data: RunData, environment, *, progress: bo
     if not environment.chief:
         return {"training": summary}
     summary["batch_norm_batches"] = trainer.recalibrate_batch_norm()  # the saved model's statistics
-    model_path = checkpoints.save_model_atomically(trainer.model, run_dir / checkpoints.MODEL_FILE)
+    model = trainer.inference_model()
+    model_path = checkpoints.save_model_atomically(model, run_dir / checkpoints.MODEL_FILE)
     curve = checkpoints.plot_learning_curve(trainer.history.rows(), run_dir / checkpoints.CURVE_FILE)
-    evaluation = evaluate_fn(trainer.model, config, data, run_dir, model_path) if data.heldout is not None else None
+    evaluation = evaluate_fn(model, config, data, run_dir, model_path) if data.heldout is not None else None
     report = {
         "run_dir": str(run_dir),
         "config": to_dict(config),

@@ -53,7 +53,7 @@ class Residual(keras.layers.Layer):
 
     def build(self, input_shape):
         if input_shape[-1] != self.filters:
-            self.skip = keras.layers.Conv2D(self.filters, 1)
+            self.skip = keras.layers.Conv2D(self.filters, 1, dtype=self.dtype_policy)
             self.skip.build(input_shape)
         build_sequence(self.branch, input_shape)
 

@@ -1,13 +1,16 @@
 """Forward latency and training throughput of the model presets on this machine.
 
     python -m handshape_tf.models.benchmark                      # paper + cpu, batch 1 and 32
-    python -m handshape_tf.models.benchmark --presets cpu --train-presets cpu
+    python -m handshape_tf.models.benchmark --presets cpu --train-presets cpu \
+        --precisions float32 mixed_bfloat16
 
 Forward: median (and p90) of `--runs` timed calls of a compiled `tf.function` after warm-up,
 inference mode. Training: images/s of compiled RMSprop steps at batch 32 with the paper's
-L_fully (0.5 L_H + L_M + L_J) on random targets, median step time after warm-up.
-Progress (which measurement, time elapsed and an estimate of the time left) goes to stderr,
-the table to stdout as each row is measured.
+L_fully (0.5 L_H + L_M + L_J) on random targets, median step time after warm-up, for each
+`--precisions` value (`build_model`'s trunk_precision). Every row also gives GFLOP/s (forward
+FLOPs from the TF profiler on the frozen graph; a training step counted as 3 forward passes)
+and its share of this machine's matmul peak in the row's precision (a 4096^3 matmul, measured
+in the same run). Progress goes to stderr, the table to stdout as each row is measured.
 """
 
 from __future__ import annotations
@@ -42,6 +45,33 @@ def forward_latency(model, batch: int, runs: int) -> np.ndarray:
     images = tf.random.uniform((batch, size, size, 3), seed=0)
     forward = tf.function(lambda x: model(x, training=False))
     return _timed(lambda: tf.nest.map_structure(lambda t: t.numpy(), forward(images)), runs)
+
+
+def matmul_peak(dtype: str, size: int = 4096, runs: int = 5) -> float:
+    """GFLOP/s of a size^3 matmul in `dtype` ("float32" or "bfloat16"), median of `runs`."""
+    import tensorflow as tf
+
+    a = tf.random.uniform((size, size), seed=1, dtype=tf.float32)
+    a = tf.cast(a, dtype)
+    matmul = tf.function(lambda x: tf.matmul(x, x))
+    seconds = np.median(_timed(lambda: matmul(a).numpy(), runs, warmup=1))
+    return 2 * size**3 / seconds / 1e9
+
+
+def forward_flops(model) -> int:
+    """Floating-point operations of one batch-1 forward pass (TF profiler, frozen graph)."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+    from tensorflow.python.profiler import model_analyzer, option_builder
+
+    size = model.input_shape[1]
+    concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(
+        tf.TensorSpec((1, size, size, 3), tf.float32)
+    )
+    graph = convert_variables_to_constants_v2(concrete).graph
+    options = option_builder.ProfileOptionBuilder(option_builder.ProfileOptionBuilder.float_operation())
+    options = options.with_empty_output().build()
+    return int(model_analyzer.profile(graph, options=options).total_float_ops)
 
 
 def train_step_time(model, batch: int, runs: int) -> np.ndarray:
@@ -95,16 +125,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-presets", nargs="*", default=["cpu"],
                         help="presets whose training step is timed (the paper preset takes ~15 s per step on CPU)")
     parser.add_argument("--train-batch", type=int, default=32)
+    parser.add_argument("--precisions", nargs="+", choices=("float32", "mixed_bfloat16"), default=["float32"],
+                        help="trunk precision of the model (build_model's trunk_precision)")
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--threads", type=int, default=0, help="TF intra-op threads (0: TensorFlow's default)")
     add_verbose_argument(parser)
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
 
-    # (preset, batch, is a training step): one table row each.
-    tasks = [(name, batch, False) for name in args.presets for batch in args.batch_sizes]
-    tasks += [(name, args.train_batch, True) for name in args.presets if name in args.train_presets]
-    tasks.sort(key=lambda task: args.presets.index(task[0]))  # one model build per preset
+    # (preset, precision, batch, is a training step): one table row each.
+    tasks = [(name, precision, batch, False) for name in args.presets for precision in args.precisions
+             for batch in args.batch_sizes]  # fmt: skip
+    tasks += [(name, precision, args.train_batch, True) for name in args.presets for precision in args.precisions
+              if name in args.train_presets]  # fmt: skip
+    tasks.sort(key=lambda task: (args.presets.index(task[0]), args.precisions.index(task[1])))  # one build each
     logger.info("%d measurements; loading TensorFlow", len(tasks))
 
     import tensorflow as tf
@@ -115,22 +149,30 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     print(f"TensorFlow {tf.__version__}, {len(tf.config.list_physical_devices('GPU'))} GPU(s)", flush=True)
-    print(f"{'preset':8} {'params':>12} {'what':>16} {'median ms':>10} {'p90 ms':>8} {'images/s':>9}", flush=True)
-    start, model, built = time.perf_counter(), None, None
-    for index, (name, batch, train) in enumerate(tasks):
+    peaks = {precision: matmul_peak("bfloat16" if "bfloat16" in precision else "float32")
+             for precision in args.precisions}  # fmt: skip
+    print("matmul peak: " + ", ".join(f"{p} {v:.0f} GFLOP/s" for p, v in peaks.items()), flush=True)
+    print(f"{'preset':8} {'precision':>15} {'params':>12} {'GFLOP/img':>9} {'what':>16} {'median ms':>10} "
+          f"{'p90 ms':>8} {'images/s':>9} {'GFLOP/s':>8} {'of peak':>7}", flush=True)  # fmt: skip
+    start, model, built, flops = time.perf_counter(), None, None, 0
+    for index, (name, precision, batch, train) in enumerate(tasks):
         what = f"{'train' if train else 'forward'} b={batch}"
         elapsed = time.perf_counter() - start
         eta = f", about {_duration(elapsed / index * (len(tasks) - index))} left" if index else ""
-        logger.info("[%d/%d] %s %s (%s elapsed%s)", index + 1, len(tasks), name, what, _duration(elapsed), eta)
-        if built != name:
-            model, built = build_model(ModelConfig.preset(name)), name
+        logger.info("[%d/%d] %s %s %s (%s elapsed%s)", index + 1, len(tasks), name, precision, what,
+                    _duration(elapsed), eta)  # fmt: skip
+        if built != (name, precision):
+            model, built = build_model(ModelConfig.preset(name), trunk_precision=precision), (name, precision)
+            flops = forward_flops(model)
         if train:
             times = train_step_time(model, batch, max(3, args.runs // 2))
         else:
             times = forward_latency(model, batch, args.runs)
         median = np.median(times)
-        print(f"{name:8} {model.count_params():>12,} {what:>16} {1e3 * median:>10.1f} "
-              f"{1e3 * np.percentile(times, 90):>8.1f} {batch / median:>9.1f}", flush=True)  # fmt: skip
+        rate = (3 if train else 1) * flops * batch / median / 1e9
+        print(f"{name:8} {precision:>15} {model.count_params():>12,} {flops / 1e9:>9.3f} {what:>16} "
+              f"{1e3 * median:>10.1f} {1e3 * np.percentile(times, 90):>8.1f} {batch / median:>9.1f} "
+              f"{rate:>8.1f} {rate / peaks[precision]:>7.0%}", flush=True)  # fmt: skip
     logger.info("done in %s", _duration(time.perf_counter() - start))
 
 

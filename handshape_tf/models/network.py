@@ -14,6 +14,9 @@ MCP-PIP length). `handshape_tf.geometry.camera.uvd_to_xyz` turns them into camer
 
 from __future__ import annotations
 
+import contextlib
+from typing import Literal
+
 import keras
 
 from handshape_tf.graph.hierarchy import MeshHierarchy, template_hierarchy
@@ -32,11 +35,33 @@ def model_hierarchy(config: ModelConfig) -> MeshHierarchy:
     return template_hierarchy(levels=config.graph_levels, seed=config.graph_seed)
 
 
-def build_model(config: ModelConfig | None = None) -> keras.Model:
+Precision = Literal["float32", "mixed_bfloat16"]
+
+
+@contextlib.contextmanager
+def dtype_policy(name: Precision):
+    """Layers created inside take the Keras dtype policy `name` (their sub-layers too, which a
+    layer's own `dtype` argument does not reach)."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def build_model(config: ModelConfig | None = None, trunk_precision: Precision = "float32") -> keras.Model:
     """Builds the network for `config` (default: the "paper" preset).
 
     The model takes float32 RGB images in [0, 1], B x S x S x 3 with S = config.image_size, and
-    returns the dict described in the module docstring.
+    returns the dict described in the module docstring (float32 tensors).
+
+    Args:
+      config: the sizes.
+      trunk_precision: "mixed_bfloat16" computes the convolutional trunk (hourglass and encoder,
+        nearly all of the FLOPs) in bfloat16 with float32 weights, for faster training on CPUs
+        with AVX-512 BF16; the graph decoder and pose regressor stay float32. Weights are the
+        same either way, so a float32 copy (`with_precision`) serves inference and export.
     """
     config = (config or ModelConfig.preset("paper")).validated()
     hierarchy = model_hierarchy(config)
@@ -44,14 +69,17 @@ def build_model(config: ModelConfig | None = None) -> keras.Model:
 
     images = keras.Input((size, size, 3), name="image")
     centred = keras.layers.Rescaling(1.0, offset=-0.5, name="centre")(images)
-    heatmaps, features = StackedHourglass(
-        config.num_stacks, depth=config.hourglass_depth, filters=config.hourglass_filters,
-        num_heatmaps=config.num_keypoints, num_modules=config.hourglass_modules, name=HOURGLASS,
-    )(centred)  # fmt: skip
-    latent = ResidualEncoder(
-        config.encoder_filters, num_residual=config.encoder_residuals, num_pools=config.encoder_pools,
-        name=ENCODER,
-    )(heatmaps[-1], features)  # fmt: skip
+    with dtype_policy(trunk_precision):
+        hourglass = StackedHourglass(
+            config.num_stacks, depth=config.hourglass_depth, filters=config.hourglass_filters,
+            num_heatmaps=config.num_keypoints, num_modules=config.hourglass_modules, name=HOURGLASS,
+        )  # fmt: skip
+        encoder = ResidualEncoder(
+            config.encoder_filters, num_residual=config.encoder_residuals, num_pools=config.encoder_pools,
+            name=ENCODER,
+        )  # fmt: skip
+    heatmaps, features = hourglass(centred)
+    latent = encoder(heatmaps[-1], features)
     mesh_uvd = MeshDecoder(
         fc_units=config.decoder_fc_units,
         level_sizes=hierarchy.level_sizes,
