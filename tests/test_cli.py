@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from handshape_tf.cli import tf_error_text
+from handshape_tf.commands import COMMANDS
 
 REPO = Path(__file__).resolve().parents[1]
 ENTRY_POINTS = [
@@ -40,6 +41,25 @@ def test_help_names_the_command_and_does_not_import_tensorflow(module):
     assert result.stdout.startswith(f"usage: python -m {module} ")
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
     assert "tensorflow" not in imported and "keras" not in imported
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_handshape_subcommand_shows_its_help(command):
+    """`handshape <command> --help` is `python -m <module> --help` (the console script's code path);
+    only the rasterizer build needs TensorFlow for it."""
+    result = _run("-X", "importtime", "-m", "handshape_tf.commands", command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: python -m "), result.stdout[:200]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert ("tensorflow" in imported) == (command == "build-rasterizer")
+
+
+def test_handshape_without_a_known_command_lists_them_and_fails():
+    listing = _run("-m", "handshape_tf.commands", "--help")
+    assert listing.returncode == 0 and all(f"  {name} " in listing.stdout for name in COMMANDS)
+    unknown = _run("-m", "handshape_tf.commands", "no-such-command")
+    assert unknown.returncode == 2 and "unknown command 'no-such-command'" in unknown.stderr
+    assert _run("-m", "handshape_tf.commands").returncode == 2
 
 
 def test_default_logs_are_quiet_and_verbose_shows_tensorflow():

@@ -182,7 +182,7 @@ def load_rasterizer_op(cache_dir: str | Path | None = None) -> types.ModuleType:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m handshape_tf.rendering.rasterizer_op", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--cache-dir", type=Path, default=None, help=f"default: ${CACHE_ENV} or ~/.cache/handshape_tf"
     )
