@@ -31,13 +31,18 @@ from typing import Callable
 import numpy as np
 
 from export import parity
-from handshape_tf.cli import add_verbose_argument, setup_logging
+from handshape_tf.cli import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, add_verbose_argument, print_error, setup_logging
 
 logger = logging.getLogger(__name__)
 
 
 class ExportError(RuntimeError):
-    """An export that could not be written or does not match its Keras model."""
+    """An export that could not be written: bad model, data or output path, or a failed check."""
+
+
+class ExportCheckError(ExportError):
+    """The written export failed its check: outputs beyond tolerance of the Keras model, ops
+    outside the builtin set, a wrong input quantisation (nothing is left at the output)."""
 
 
 def load_model(path):
@@ -291,17 +296,22 @@ def export_verified(out, write: Callable[[Path], None], open_backend: Callable[[
         report = parity.format_report(label, differences, tolerance)
         problems = parity.violations(differences, tolerance)
         if problems:
-            raise ExportError(f"{label} does not match the Keras model ({'; '.join(problems)}):\n{report}")
+            raise ExportCheckError(f"{label} does not match the Keras model ({'; '.join(problems)}):\n{report}")
     return report
 
 
-def run_cli(main: Callable[[], str], verbose: bool = False) -> None:
-    """Runs an exporter's body: prints its report, or logs the error and exits with status 1."""
+def run_cli(main: Callable[[], str], verbose: bool = False) -> int:
+    """Runs an exporter's body and prints its report; returns the exit status (`handshape_tf.cli`):
+    EXIT_FAILURE when the export fails its check, EXIT_BAD_INPUT for other refusals."""
     from handshape_tf.data.shards import DatasetError
 
     setup_logging(verbose)
     try:
         print(main())
+    except ExportCheckError as error:
+        print_error(f"export failed: {error}")
+        return EXIT_FAILURE
     except (ExportError, DatasetError) as error:
-        logger.error("export failed: %s", error)
-        raise SystemExit(1) from None
+        print_error(f"export failed: {error}")
+        return EXIT_BAD_INPUT
+    return EXIT_OK

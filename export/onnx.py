@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,7 @@ def open_session(path, num_threads: int | None = None):
     try:
         return onnxruntime.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
     except Exception as error:  # onnxruntime raises its own exception types for invalid graphs
-        raise common.ExportError(f"onnxruntime cannot load {path}: {error}") from None
+        raise common.ExportCheckError(f"onnxruntime cannot load {path}: {error}") from None
 
 
 class OnnxBackend:
@@ -97,7 +98,7 @@ def export_onnx(model, out, crops: np.ndarray, opset: int = OPSET) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m export.onnx", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -112,8 +113,8 @@ def main(argv: list[str] | None = None) -> None:
         report = export_onnx(model, args.out, crops, args.opset)
         return f"{report}\nwrote {os.fspath(args.out)} ({Path(args.out).stat().st_size / 1e6:.2f} MB)"
 
-    common.run_cli(run, args.verbose)
+    return common.run_cli(run, args.verbose)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from export import common, parity
@@ -56,7 +57,7 @@ def export_saved_model(model, out, crops) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m export.saved_model", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -70,8 +71,8 @@ def main(argv: list[str] | None = None) -> None:
         report = export_saved_model(model, out, crops)
         return f"{report}\nwrote {os.fspath(out)}"
 
-    common.run_cli(run, args.verbose)
+    return common.run_cli(run, args.verbose)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

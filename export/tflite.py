@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -113,7 +114,7 @@ def check_builtin_ops(content: bytes) -> list[str]:
     names = operator_names(content)
     foreign = [name for name in names if name.startswith("CUSTOM:") or "Flex" in name]
     if foreign:
-        raise common.ExportError(
+        raise common.ExportCheckError(
             f"the TFLite model uses non-builtin ops {foreign}; expected builtin ops only (the LiteRT interpreter "
             "has no Flex delegate): export the gather graph formulation"
         )
@@ -127,7 +128,7 @@ def check_pixel_input(content: bytes) -> None:
     (detail,) = Interpreter(model_content=content).get_input_details()
     scale, zero_point = detail["quantization"]
     if np.dtype(detail["dtype"]) != np.uint8 or zero_point != 0 or not np.isclose(scale, PIXEL_SCALE, rtol=1e-5):
-        raise common.ExportError(
+        raise common.ExportCheckError(
             f"int8 model input is {np.dtype(detail['dtype'])} with scale {scale} and zero point {zero_point}; "
             f"expected uint8 pixels (scale 1/255, zero point 0)"
         )
@@ -199,7 +200,7 @@ def export_tflite(model, out, quantize: str, crops: np.ndarray, calibration_crop
     return f"{report}\n  builtin ops: {', '.join(operators)}"
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m export.tflite", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -223,8 +224,8 @@ def main(argv: list[str] | None = None) -> None:
         report = export_tflite(model, args.out, args.quantize, crops, calibration)
         return f"{report}\nwrote {os.fspath(args.out)} ({Path(args.out).stat().st_size / 1e6:.2f} MB)"
 
-    common.run_cli(run, args.verbose)
+    return common.run_cli(run, args.verbose)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

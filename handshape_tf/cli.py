@@ -1,7 +1,11 @@
-"""What the command-line entry points share: quiet logging and readable TensorFlow errors.
+"""What the command-line entry points share: exit statuses, the error line, quiet logging and
+readable TensorFlow errors.
 
-Importing this module does not import TensorFlow, so an entry point can parse its arguments
-(and answer --help) before paying for that import.
+Every entry point's `main(argv) -> int` returns EXIT_OK, EXIT_FAILURE (the work failed: a
+diverged training run, an export that does not match its model) or EXIT_BAD_INPUT (bad
+arguments, config, data or files; argparse's own errors use it too), and reports a failure as
+one "error: ..." line on stderr (`print_error`). Importing this module does not import
+TensorFlow, so an entry point can parse its arguments (and answer --help) before paying for it.
 """
 
 from __future__ import annotations
@@ -12,6 +16,18 @@ import os
 import re
 import sys
 import tempfile
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def format_number(value) -> str:
+    """A metric for a table: "-" for None, 3 decimals below 1 (AUC, ratios), else 2 (mm)."""
+    return "-" if value is None else f"{value:.3f}" if abs(value) < 1 else f"{value:.2f}"
+
+
+def print_error(error) -> None:
+    """Writes "error: <error>" to stderr (the one format every entry point uses)."""
+    print(f"error: {error}", file=sys.stderr)
 
 
 def tf_error_text(error) -> str:

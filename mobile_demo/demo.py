@@ -15,7 +15,8 @@ over the frame (`handshape_tf.inference`: `HandPredictor` with its `TFLiteBacken
 video or camera.
 
 The shipped assets (`mobile_demo/assets/`): model.tflite, made from a trained .keras model by
-`python -m mobile_demo.make_assets`, and example.png, a photo of a hand. Any TFLite export of
+`python -m mobile_demo.make_assets`, and example.png, a rendered hand (a synthetic sample whose
+ground-truth joints are in example.json), not a photograph. Any TFLite export of
 `python -m export.tflite` (float32, fp16 or int8) works with --model.
 """
 

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", type=Path, help="trained .keras model -> assets/model.tflite")
     parser.add_argument("--quantize", choices=("none", "fp16", "int8"), default="none")
     parser.add_argument("--data", help="crops for verification and int8 calibration (see export.tflite)")
-    parser.add_argument("--example", type=Path, help="a photo of a hand -> assets/example.png")
+    parser.add_argument("--example", type=Path, help="an image whose centre shows a right hand -> assets/example.png")
     parser.add_argument("--example-size", type=int, default=512)
     args = parser.parse_args(argv)
     if args.model is None and args.example is None:

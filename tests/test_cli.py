@@ -86,9 +86,9 @@ def test_benchmark_reports_progress_and_time_left():
                   "--train-presets", "--runs", "1")  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "INFO handshape_tf.models.benchmark: 2 measurements; loading TensorFlow" in result.stderr
-    assert "[1/2] tiny forward b=1 (0:00 elapsed)" in result.stderr
-    assert "[2/2] tiny forward b=2 (" in result.stderr and "left)" in result.stderr
-    assert result.stdout.count("tiny ") == 2
+    assert "[1/2] tiny float32 forward b=1 (0:00 elapsed)" in result.stderr
+    assert "[2/2] tiny float32 forward b=2 (" in result.stderr and "left)" in result.stderr
+    assert result.stdout.count("tiny ") == 2 and "matmul peak: float32 " in result.stdout
 
 
 def test_tf_error_text_keeps_the_cause():

@@ -125,15 +125,13 @@ def test_atomic_output_never_deletes_a_directory(tmp_path):
     assert target.read_text() == "old" and _leftovers(tmp_path) == []
 
 
-def test_file_export_refuses_an_existing_directory(tiny, tmp_path, caplog):
+def test_file_export_refuses_an_existing_directory(tiny, tmp_path, capsys):
     _, path, _, _ = tiny
     folder = tmp_path / "victim"
     before = _user_folder(folder)
     for exporter in (tflite_export, onnx_export):
-        with pytest.raises(SystemExit) as exit_info:
-            exporter.main(["--model", str(path), "--out", str(folder)])
-        assert exit_info.value.code == 1
-        assert f"--out {folder} is an existing directory; expected a file path" in caplog.text
+        assert exporter.main(["--model", str(path), "--out", str(folder)]) == 2
+        assert f"--out {folder} is an existing directory; expected a file path" in capsys.readouterr().err
         assert {p.name: p.read_text() for p in folder.iterdir()} == before
 
 
@@ -157,7 +155,7 @@ def test_saved_model_output_adds_a_version_and_refuses_the_rest(tmp_path):
 
 
 @pytest.mark.parametrize("layout", ["versioned base", "folder of files"])
-def test_saved_model_cli_keeps_existing_versions_and_files(tiny, saved_model_dir, tmp_path, caplog, capsys, layout):
+def test_saved_model_cli_keeps_existing_versions_and_files(tiny, saved_model_dir, tmp_path, capsys, layout):
     _, path, _, _ = tiny
     base = tmp_path / "handshape"
     if layout == "versioned base":
@@ -172,9 +170,8 @@ def test_saved_model_cli_keeps_existing_versions_and_files(tiny, saved_model_dir
         assert f"wrote {base / '3'}" in capsys.readouterr().out
         assert (base / "3" / "saved_model.pb").is_file()
     else:
-        with pytest.raises(SystemExit) as exit_info:
-            saved_model_export.main(["--model", str(path), "--out", str(base)])
-        assert exit_info.value.code == 1 and "without numbered versions" in caplog.text
+        assert saved_model_export.main(["--model", str(path), "--out", str(base)]) == 2
+        assert "without numbered versions" in capsys.readouterr().err
     assert {p: base.joinpath(p).read_bytes() for p in before} == before
 
 
@@ -331,40 +328,33 @@ def test_export_beyond_tolerance_leaves_no_output(tiny, onnx_path, tmp_path, mon
 
 
 @pytest.mark.slow
-def test_failing_cli_export_exits_1_without_output(tiny, tmp_path, monkeypatch, caplog):
+def test_failing_cli_export_exits_1_without_output(tiny, tmp_path, monkeypatch, capsys):
     _, path, _, _ = tiny
     monkeypatch.setitem(parity.TOLERANCES, "fp32", parity.Tolerance(0.0, 0.0, 0.0, 0.0))
     out = tmp_path / "model.tflite"
-    with pytest.raises(SystemExit) as exit_info:
-        tflite_export.main(["--model", str(path), "--out", str(out), "--verify-count", "2"])
-    assert exit_info.value.code == 1
-    assert "does not match the Keras model (mesh_uvd max_uv_px = " in caplog.text
+    assert tflite_export.main(["--model", str(path), "--out", str(out), "--verify-count", "2"]) == 1
+    assert "does not match the Keras model (mesh_uvd max_uv_px = " in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
 
-def test_cli_reports_a_missing_model(tmp_path, caplog):
-    with pytest.raises(SystemExit) as exit_info:
-        tflite_export.main(["--model", str(tmp_path / "none.keras"), "--out", str(tmp_path / "m.tflite")])
-    assert exit_info.value.code == 1
-    assert "none.keras does not exist; expected a .keras file from training" in caplog.text
+def test_cli_reports_a_missing_model(tmp_path, capsys):
+    assert tflite_export.main(["--model", str(tmp_path / "none.keras"), "--out", str(tmp_path / "m.tflite")]) == 2
+    assert "none.keras does not exist; expected a .keras file from training" in capsys.readouterr().err
 
 
-def test_cli_reports_a_truncated_model_without_a_traceback(tiny, tmp_path, caplog):
+def test_cli_reports_a_truncated_model_without_a_traceback(tiny, tmp_path, capsys):
     _, path, _, _ = tiny
     cut = tmp_path / "cut.keras"
     cut.write_bytes(path.read_bytes()[:30000])
-    with pytest.raises(SystemExit) as exit_info:
-        onnx_export.main(["--model", str(cut), "--out", str(tmp_path / "m.onnx")])
-    assert exit_info.value.code == 1
-    assert f"corrupt model file {cut}: not a readable .keras zip archive" in caplog.text
+    assert onnx_export.main(["--model", str(cut), "--out", str(tmp_path / "m.onnx")]) == 2
+    assert f"corrupt model file {cut}: not a readable .keras zip archive" in capsys.readouterr().err
 
 
-def test_int8_without_calibration_data_is_refused_before_loading(tmp_path, caplog):
-    with pytest.raises(SystemExit) as exit_info:
-        tflite_export.main(["--model", str(tmp_path / "none.keras"), "--out", str(tmp_path / "m.tflite"),
-                            "--quantize", "int8"])  # fmt: skip
-    assert exit_info.value.code == 1
-    assert "--quantize int8 needs --calibration-data" in caplog.text and list(tmp_path.iterdir()) == []
+def test_int8_without_calibration_data_is_refused_before_loading(tmp_path, capsys):
+    status = tflite_export.main(["--model", str(tmp_path / "none.keras"), "--out", str(tmp_path / "m.tflite"),
+                                 "--quantize", "int8"])  # fmt: skip
+    assert status == 2
+    assert "--quantize int8 needs --calibration-data" in capsys.readouterr().err and list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ import logging
 import sys
 from typing import Any
 
-from handshape_tf.cli import setup_logging
+from handshape_tf.cli import EXIT_BAD_INPUT, print_error, setup_logging
 from handshape_tf.config_utils import ConfigError, merge
 from train import checkpoints
 from train.synthetic import build_parser, prepare_data, resolve, train_run
@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         # Checked against the most demanding variant (meshes for the mesh terms and stage 2).
         data = prepare_data(args, configs.get("full", base), environment.chief, progress)
     except (ConfigError, DatasetError, FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        print_error(error)
+        return EXIT_BAD_INPUT
     folder = args.run_dir or args.workdir / f"ablations-{args.preset}"
     rows = []
     for name, config in configs.items():
@@ -109,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"variant": name, "metrics": {}, "diverged": str(error)})
             continue
         except ConfigError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+            print_error(error)
+            return EXIT_BAD_INPUT
         if not environment.chief:
             continue
         stages = report["training"]["stages"]

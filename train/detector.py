@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from handshape_tf.cli import add_verbose_argument, setup_logging
+from handshape_tf.cli import EXIT_BAD_INPUT, add_verbose_argument, print_error, setup_logging
 from handshape_tf.config_utils import ConfigError, merge, parse_overrides, to_dict
 from handshape_tf.models.detector import DetectorConfig
 
@@ -427,8 +427,8 @@ def main(argv: list[str] | None = None) -> int:
         config = resolve(args)
         report = train(config, args.run_dir, tflite=args.tflite, progress=not args.no_progress)
     except (ConfigError, FileNotFoundError, ValueError) as error:
-        logger.error("%s", error)
-        return 2
+        print_error(error)
+        return EXIT_BAD_INPUT
     logger.info("report: %s", args.run_dir / "report.json")
     for name in ("heldout", "unseen"):
         print(f"{name}: AP@0.5 {report[name]['ap50']:.3f}, handedness accuracy {_fmt(report[name]['handedness_accuracy'])}")

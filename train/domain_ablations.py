@@ -30,7 +30,7 @@ import logging
 import sys
 from typing import Any
 
-from handshape_tf.cli import setup_logging
+from handshape_tf.cli import EXIT_BAD_INPUT, print_error, setup_logging
 from handshape_tf.config_utils import ConfigError, merge
 from train import checkpoints
 from train.ablations import variants_parser
@@ -88,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         if reference.unseen_path is None:
             raise ConfigError("dataset.unseen_samples is 0; the ablation needs the unseen-domain set")
     except (ConfigError, DatasetError, FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        print_error(error)
+        return EXIT_BAD_INPUT
 
     def judged_on_reference(model, config, data, run_dir, model_path):
         return evaluate(model, config, dataclasses.replace(reference, train=data.train), run_dir, model_path)
@@ -107,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"variant": name, "diverged": str(error)})
             continue
         except (ConfigError, DatasetError, ValueError) as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+            print_error(error)
+            return EXIT_BAD_INPUT
         if not environment.chief:
             continue
         evaluation = report["evaluation"] or {}

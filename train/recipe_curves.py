@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from handshape_tf.cli import add_verbose_argument, setup_logging
+from handshape_tf.cli import EXIT_BAD_INPUT, add_verbose_argument, print_error, setup_logging
 
 logger = logging.getLogger("train.recipe_curves")
 
@@ -125,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runs = [run_points(run, args.limit, args.batch_size) for run in args.runs]
     except (ConfigError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        print_error(error)
+        return EXIT_BAD_INPUT
     plot_curves(runs, args.out)
     checkpoints.write_json_atomically({"limit": args.limit, "runs": runs}, args.out.with_suffix(".json"))
     print(f"written: {args.out}, {args.out.with_suffix('.json')}")

@@ -24,7 +24,7 @@ checkpoints/, logs/ (TensorBoard), model.keras, learning_curve.png, report.json,
 (report, PCK curve and prediction sheet of `handshape_tf.evaluation`) and
 evaluation-mean-baseline/.
 
-Exit codes: 0 done, 2 bad input (config, data, run folder), 3 training diverged.
+Exit codes: 0 done, 2 bad input (config, data, run folder), 1 training diverged (`handshape_tf.cli` has the convention).
 """
 
 from __future__ import annotations
@@ -35,7 +35,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from handshape_tf.cli import add_verbose_argument, setup_logging
+from handshape_tf.cli import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILURE,
+    add_verbose_argument,
+    format_number,
+    print_error,
+    setup_logging,
+)
 from handshape_tf.config_utils import ConfigError, parse_overrides, to_dict
 from train import checkpoints
 from train.config import resolve_config
@@ -194,16 +201,12 @@ def train_run(config, run_dir: Path, data: RunData, environment, *, progress: bo
     return report
 
 
-def _format(value) -> str:
-    return "-" if value is None else f"{value:.3f}" if abs(value) < 1 else f"{value:.2f}"
-
-
 def print_summary(report: dict[str, Any]) -> None:
     files = report["files"]
     print(f"model:  {files['model']}\nreport: {Path(report['run_dir']) / checkpoints.REPORT_FILE}")
     for name, stage in report["training"]["stages"].items():
         print(f"stage {name:8} {stage['steps']:6d} steps, {stage['images_per_second'] or 0:.1f} images/s, "
-              f"final loss {_format(stage['final_loss'])}")  # fmt: skip
+              f"final loss {format_number(stage['final_loss'])}")  # fmt: skip
     print(f"training time {report['training']['training_seconds'] / 60:.1f} min, "
           f"peak memory {report['training']['peak_memory_mb']:.0f} MB, BatchNorm statistics from "
           f"{report['training'].get('batch_norm_batches', 0)} batches of training images")  # fmt: skip
@@ -215,7 +218,7 @@ def print_summary(report: dict[str, Any]) -> None:
     print(f"  {'':14}" + "".join(f"{c:>18}" for c in columns))
     for name in ("model", "mean_baseline", "unseen"):
         if evaluation.get(name):
-            print(f"  {name:14}" + "".join(f"{_format(evaluation[name].get(c)):>18}" for c in columns))
+            print(f"  {name:14}" + "".join(f"{format_number(evaluation[name].get(c)):>18}" for c in columns))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,8 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = resolve(args)
     except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        print_error(error)
+        return EXIT_BAD_INPUT
     from train.loop import TrainingDiverged, make_environment
 
     try:
@@ -237,11 +240,11 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = args.run_dir or args.workdir / f"synthetic-{args.preset}"
         report = train_run(config, run_dir, data, environment, progress=progress)
     except (ConfigError, DatasetError, FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        print_error(error)
+        return EXIT_BAD_INPUT
     except TrainingDiverged as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 3
+        print_error(error)
+        return EXIT_FAILURE
     if environment.chief:
         print_summary(report)
     return 0

@@ -44,7 +44,7 @@ learning rate 1e-4, the stages sharing `budget_minutes` as in `train.config`, ru
 only (a geometric one would have to move the depth maps and pseudo meshes with them).
 
 Without `--no-compare` the same fine-tuning also runs without L_pM (<run>/no-pseudo-mesh),
-each run getting half of `--budget`, and the report compares mesh plausibility (Fig. 6): per
+each run getting `--budget` (per run, as in every training command), and the report compares mesh plausibility (Fig. 6): per
 predicted mesh, the median |log| ratio of its edge lengths to the template's and the mean
 Laplacian (|v_i - mean of its neighbours|) relative to the template's, all in hand scales.
 
@@ -53,7 +53,7 @@ resumable, a finished run is only re-evaluated): config.yaml, sources.json, chec
 logs/, history.jsonl, pseudo_gt/, model.keras, learning_curve.png, evaluation-before.json,
 report.json, pck.png, meshes.png (Fig. 6-style comparison).
 
-Exit codes: 0 done, 2 bad input (config, --init, data, run folder), 3 training diverged.
+Exit codes: 0 done, 2 bad input (config, --init, data, run folder), 1 training diverged (`handshape_tf.cli` has the convention).
 """
 
 from __future__ import annotations
@@ -69,7 +69,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from handshape_tf.cli import add_verbose_argument, setup_logging
+from handshape_tf.cli import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILURE,
+    add_verbose_argument,
+    format_number,
+    print_error,
+    setup_logging,
+)
 from handshape_tf.config_utils import ConfigError, load_yaml, merge, parse_overrides, to_dict
 from handshape_tf.models.config import ModelConfig
 from train import checkpoints
@@ -83,7 +90,7 @@ BEFORE_FILE = "evaluation-before.json"
 PSEUDO_GT_DIR = "pseudo_gt"
 COMPARE_DIR = "no-pseudo-mesh"
 PAPER_HEATMAP_SIDE = 64
-DEFAULT_BUDGET_MINUTES = 15.0
+DEFAULT_BUDGET_MINUTES = 7.5  # per run: the default command (with its comparison run) trains 15 min
 RENDER_WORKERS = 2  # processes rendering the real-like set
 # The fields fine-tuning and evaluation read (plus vertices_xyz when a set has meshes).
 READ_FIELDS = ("image", "sensor_depth", "joints_uv", "joints_xyz", "intrinsics", "root_depth", "scale")
@@ -913,7 +920,7 @@ def build_parser(prog: str = "python -m train.weak_stb") -> argparse.ArgumentPar
     parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
                         help="override config values, e.g. --set batch_size=16 loss.depth_size=64")
     parser.add_argument("--budget", type=float, metavar="MINUTES",
-                        help="training minutes of the whole command (default 15; split over the runs)")
+                        help=f"training minutes per run (default {DEFAULT_BUDGET_MINUTES:g}; the comparison is a second run)")
     parser.add_argument("--workdir", type=Path, default=Path("runs"), help="where default data and runs go (./runs)")
     parser.add_argument("--run-dir", type=Path, help="run folder (default <workdir>/weak-<data>-<preset>[-pose3d])")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -924,23 +931,17 @@ def build_parser(prog: str = "python -m train.weak_stb") -> argparse.ArgumentPar
 def resolve_command(args) -> tuple[InitRun, WeakConfig, int]:
     """The init run, the config and the number of runs (2 with the comparison) of a command line.
 
-    `--budget` is the training time of the whole command, split evenly over its runs (so is the
-    default 15 minutes); budget_minutes from --config or --set is per run and wins.
+    `--budget` is each run's training time (config budget_minutes; --set budget_minutes wins).
     """
     init = open_init(args.init or args.workdir / f"synthetic-{args.preset or 'cpu'}", args.preset)
     overrides = parse_overrides(args.overrides)
     if args.with_3d_pose:
         overrides = {"loss.pose": True, **overrides}
+    if args.budget is not None:
+        overrides = {"budget_minutes": args.budget, **overrides}
     config = resolve(init, args.config, overrides)
     runs = 2 if not args.no_compare and config.architecture == "graph" and config.loss.pseudo_mesh else 1
-    if "budget_minutes" not in overrides and (args.budget is not None or args.config is None):
-        total = args.budget if args.budget is not None else DEFAULT_BUDGET_MINUTES
-        config = dataclasses.replace(config, budget_minutes=total / runs).validated()
     return init, config, runs
-
-
-def _format(value) -> str:
-    return "-" if value is None else f"{value:.3f}" if abs(value) < 1 else f"{value:.2f}"
 
 
 def print_report(report: dict[str, Any], comparison: dict[str, Any] | None, figure: Path | None) -> None:
@@ -955,12 +956,12 @@ def print_report(report: dict[str, Any], comparison: dict[str, Any] | None, figu
     print(f"test set: {report['data']['test']} ({rows['pretrained']['samples']} samples)")
     print(f"  {'':22}" + "".join(f"{c:>18}" for c in columns))
     for name, values in rows.items():
-        print(f"  {name:22}" + "".join(f"{_format(values.get(c)):>18}" for c in columns))
+        print(f"  {name:22}" + "".join(f"{format_number(values.get(c)):>18}" for c in columns))
     print("mesh plausibility vs the template (0, 0 and 1 = the template's proportions and smoothness):")
     print(f"  {'':22}" + "".join(f"{c:>18}" for c in ("edge_log_ratio", "edge_outliers", "laplacian_ratio")))
     for name, values in plausibility.items():
         if values:
-            print(f"  {name:22}" + "".join(f"{_format(values[c]):>18}" for c in ("edge_log_ratio", "edge_outliers",
+            print(f"  {name:22}" + "".join(f"{format_number(values[c]):>18}" for c in ("edge_log_ratio", "edge_outliers",
                                                                                    "laplacian_ratio")))  # fmt: skip
     for name, run in (("weak", report), ("weak without L_pM", comparison)):
         if run is not None:
@@ -991,11 +992,11 @@ def main(argv: list[str] | None = None) -> int:
             comparison = run_weak(compare_config, Path(run_dir) / COMPARE_DIR, init, data, progress=progress,
                                   keep_meshes=keep)  # fmt: skip
     except (ConfigError, DatasetError, FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        print_error(error)
+        return EXIT_BAD_INPUT
     except TrainingDiverged as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 3
+        print_error(error)
+        return EXIT_FAILURE
     figure = None
     meshes = report.pop("meshes", None)
     if meshes:

@@ -21,7 +21,7 @@ depth and scale, AUC over 20-50 mm), next to the two starting points before fine
 Writes table3.md, table3.json and the PCK curves with and without 3D pose supervision
 (pck_with_3d_pose.png, pck_without_3d_pose.png) beside the run folders.
 
-Exit codes: 0 done, 2 bad input, 3 a variant diverged (the others still run).
+Exit codes: 0 done, 2 bad input, 1 a variant diverged (the others still run).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from handshape_tf.cli import add_verbose_argument, setup_logging
+from handshape_tf.cli import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, add_verbose_argument, print_error, setup_logging
 from handshape_tf.config_utils import ConfigError, parse_overrides
 from train import checkpoints
 from train import weak_stb
@@ -138,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             configs[name] = weak_stb.resolve(inits[kind], None, {**overrides, **variant_overrides})
         data = weak_stb.prepare_data(args.data, args.workdir, next(iter(configs.values())), progress)
     except (ConfigError, DatasetError, FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        print_error(error)
+        return EXIT_BAD_INPUT
     folder = args.run_dir or args.workdir / f"weak-table3-{data.name}-{args.preset}"
     rows, failed = [], False
     befores: dict[str, dict[str, Any]] = {}
@@ -156,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             failed = True
             continue
         except ConfigError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+            print_error(error)
+            return EXIT_BAD_INPUT
         befores.setdefault(kind, {"evaluation": report["evaluation"]["before"],
                                   "plausibility": report["plausibility"]["before"],
                                   "pose": report["metrics"]["before"]["pose"]})  # fmt: skip
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                                        "files": files}, folder / "table3.json")  # fmt: skip
     print(intro + table)
     print(f"written: {folder / 'table3.md'}, {folder / 'table3.json'}, " + ", ".join(files.values()))
-    return 3 if failed else 0
+    return EXIT_FAILURE if failed else EXIT_OK
 
 
 if __name__ == "__main__":
