@@ -380,3 +380,26 @@ def _first_checkpoint_tensors(run: Path) -> dict:
     paths = sorted((run / "checkpoints").glob("ckpt-*.index"), key=lambda p: int(p.stem.split("-")[1]))
     reader = tf.train.load_checkpoint(str(paths[0]).removesuffix(".index"))
     return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()}
+
+
+def test_recipe_curves_evaluate_every_kept_checkpoint(data, tmp_path, capsys):
+    """train.recipe_curves: one point per kept checkpoint at its training minute, the final model
+    last (from report.json); an unfinished run is refused with exit 2."""
+    from train import recipe_curves
+
+    run = tmp_path / "run"
+    assert recipe_curves.main([str(run), "--out", str(tmp_path / "c.png")]) == 2
+    assert "is not a finished train.synthetic run" in capsys.readouterr().err
+    argv = _command(data, run, "stages.heatmap.max_steps=2", "stages.pose.max_steps=2", "stages.full.max_steps=4",
+                    "checkpoint.every_steps=2", "checkpoint.keep=100")[3:]  # fmt: skip
+    assert main(argv) == 0
+    out = tmp_path / "curves" / "c.png"
+    assert recipe_curves.main([str(run), "--out", str(out), "--limit", "4"]) == 0
+    result = json.loads(out.with_suffix(".json").read_text())
+    points = result["runs"][0]["points"]
+    kept = tf.train.get_checkpoint_state(str(run / "checkpoints")).all_model_checkpoint_paths
+    assert len(points) == len(kept) + 1 and [p["final"] for p in points][-1] is True
+    assert [p["minutes"] for p in points] == sorted(p["minutes"] for p in points)
+    assert all(p["heldout"]["samples"] == 4 for p in points[:-1]) and points[-1]["heldout"]["samples"] == 8
+    report = json.loads((run / "report.json").read_text())
+    assert points[-1]["heldout"] == report["evaluation"]["model"] and out.is_file()
