@@ -516,7 +516,7 @@ def test_weak_stb_resumes_an_interrupted_run_from_its_checkpoint(tmp_path, tiny_
     # train.loop's checkpoint layout; `stage` counts in STAGES, so the skipped heatmap stage keeps its place.
     reader = tf.train.load_checkpoint(str(run / "checkpoints"))
     keys = {key.split("/")[0] for key in reader.get_variable_to_shape_map()}
-    assert keys == {"model", "stage", "step", "global_step", "samples", "seconds", "stage_start", "optimizer_full", "save_counter",
+    assert keys == {"stage", "step", "global_step", "samples", "seconds", "stage_start", "model_variables", "optimizer_full", "save_counter",
                     "_CHECKPOINTABLE_OBJECT_GRAPH"}  # fmt: skip
     assert reader.get_tensor("stage/.ATTRIBUTES/VARIABLE_VALUE") == 2
     assert reader.get_tensor("samples/.ATTRIBUTES/VARIABLE_VALUE") == 3 * 4

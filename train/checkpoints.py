@@ -93,6 +93,19 @@ def checkpoint_dir(run_dir: Path, chief: bool, worker_index: int) -> Path:
     return Path(run_dir) / "workers" / f"worker-{worker_index}" / CHECKPOINTS
 
 
+def model_checkpoint_items(model) -> dict[str, Any]:
+    """tf.train.Checkpoint arguments that hold all of a Keras model's state.
+
+    Keras 3 keeps sub-layers stored in Python lists (the hourglass' residual modules, ...) out of
+    TensorFlow's object graph, so a checkpoint of `model` alone holds only the few variables of
+    directly assigned sub-layers. Trainable weights still reached it through the optimizers, but
+    the BatchNorm moving statistics were lost: a restored model predicted with initial statistics
+    in inference mode (meshes collapsed to the crop corner or tens of crop widths away). The
+    list of `model.variables` (a fixed order for a given architecture) holds every variable.
+    """
+    return {"model": model, "model_variables": list(model.variables)}
+
+
 def save_model_atomically(model, path: Path) -> Path:
     """Saves a Keras model to `path` (.keras) through a temporary file and a rename."""
     path = Path(path)

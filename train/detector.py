@@ -316,7 +316,8 @@ def train(config: DetectorTrainConfig, run_dir: Path, *, tflite: bool = False, p
     optimizer.build(model.trainable_variables)
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="seconds")
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, seconds=seconds)
+    checkpoint = tf.train.Checkpoint(**checkpoints.model_checkpoint_items(model), optimizer=optimizer, step=step,
+                                     seconds=seconds)  # fmt: skip
     manager = tf.train.CheckpointManager(checkpoint, str(run_dir / checkpoints.CHECKPOINTS), max_to_keep=2)
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint).expect_partial()

@@ -251,7 +251,7 @@ class StagedTrainer(abc.ABC):
         # Training-clock second at which the current stage started (the cosine decay's origin).
         self.stage_start = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="stage_start")
         self.checkpoint = tf.train.Checkpoint(
-            model=model, stage=self.stage, step=self.step, global_step=self.global_step,
+            **checkpoints.model_checkpoint_items(model), stage=self.stage, step=self.step, global_step=self.global_step,
             samples=self.samples, seconds=self.seconds, stage_start=self.stage_start,
             **{f"optimizer_{name}": optimizer for name, optimizer in self.optimizers.items()},
         )  # fmt: skip

@@ -6,10 +6,11 @@ unseen-domain sets, one line per run, in one PNG.
 
 Each run folder is a finished `train.synthetic` run (its report.json names the held-out and
 unseen-domain sets) trained with checkpoints kept along the way (e.g. --set checkpoint.keep=100
-checkpoint.every_seconds=120). Every kept checkpoint is evaluated on the first `--limit` samples
-of both sets at the training-clock minute it was written (running BatchNorm statistics, as
-training left them); the run's final model (BatchNorm re-estimated, `train.synthetic`) is the
-last point, from its report.json (all samples). Writes the PNG and a JSON of the points beside it.
+checkpoint.every_seconds=120). Every kept checkpoint is restored by the run's trainer, its
+BatchNorm statistics re-estimated as `train.synthetic` does for the final model, and evaluated
+on the first `--limit` samples of both sets at the training-clock minute it was written; the
+final model is the last point, from its report.json (all samples). Writes the PNG and a JSON of
+the points beside it.
 """
 
 from __future__ import annotations
@@ -43,11 +44,12 @@ def run_points(run_dir: Path, limit: int, batch_size: int) -> dict[str, Any]:
     """
     import tensorflow as tf
 
+    from handshape_tf.data.pipeline import ShardSource
     from handshape_tf.evaluation.report import evaluate_model
     from train import checkpoints
     from train.config import resolve_config
     from train.evaluate import headline
-    from train.loop import build_network
+    from train.loop import Trainer, make_environment
 
     report_path = run_dir / checkpoints.REPORT_FILE
     if not report_path.is_file():
@@ -57,18 +59,23 @@ def run_points(run_dir: Path, limit: int, batch_size: int) -> dict[str, Any]:
     state = tf.train.get_checkpoint_state(str(run_dir / checkpoints.CHECKPOINTS))
     if state is None or not state.all_model_checkpoint_paths:
         raise FileNotFoundError(f"no checkpoints in {run_dir / checkpoints.CHECKPOINTS}")
+    train_folder = Path(sets["heldout"]).parent / "train"
+    if not train_folder.is_dir():
+        raise FileNotFoundError(f"{train_folder} not found: the BatchNorm statistics are re-estimated on it")
     config = resolve_config(config_file=run_dir / checkpoints.CONFIG_FILE)
-    model = build_network(config, precision="float32")
+    # The run's own trainer restores a checkpoint exactly as a resumed run would.
+    trainer = Trainer(config, run_dir, ShardSource(train_folder), make_environment("default"), progress=False)
     points = []
     for path in state.all_model_checkpoint_paths:
-        seconds = float(tf.train.load_checkpoint(path).get_tensor("seconds/.ATTRIBUTES/VARIABLE_VALUE"))
-        tf.train.Checkpoint(model=model).restore(path).expect_partial()
-        point: dict[str, Any] = {"minutes": round(seconds / 60, 2), "final": False}
+        trainer.checkpoint.restore(path).expect_partial()
+        trainer.recalibrate_batch_norm()
+        model = trainer.inference_model()
+        point: dict[str, Any] = {"minutes": round(float(trainer.seconds.numpy()) / 60, 2), "final": False}
         for name, folder in sets.items():
             if folder:
                 result = evaluate_model(model, folder, limit=limit, batch_size=batch_size, sheet_size=0)
                 point[name] = headline(result["metrics"])
-        logger.info("%s %s: %.1f min, %s", run_dir.name, Path(path).name, point["minutes"],
+        logger.info("%s %s: %.1f min, PA pose %s", run_dir.name, Path(path).name, point["minutes"],
                     {name: round(point[name]["pose_error_pa_mm"], 2) for name in sets if name in point})  # fmt: skip
         points.append(point)
     evaluation = report.get("evaluation") or {}
@@ -99,7 +106,7 @@ def plot_curves(runs: list[dict[str, Any]], path: Path) -> Path:
     for axis in axes[1]:
         axis.set_xlabel("training minutes (2-core CPU)")
     axes[0, 0].legend(fontsize=8)
-    figure.suptitle("Checkpoints (dots, first samples) and final models (stars, BatchNorm re-estimated, all samples)")
+    figure.suptitle("Checkpoints (dots, first --limit samples) and final models (stars, all samples)")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
