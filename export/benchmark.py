@@ -119,9 +119,11 @@ def export_artifacts(preset: str, formats, stages, folder: Path) -> None:
                 logger.info("%s %s: %s", preset, stage, fmt)
                 quantize = TFLITE_QUANTIZATION[fmt]
                 content = tflite.convert_saved_model(
-                    source, quantize, calibration[stage] if quantize == "int8" else None,
+                    source,
+                    quantize,
+                    calibration[stage] if quantize == "int8" else None,
                     integer_input=stage in ("full", "hourglass"),
-                )  # fmt: skip
+                )
                 tflite.check_builtin_ops(content)
                 (folder / f"{preset}-{stage}-{fmt}.tflite").write_bytes(content)
             elif fmt == "onnx":
@@ -159,8 +161,9 @@ def _runner(fmt: str, preset: str, stage: str, folder: Path, threads: int, keras
         _, specs = function.structured_input_signature
 
         def make(batch):
-            inputs = {name: tf.constant(_random_input(spec.shape, np.float32, batch, rng))
-                      for name, spec in specs.items()}  # fmt: skip
+            inputs = {
+                name: tf.constant(_random_input(spec.shape, np.float32, batch, rng)) for name, spec in specs.items()
+            }
 
             def run(loaded=loaded):  # the signature needs the loaded object (its variables) alive
                 return {name: value.numpy() for name, value in function(**inputs).items()}
@@ -279,15 +282,16 @@ def run_workers(spec: dict, threads: list[int]) -> list[Result]:
             path = Path(temporary) / f"spec-{count}.json"
             path.write_text(json.dumps({**spec, "threads": count}))
             logger.info("worker with %d thread(s)", count)
-            done = subprocess.run([sys.executable, "-m", "export.benchmark", "--worker", str(path)],
-                                  capture_output=True, text=True)  # fmt: skip
+            done = subprocess.run(
+                [sys.executable, "-m", "export.benchmark", "--worker", str(path)], capture_output=True, text=True
+            )
             if done.returncode != 0:
                 raise RuntimeError(
                     f"benchmark worker ({count} threads) exited with {done.returncode}:\n{done.stderr[-4000:]}"
                 )
             for line in done.stdout.splitlines():
                 if line.startswith(_RESULT_PREFIX):
-                    results.append(Result(**json.loads(line[len(_RESULT_PREFIX):])))
+                    results.append(Result(**json.loads(line[len(_RESULT_PREFIX) :])))
     return results
 
 
@@ -296,10 +300,14 @@ def format_table(results: list[Result], parameters: dict[str, int], batch: int) 
     mediapipe = {r.threads: r for r in results if r.preset == "mediapipe"}
     lines = []
     for threads, result in sorted(mediapipe.items()):
-        lines.append(f"MediaPipe hand_landmark_full.tflite (LiteRT, {threads} thread(s)): "
-                     f"{result.median_ms:.2f} ms median, {result.p90_ms:.2f} ms p90 at batch 1")  # fmt: skip
-    header = (f"{'preset':7} {'format':12} {'thr':>3} {'stage':13} {'b=1 ms':>8} {'p90 ms':>8} "
-              f"{f'b={batch} img/s':>12} {'x MediaPipe':>11} {'paper GTX 1080 ms*':>18}")  # fmt: skip
+        lines.append(
+            f"MediaPipe hand_landmark_full.tflite (LiteRT, {threads} thread(s)): "
+            f"{result.median_ms:.2f} ms median, {result.p90_ms:.2f} ms p90 at batch 1"
+        )
+    header = (
+        f"{'preset':7} {'format':12} {'thr':>3} {'stage':13} {'b=1 ms':>8} {'p90 ms':>8} "
+        f"{f'b={batch} img/s':>12} {'x MediaPipe':>11} {'paper GTX 1080 ms*':>18}"
+    )
     lines.append(header)
     for r in results:
         if r.preset == "mediapipe":
@@ -308,11 +316,16 @@ def format_table(results: list[Result], parameters: dict[str, int], batch: int) 
         if r.stage == "full" and r.threads in mediapipe:
             ratio = f"{r.median_ms / mediapipe[r.threads].median_ms:.2f}"
         throughput = "" if r.images_per_s is None else f"{r.images_per_s:.1f}"
-        lines.append(f"{r.preset:7} {r.format:12} {r.threads:>3} {r.stage:13} {r.median_ms:>8.2f} {r.p90_ms:>8.2f} "
-                     f"{throughput:>12} {ratio:>11} {PAPER_MS[r.stage]:>18.1f}")  # fmt: skip
-    lines.append("* paper Sec. 5.2, GTX 1080 GPU: a different machine, for scale only. x MediaPipe: our batch-1 "
-                 "latency / MediaPipe's landmark model's (no palm detector in either). Random weights; "
-                 + ", ".join(f"{name}: {count:,} parameters" for name, count in parameters.items()) + ".")
+        lines.append(
+            f"{r.preset:7} {r.format:12} {r.threads:>3} {r.stage:13} {r.median_ms:>8.2f} {r.p90_ms:>8.2f} "
+            f"{throughput:>12} {ratio:>11} {PAPER_MS[r.stage]:>18.1f}"
+        )
+    lines.append(
+        "* paper Sec. 5.2, GTX 1080 GPU: a different machine, for scale only. x MediaPipe: our batch-1 "
+        "latency / MediaPipe's landmark model's (no palm detector in either). Random weights; "
+        + ", ".join(f"{name}: {count:,} parameters" for name, count in parameters.items())
+        + "."
+    )
     return "\n".join(lines)
 
 
@@ -323,8 +336,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--presets", nargs="+", default=["cpu"])
     parser.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS))
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
-    parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES),
-                        help="'full' is the whole model; the others its parts")  # fmt: skip
+    parser.add_argument(
+        "--stages",
+        nargs="+",
+        choices=STAGES,
+        default=list(STAGES),
+        help="'full' is the whole model; the others its parts",
+    )
     parser.add_argument("--runs", type=int, default=20, help="timed batch-1 calls")
     parser.add_argument("--batch", type=int, default=32, help="batch of the throughput measurement")
     parser.add_argument("--batch-runs", type=int, default=3, help="timed calls at --batch (0: skip)")
@@ -349,10 +367,15 @@ def main(argv: list[str] | None = None) -> None:
             parameters[preset] = build_preset(preset).count_params()
             export_artifacts(preset, args.formats, args.stages, Path(folder))
         spec = {
-            "folder": folder, "presets": args.presets, "formats": args.formats, "stages": args.stages,
-            "runs": args.runs, "batch": args.batch, "batch_runs": args.batch_runs,
+            "folder": folder,
+            "presets": args.presets,
+            "formats": args.formats,
+            "stages": args.stages,
+            "runs": args.runs,
+            "batch": args.batch,
+            "batch_runs": args.batch_runs,
             "mediapipe_model": args.mediapipe_model,
-        }  # fmt: skip
+        }
         results = run_workers(spec, args.threads)
     print(format_table(results, parameters, args.batch))
 

@@ -25,8 +25,8 @@ import contextlib
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -192,7 +192,9 @@ def atomic_output(path):
         try:
             os.replace(partial, path)  # a directory replaces only an empty one
         except OSError as error:
-            raise ExportError(f"cannot move the export to {path} ({error.strerror}); nothing there was changed") from None
+            raise ExportError(
+                f"cannot move the export to {path} ({error.strerror}); nothing there was changed"
+            ) from None
     except BaseException:
         _remove(partial)
         raise
@@ -269,8 +271,15 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     add_verbose_argument(parser)
 
 
-def export_verified(out, write: Callable[[Path], None], open_backend: Callable[[Path], object], reference: dict,
-                    crops: np.ndarray, tolerance: parity.Tolerance, label: str) -> str:  # fmt: skip
+def export_verified(
+    out,
+    write: Callable[[Path], None],
+    open_backend: Callable[[Path], object],
+    reference: dict,
+    crops: np.ndarray,
+    tolerance: parity.Tolerance,
+    label: str,
+) -> str:
     """Writes an export atomically after checking it against the Keras outputs.
 
     Args:

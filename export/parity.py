@@ -105,17 +105,16 @@ def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray], 
     differences = []
     for name in OUTPUTS:
         if name not in reference or name not in candidate:
-            raise ValueError(
-                f"outputs {sorted(reference)} and {sorted(candidate)}; expected both to contain {name!r}"
-            )
+            raise ValueError(f"outputs {sorted(reference)} and {sorted(candidate)}; expected both to contain {name!r}")
         ref = np.asarray(reference[name], np.float64)
         out = np.asarray(candidate[name], np.float64)
         if ref.shape != out.shape or ref.ndim != 3 or ref.shape[-1] != 3:
             raise ValueError(f"{name}: shapes {ref.shape} and {out.shape}; expected the same B x P x 3")
         uv = np.linalg.norm(out[..., :2] - ref[..., :2], axis=-1) * image_size  # B x P
         d = np.abs(out[..., 2] - ref[..., 2]) * scale_mm  # B x P
-        differences.append(Difference(name, image_size, float(uv.max()), float(uv.mean()), float(d.max()),
-                                      float(d.mean())))  # fmt: skip
+        differences.append(
+            Difference(name, image_size, float(uv.max()), float(uv.mean()), float(d.max()), float(d.mean()))
+        )
     return differences
 
 

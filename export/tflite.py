@@ -177,8 +177,9 @@ def export_tflite(model, out, quantize: str, crops: np.ndarray, calibration_crop
     reference = KerasBackend(model).run(crops)
     calibration = None
     if quantize == "int8":
-        calibration = calibration_samples(crops if calibration_crops is None else calibration_crops,
-                                          twin.inputs[0].name)  # fmt: skip
+        calibration = calibration_samples(
+            crops if calibration_crops is None else calibration_crops, twin.inputs[0].name
+        )
     operators: list[str] = []
 
     def write(path: Path) -> None:

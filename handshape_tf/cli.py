@@ -81,8 +81,10 @@ def setup_logging(verbose: bool = False, timestamps: bool = False) -> None:
     logging.getLogger().setLevel(logging.INFO if verbose else logging.WARNING)
     for name in OUR_LOGGERS:
         logging.getLogger(name).setLevel(logging.INFO)
-    if not verbose and "tensorflow" not in sys.modules and not any(
-        isinstance(finder, _QuietTensorFlowImport) for finder in sys.meta_path
+    if (
+        not verbose
+        and "tensorflow" not in sys.modules
+        and not any(isinstance(finder, _QuietTensorFlowImport) for finder in sys.meta_path)
     ):
         sys.meta_path.insert(0, _QuietTensorFlowImport())
 

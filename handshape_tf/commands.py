@@ -40,8 +40,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = ["usage: handshape <command> [arguments]   (handshape <command> --help for its arguments)", "",
-             "commands (each is python -m <module> with the same arguments):"]  # fmt: skip
+    lines = [
+        "usage: handshape <command> [arguments]   (handshape <command> --help for its arguments)",
+        "",
+        "commands (each is python -m <module> with the same arguments):",
+    ]
     lines += [f"  {name:{width}}  {text} ({module})" for name, (module, text) in COMMANDS.items()]
     return "\n".join(lines)
 

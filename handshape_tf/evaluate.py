@@ -50,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, help="evaluate only the first N samples")
     parser.add_argument("--batch-size", type=int, default=16, help="images per model call (default 16)")
     parser.add_argument("--sheet-size", type=int, default=16, help="samples on the prediction sheet (default 16)")
-    parser.add_argument("--no-mirror-left", action="store_true",
-                        help="feed left hands unmirrored (for a model trained on both hands)")  # fmt: skip
+    parser.add_argument(
+        "--no-mirror-left", action="store_true", help="feed left hands unmirrored (for a model trained on both hands)"
+    )
     add_verbose_argument(parser)
     args = parser.parse_args(argv)
     for name in ("limit", "batch_size"):
@@ -77,9 +78,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"cannot load --model {args.model}: {error}")
     out = args.out or args.model.resolve().parent / f"eval-{args.data.resolve().name}"
     report = evaluate_model(
-        predictor, data, out, limit=args.limit, batch_size=args.batch_size,
-        mirror_left=not args.no_mirror_left, sheet_size=args.sheet_size, model_path=args.model,
-    )  # fmt: skip
+        predictor,
+        data,
+        out,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        mirror_left=not args.no_mirror_left,
+        sheet_size=args.sheet_size,
+        model_path=args.model,
+    )
     for line in _format_metrics(report):
         print(line)
     print(f"report: {report['files']['report']}")

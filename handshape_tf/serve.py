@@ -134,8 +134,9 @@ class ServedModel:
       max_pixels: largest sum of max(H, W)^2 over the encoded images of a request (413 above).
     """
 
-    def __init__(self, path, name: str = DEFAULT_NAME, max_batch: int = DEFAULT_MAX_BATCH,
-                 max_pixels: int = DEFAULT_MAX_PIXELS):  # fmt: skip
+    def __init__(
+        self, path, name: str = DEFAULT_NAME, max_batch: int = DEFAULT_MAX_BATCH, max_pixels: int = DEFAULT_MAX_PIXELS
+    ):
         import tensorflow as tf
 
         for label, value in (("max_batch", max_batch), ("max_pixels", max_pixels)):
@@ -149,7 +150,9 @@ class ServedModel:
         try:
             self._loaded = tf.saved_model.load(str(self.directory))
         except (OSError, tf.errors.OpError) as error:  # unparsable saved_model.pb, damaged variables
-            raise CorruptModelError(self.directory, f"TensorFlow cannot load the SavedModel ({tf_error_text(error)})") from None
+            raise CorruptModelError(
+                self.directory, f"TensorFlow cannot load the SavedModel ({tf_error_text(error)})"
+            ) from None
         self.signatures = dict(self._loaded.signatures)
         self._signature_defs = _signature_defs(self.directory)
         logger.info(
@@ -229,7 +232,6 @@ class ServedModel:
             return {"predictions": _rows(values)}
         return {"outputs": next(iter(values.values())) if len(values) == 1 else values}
 
-
     def _check_pixels(self, arrays: dict[str, np.ndarray]) -> None:
         """413 when the encoded images of a request would decode to more than max_pixels."""
         total = 0
@@ -258,7 +260,9 @@ def _reject_booleans(value) -> None:
     while stack:
         item = stack.pop()
         if isinstance(item, bool):
-            raise RequestError(HTTPStatus.BAD_REQUEST, f"inputs hold the JSON value {str(item).lower()}; expected numbers")
+            raise RequestError(
+                HTTPStatus.BAD_REQUEST, f"inputs hold the JSON value {str(item).lower()}; expected numbers"
+            )
         if isinstance(item, list):
             stack.extend(item)
         elif isinstance(item, dict):
@@ -543,7 +547,8 @@ class _Handler(BaseHTTPRequestHandler):
         except TimeoutError:
             self.close_connection = True
             raise RequestError(
-                HTTPStatus.REQUEST_TIMEOUT, f"Request body not received within {self.timeout} s ({length} bytes announced)"
+                HTTPStatus.REQUEST_TIMEOUT,
+                f"Request body not received within {self.timeout} s ({length} bytes announced)",
             ) from None
         if len(body) != length:
             self.close_connection = True
@@ -594,8 +599,14 @@ class ModelServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 64
 
-    def __init__(self, address: tuple[str, int], served: ServedModel, max_body_bytes: int,
-                 max_connections: int = DEFAULT_MAX_CONNECTIONS, workers: int = DEFAULT_WORKERS):  # fmt: skip
+    def __init__(
+        self,
+        address: tuple[str, int],
+        served: ServedModel,
+        max_body_bytes: int,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        workers: int = DEFAULT_WORKERS,
+    ):
         self.served = served
         self.max_body_bytes = max_body_bytes
         self.max_connections = max_connections
@@ -636,8 +647,9 @@ class ModelServer(ThreadingHTTPServer):
         self._refused += 1
         now = time.monotonic()
         if now - self._refused_logged >= 10.0:  # one line per 10 s under a flood
-            logger.warning("all %d connection slots busy: refused %d connection(s) with 503", self.max_connections,
-                           self._refused)  # fmt: skip
+            logger.warning(
+                "all %d connection slots busy: refused %d connection(s) with 503", self.max_connections, self._refused
+            )
             self._refused, self._refused_logged = 0, now
 
     def handle_error(self, request, client_address):
@@ -673,8 +685,11 @@ def make_server(
     Raises:
       OSError: the address cannot be bound (e.g. the port is in use).
     """
-    for label, value in (("max_body_bytes", max_body_bytes), ("max_connections", max_connections),
-                         ("workers", workers)):  # fmt: skip
+    for label, value in (
+        ("max_body_bytes", max_body_bytes),
+        ("max_connections", max_connections),
+        ("workers", workers),
+    ):
         if value < 1:
             raise ValueError(f"{label} is {value}; expected >= 1")
     served = model if isinstance(model, ServedModel) else ServedModel(model, name=name)
@@ -725,8 +740,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        server = make_server(served, host=args.host, port=args.port, max_body_bytes=max(1, int(args.max_body_mb * 2**20)),
-                             max_connections=args.max_connections, workers=args.workers)  # fmt: skip
+        server = make_server(
+            served,
+            host=args.host,
+            port=args.port,
+            max_body_bytes=max(1, int(args.max_body_mb * 2**20)),
+            max_connections=args.max_connections,
+            workers=args.workers,
+        )
     except OSError as error:
         print(f"error: cannot listen on {args.host}:{args.port}: {error.strerror or error}", file=sys.stderr)
         return EXIT_USAGE

@@ -133,8 +133,12 @@ class Demo:
         self.fps = fps if self.fps is None or not smooth else (1 - _FPS_SMOOTHING) * self.fps + _FPS_SMOOTHING * fps
         self._draw_rate(canvas, total)
         inference = self.backend.last_seconds
-        return canvas, {"inference": inference, "pre_post": predicted - start - inference, "draw": drawn - predicted,
-                        "total": total}  # fmt: skip
+        return canvas, {
+            "inference": inference,
+            "pre_post": predicted - start - inference,
+            "draw": drawn - predicted,
+            "total": total,
+        }
 
     def _draw_rate(self, canvas: np.ndarray, seconds: float) -> None:
         threads = "" if self.threads is None else f" x{self.threads}"
@@ -185,8 +189,9 @@ def run_stream(demo: Demo, capture: cv2.VideoCapture, target: Path, max_frames: 
             canvas, _ = demo.process(frame, smooth=True)
             if writer is None:
                 height, width = canvas.shape[:2]
-                writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), rate if rate > 0 else 30.0,
-                                         (width, height))  # fmt: skip
+                writer = cv2.VideoWriter(
+                    str(target), cv2.VideoWriter_fourcc(*"mp4v"), rate if rate > 0 else 30.0, (width, height)
+                )
                 if not writer.isOpened():
                     raise OSError(f"OpenCV cannot write the video {target}")
             writer.write(canvas)
@@ -203,8 +208,10 @@ def benchmark(demo: Demo, frame: np.ndarray, runs: int) -> str:
     """Median / p90 milliseconds per stage over `runs` passes on one frame (after one warm-up)."""
     demo.process(frame)
     records = [demo.process(frame)[1] for _ in range(runs)]
-    lines = [f"{demo.backend.description}, {frame.shape[1]} x {frame.shape[0]} frame, {runs} runs",
-             f"{'stage':10} {'median ms':>10} {'p90 ms':>8}"]  # fmt: skip
+    lines = [
+        f"{demo.backend.description}, {frame.shape[1]} x {frame.shape[0]} frame, {runs} runs",
+        f"{'stage':10} {'median ms':>10} {'p90 ms':>8}",
+    ]
     for stage in ("pre_post", "inference", "draw", "total"):
         times = 1e3 * np.array([record[stage] for record in records])
         lines.append(f"{stage:10} {np.median(times):>10.2f} {np.percentile(times, 90):>8.2f}")
@@ -223,8 +230,13 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--video", type=Path, help="a video file")
     source.add_argument("--camera", type=int, help="camera index (OpenCV VideoCapture)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the annotated outputs")
-    parser.add_argument("--box", type=float, nargs=4, metavar=("X0", "Y0", "W", "H"),
-                        help="hand crop box in frame pixels (default: centred square)")  # fmt: skip
+    parser.add_argument(
+        "--box",
+        type=float,
+        nargs=4,
+        metavar=("X0", "Y0", "W", "H"),
+        help="hand crop box in frame pixels (default: centred square)",
+    )
     parser.add_argument("--left", action="store_true", help="the hand is a left hand")
     parser.add_argument("--threads", type=int, default=None, help="LiteRT threads (default: LiteRT's choice)")
     parser.add_argument("--max-frames", type=int, default=None, help="stop a video/camera after this many frames")
@@ -280,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     written = run_images(demo, images, args.out)
     if len(written) < len(images):
-        print(f"mobile_demo: {len(images) - len(written)} of {len(images)} images could not be decoded", file=sys.stderr)
+        print(
+            f"mobile_demo: {len(images) - len(written)} of {len(images)} images could not be decoded", file=sys.stderr
+        )
         return 2
     return 0

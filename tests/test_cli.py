@@ -12,11 +12,24 @@ from handshape_tf.commands import COMMANDS
 
 REPO = Path(__file__).resolve().parents[1]
 ENTRY_POINTS = [
-    "handshape_tf.predict", "handshape_tf.evaluate", "handshape_tf.serve", "handshape_tf.models.benchmark",
-    "handshape_tf.models.summary", "export.saved_model", "export.tflite", "export.onnx", "export.benchmark",
-    "mobile_demo", "handshape_tf.data.synthetic", "train.synthetic", "train.ablations", "train.domain_ablations",
-    "train.weak_stb", "train.weak_table3", "train.detector",
-]  # fmt: skip
+    "handshape_tf.predict",
+    "handshape_tf.evaluate",
+    "handshape_tf.serve",
+    "handshape_tf.models.benchmark",
+    "handshape_tf.models.summary",
+    "export.saved_model",
+    "export.tflite",
+    "export.onnx",
+    "export.benchmark",
+    "mobile_demo",
+    "handshape_tf.data.synthetic",
+    "train.synthetic",
+    "train.ablations",
+    "train.domain_ablations",
+    "train.weak_stb",
+    "train.weak_table3",
+    "train.detector",
+]
 # Training entry points with arguments that fail (exit 2) after TensorFlow has been imported.
 FAILING_TRAINING = {
     "train.synthetic": ["--data", "no-such-data"],
@@ -39,7 +52,9 @@ def test_help_names_the_command_and_does_not_import_tensorflow(module):
     result = _run("-X", "importtime", "-m", module, "--help")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"usage: python -m {module} ")
-    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    imported = {
+        line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")
+    }
     assert "tensorflow" not in imported and "keras" not in imported
 
 
@@ -50,7 +65,9 @@ def test_every_handshape_subcommand_shows_its_help(command):
     result = _run("-X", "importtime", "-m", "handshape_tf.commands", command, "--help")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: python -m "), result.stdout[:200]
-    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    imported = {
+        line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")
+    }
     assert ("tensorflow" in imported) == (command == "build-rasterizer")
 
 
@@ -82,8 +99,18 @@ def test_training_entry_points_are_quiet_by_default(module, tmp_path):
 
 
 def test_benchmark_reports_progress_and_time_left():
-    result = _run("-m", "handshape_tf.models.benchmark", "--presets", "tiny", "--batch-sizes", "1", "2",
-                  "--train-presets", "--runs", "1")  # fmt: skip
+    result = _run(
+        "-m",
+        "handshape_tf.models.benchmark",
+        "--presets",
+        "tiny",
+        "--batch-sizes",
+        "1",
+        "2",
+        "--train-presets",
+        "--runs",
+        "1",
+    )
     assert result.returncode == 0, result.stderr
     assert "INFO handshape_tf.models.benchmark: 2 measurements; loading TensorFlow" in result.stderr
     assert "[1/2] tiny float32 forward b=1 (0:00 elapsed)" in result.stderr
@@ -98,7 +125,7 @@ def test_tf_error_text_keeps_the_cause():
         " [Op:__inference_signature_wrapper_10939]"
     )
     assert tf_error_text(ValueError(message)) == "Invalid PNG. Failed to initialize decoder."
-    assert tf_error_text(ValueError("{{function_node __wrapped__Reduce}} truncated record at 9 [Op:Reduce] name: ")) == (
-        "truncated record at 9"
-    )
+    assert tf_error_text(
+        ValueError("{{function_node __wrapped__Reduce}} truncated record at 9 [Op:Reduce] name: ")
+    ) == ("truncated record at 9")
     assert tf_error_text(KeyError()) == "KeyError"

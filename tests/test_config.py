@@ -37,8 +37,9 @@ def test_inconsistent_sizes_are_rejected(overrides, message):
 
 
 def test_set_overrides_are_coerced_to_field_types():
-    config = merge(ModelConfig(), parse_overrides(["image_size=128", "decoder_widths=16,16,8,8",
-                                                   "graph_formulation=gather"]))
+    config = merge(
+        ModelConfig(), parse_overrides(["image_size=128", "decoder_widths=16,16,8,8", "graph_formulation=gather"])
+    )
     assert config.image_size == 128 and config.decoder_widths == (16, 16, 8, 8)
     assert config.graph_formulation == "gather"
 

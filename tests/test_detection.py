@@ -133,8 +133,9 @@ def test_letterbox_maps_boxes_back_to_the_frame():
 def test_detector_model_shapes_prior_and_detector_wrapper():
     from handshape_tf.models.detector import DetectorConfig, build_detector
 
-    config = DetectorConfig(input_height=96, input_width=128, widths=(8, 8, 16, 16, 16), blocks=(0, 1, 1, 1, 1),
-                            head_width=16)  # fmt: skip
+    config = DetectorConfig(
+        input_height=96, input_width=128, widths=(8, 8, 16, 16, 16), blocks=(0, 1, 1, 1, 1), head_width=16
+    )
     model = build_detector(config)
     output = model(np.random.default_rng(0).uniform(size=(2, 96, 128, 3)).astype(np.float32))["detections"]
     assert tuple(output.shape) == (2, 24, 32, 6) == (2, *config.output_shape, 6)

@@ -91,8 +91,9 @@ def test_jpeg_changes_bytes_and_quality_orders_error(scene):
 def test_white_balance_exposure_and_vignetting(scene):
     grey = np.full((64, 64, 3), 0.2, np.float32)
     clean = apply_camera(np.random.default_rng(4), grey, NO_EFFECTS, 500).astype(float)
-    tinted = apply_camera(np.random.default_rng(4), grey, dataclasses.replace(NO_EFFECTS, white_balance_sd=(0.3, 0, 0.3)),
-                          500).astype(float)  # fmt: skip
+    tinted = apply_camera(
+        np.random.default_rng(4), grey, dataclasses.replace(NO_EFFECTS, white_balance_sd=(0.3, 0, 0.3)), 500
+    ).astype(float)
     assert np.ptp(tinted.mean(axis=(0, 1))) > 5 and np.ptp(clean.mean(axis=(0, 1))) == 0
     brighter = apply_camera(np.random.default_rng(4), grey, dataclasses.replace(NO_EFFECTS, exposure_stops=(1, 1)), 500)
     assert brighter.mean() > clean.mean() + 20
@@ -149,8 +150,10 @@ def test_domain_names_and_ablations():
 
 def _render(domain, seed=5, count=4, size=SIZE):
     renderer = synthetic.HandRenderer(size, BackgroundSource(), domain)
-    params = [synthetic.sample_params(synthetic.sample_rng(seed, i), renderer.templates, "frontal", domain)
-              for i in range(count)]  # fmt: skip
+    params = [
+        synthetic.sample_params(synthetic.sample_rng(seed, i), renderer.templates, "frontal", domain)
+        for i in range(count)
+    ]
     return params, renderer.render(params)
 
 
@@ -162,8 +165,13 @@ def test_one_renderer_for_every_domain():
     base = get_domain("photo-without-photos")
     _, reference = _render(base)
     for name in ("unseen", "real_like"):
-        domain = dataclasses.replace(get_domain(name), backgrounds="procedural", distance_mm=base.distance_mm,
-                                     framing=base.framing, cameras=base.cameras)  # fmt: skip
+        domain = dataclasses.replace(
+            get_domain(name),
+            backgrounds="procedural",
+            distance_mm=base.distance_mm,
+            framing=base.framing,
+            cameras=base.cameras,
+        )
         _, samples = _render(domain)
         for a, b in zip(reference, samples):
             for key in LABELS:
@@ -200,8 +208,9 @@ def test_occluders_remove_mask_pixels_and_keep_labels():
 
 def test_cut_framing_keeps_labels_consistent_with_the_crop():
     domain = get_domain("photo-without-photos-occluders")
-    cut = dataclasses.replace(domain, framing=dataclasses.replace(domain.framing, cut_probability=1.0,
-                                                                  cut_fraction=0.3))  # fmt: skip
+    cut = dataclasses.replace(
+        domain, framing=dataclasses.replace(domain.framing, cut_probability=1.0, cut_fraction=0.3)
+    )
     params, samples = _render(cut, count=8)
     outside = 0
     for p, s in zip(params, samples):
@@ -265,8 +274,9 @@ def test_photo_bank_keeps_colour_photos_once(tmp_path):
     cv2.imwrite(str(root / "photos" / "grey.png"), np.full((300, 300, 3), 90, np.uint8))
     cv2.imwrite(str(root / "photos" / "tiny.png"), np.random.default_rng(0).integers(0, 255, (50, 50, 3), np.uint8))
     (root / "photos" / "broken.jpg").write_bytes(b"not a jpeg")
-    cv2.imwrite(str(root / "photos" / "photo_nm.png"), np.random.default_rng(1).integers(0, 255, (300, 300, 3),
-                                                                                          np.uint8))  # fmt: skip
+    cv2.imwrite(
+        str(root / "photos" / "photo_nm.png"), np.random.default_rng(1).integers(0, 255, (300, 300, 3), np.uint8)
+    )
     source = photo_bank.PhotoSource("fixture", "pypi", "fixture==1", ("photos/*",), "CC0", exclude=("*_nm.*",))
     paths = photo_bank.source_photos(root, source)
     assert "photo_nm.png" not in {p.name for p in paths} and len(paths) == 7
@@ -289,7 +299,9 @@ def test_photo_bank_build_is_atomic(tmp_path):
         for path in sorted((tmp_path / "src").iterdir()):
             archive.write(path, f"photos_fixture/{path.name}")
         archive.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: photos-fixture\nVersion: 1.0\n")
-        archive.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        archive.writestr(
+            f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        )
         archive.writestr(f"{info}/RECORD", "")
     good = photo_bank.PhotoSource("fixture", "pypi", str(wheel), ("photos_fixture/*",), "CC0")
     missing = photo_bank.PhotoSource("missing", "pypi", str(tmp_path / "nope-1.0-py3-none-any.whl"), ("*",), "CC0")
@@ -327,7 +339,10 @@ def test_default_data_folders_follow_the_domain_values():
     config = resolve_config("cpu", None, {})
     folder = default_dataset_dir(Path("runs"), config)
     assert folder.name.startswith("photo-") and folder.name.endswith("-frontal-64px-10000+1000-seed0")
-    assert default_dataset_dir(Path("runs"), resolve_config("cpu", None, {"dataset.domain": "photo-without-jpeg"})) != folder
+    assert (
+        default_dataset_dir(Path("runs"), resolve_config("cpu", None, {"dataset.domain": "photo-without-jpeg"}))
+        != folder
+    )
     assert unseen_dataset_dir(Path("runs"), config).name.endswith("-frontal-256px-1000-seed2")
     assert unseen_dataset_dir(Path("runs"), resolve_config("cpu", None, {"dataset.unseen_samples": 0})) is None
     # The defaults the README states: no occluders, no cut boxes in the training domain.

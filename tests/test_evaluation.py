@@ -4,9 +4,8 @@ baseline, evaluate_model end to end on a tiny shard folder, and the CLI on an ex
 from __future__ import annotations
 
 import json
-import re
 import pickle
-from pathlib import Path
+import re
 
 import cv2
 import keras
@@ -16,7 +15,6 @@ from scipy.spatial.transform import Rotation
 
 from handshape_tf import ModelConfig, build_model
 from handshape_tf.assets.template import load_template
-from handshape_tf.geometry.camera import xyz_to_uvd
 from handshape_tf.data.shards import read_dataset, shard_name, write_metadata, write_shard
 from handshape_tf.evaluate import main as evaluate_main
 from handshape_tf.evaluation import (
@@ -31,11 +29,13 @@ from handshape_tf.evaluation import (
     pck_curve,
     point_errors,
 )
+from handshape_tf.geometry.camera import xyz_to_uvd
 
 SIZE = 64  # the tiny preset's input side
 
 
 # ------------------------------------------------------------------------------------ metrics
+
 
 def test_point_errors_hand_computed():
     pred = np.array([[[0.0, 0, 0], [3, 4, 0]], [[1, 2, 2], [0, 0, 0]]])
@@ -121,13 +121,22 @@ def test_update_uvd_uses_ground_truth_root_depth_and_scale():
     gt = np.zeros((1, 21, 3))
     gt[..., 2] = 500.0
     pred_uvd = np.tile([0.5, 0.5, 0.1], (1, 21, 1))
-    errors = accumulator.update_uvd(pred_uvd, gt, [100.0, 100.0, 32.0, 32.0], [0, 0, 64, 64], [500.0], [20.0],
-                                    mesh_uvd=pred_uvd[:, :5], vertices_xyz=gt[:, :5])  # fmt: skip
+    errors = accumulator.update_uvd(
+        pred_uvd,
+        gt,
+        [100.0, 100.0, 32.0, 32.0],
+        [0, 0, 64, 64],
+        [500.0],
+        [20.0],
+        mesh_uvd=pred_uvd[:, :5],
+        vertices_xyz=gt[:, :5],
+    )
     np.testing.assert_allclose(errors, [2.0], rtol=1e-6)
     assert accumulator.summary()["mesh"]["mean_mm"] == pytest.approx(2.0)
     with pytest.raises(ValueError, match="mesh_uvd and vertices_xyz must be given together"):
-        accumulator.update_uvd(pred_uvd, gt, [100.0, 100.0, 32.0, 32.0], [0, 0, 64, 64], [500.0], [20.0],
-                               vertices_xyz=gt)  # fmt: skip
+        accumulator.update_uvd(
+            pred_uvd, gt, [100.0, 100.0, 32.0, 32.0], [0, 0, 64, 64], [500.0], [20.0], vertices_xyz=gt
+        )
 
 
 def test_trivial_baseline_means_and_backend_outputs():
@@ -150,6 +159,7 @@ def test_trivial_baseline_means_and_backend_outputs():
 
 # -------------------------------------------------------------------------- tiny shard folder
 
+
 def _sample(rng, template, is_left: bool) -> dict:
     """One shard sample: the posed template (random rotation, 500-700 mm away) and its labels."""
     fx = 90.0
@@ -166,10 +176,17 @@ def _sample(rng, template, is_left: bool) -> dict:
         "image_rgba": np.zeros((SIZE, SIZE, 4), np.uint8),
         "mask": np.zeros((SIZE, SIZE), bool),
         "depth": np.zeros((SIZE, SIZE), np.float32),
-        "joints_uv": uv, "joints_xyz": joints, "vertices_xyz": vertices, "intrinsics": intrinsics,
-        "root_depth": joints[0, 2], "scale": np.linalg.norm(joints[9] - joints[10]),
-        "is_left": is_left, "pose": np.zeros(3), "shape": np.zeros(2), "camera": np.eye(4),
-    }  # fmt: skip
+        "joints_uv": uv,
+        "joints_xyz": joints,
+        "vertices_xyz": vertices,
+        "intrinsics": intrinsics,
+        "root_depth": joints[0, 2],
+        "scale": np.linalg.norm(joints[9] - joints[10]),
+        "is_left": is_left,
+        "pose": np.zeros(3),
+        "shape": np.zeros(2),
+        "camera": np.eye(4),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -180,8 +197,17 @@ def shard_folder(tmp_path_factory):
     names = [shard_name(i, 2) for i in range(2)]
     for index, name in enumerate(names):
         write_shard(folder / name, [_sample(rng, template, is_left=(index + k) % 3 == 0) for k in range(3)])
-    write_metadata(folder, {"image_size": SIZE, "num_vertices": template.num_vertices, "pose_size": 3,
-                            "shape_size": 2, "shards": names, "num_complete_samples": 6})  # fmt: skip
+    write_metadata(
+        folder,
+        {
+            "image_size": SIZE,
+            "num_vertices": template.num_vertices,
+            "pose_size": 3,
+            "shape_size": 2,
+            "shards": names,
+            "num_complete_samples": 6,
+        },
+    )
     return folder
 
 
@@ -201,8 +227,9 @@ def _check_png(path, min_size):
 
 def test_evaluate_model_on_shards_writes_report_and_figures(shard_folder, tiny_model_path, tmp_path):
     model = keras.models.load_model(tiny_model_path)
-    report = evaluate_model(model, shard_folder, tmp_path / "eval", batch_size=4, sheet_size=4,
-                            model_path=tiny_model_path)  # fmt: skip
+    report = evaluate_model(
+        model, shard_folder, tmp_path / "eval", batch_size=4, sheet_size=4, model_path=tiny_model_path
+    )
     saved = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert saved == json.loads(json.dumps(report))
     for key in ("model", "dataset", "protocol", "input_size", "metrics", "mesh_note", "files", "seconds"):
@@ -236,13 +263,20 @@ def test_perfect_and_trivial_predictors_on_shards(shard_folder):
         description, image_size, served = "oracle", SIZE, 0
 
         def run(self, crops):
-            batch = samples[self.served:self.served + len(crops)]
+            batch = samples[self.served : self.served + len(crops)]
             self.served += len(crops)
             stacked = {key: np.stack([s[key] for s in batch]) for key in batch[0] if key != "name"}
             outputs = {"heatmaps": np.zeros((len(crops), 1, 1, 21), np.float32)}
             for key, points in (("pose_uvd", "joints_xyz"), ("mesh_uvd", "vertices_xyz")):
-                uvd = np.array(xyz_to_uvd(stacked[points], stacked["intrinsics"], stacked["crop_box"],
-                                          scale=stacked["scale"], root_depth=stacked["root_depth"]))  # fmt: skip
+                uvd = np.array(
+                    xyz_to_uvd(
+                        stacked[points],
+                        stacked["intrinsics"],
+                        stacked["crop_box"],
+                        scale=stacked["scale"],
+                        root_depth=stacked["root_depth"],
+                    )
+                )
                 uvd[stacked["is_left"], :, 0] = 1.0 - uvd[stacked["is_left"], :, 0]
                 outputs[key] = uvd
             return outputs
@@ -254,6 +288,7 @@ def test_perfect_and_trivial_predictors_on_shards(shard_folder):
 
 
 # ------------------------------------------------------------------------------ CLI on RHD
+
 
 @pytest.fixture
 def rhd_root(tmp_path):
@@ -280,8 +315,20 @@ def rhd_root(tmp_path):
 
 def test_cli_on_rhd_evaluation_split(rhd_root, tiny_model_path, tmp_path, capsys):
     out = tmp_path / "report"
-    status = evaluate_main(["--model", str(tiny_model_path), "--data", str(rhd_root), "--out", str(out),
-                            "--batch-size", "2", "--sheet-size", "2"])  # fmt: skip
+    status = evaluate_main(
+        [
+            "--model",
+            str(tiny_model_path),
+            "--data",
+            str(rhd_root),
+            "--out",
+            str(out),
+            "--batch-size",
+            "2",
+            "--sheet-size",
+            "2",
+        ]
+    )
     assert status == 0
     printed = capsys.readouterr().out
     assert "samples: 2 (RHDDataset evaluation, 0 left hands)" in printed
@@ -314,8 +361,12 @@ def test_every_detected_layout_has_an_evaluation_split():
 
     assert sorted(_EVALUATION_SPLITS) == sorted(reader.__name__ for reader, _, _ in LAYOUTS)
     splits = {name: kwargs.get("split") for name, kwargs in _EVALUATION_SPLITS.items()}
-    assert splits == {"PaperSyntheticDataset": "val", "PaperRealWorldDataset": None, "RHDDataset": "evaluation",
-                      "STBDataset": "test"}  # fmt: skip
+    assert splits == {
+        "PaperSyntheticDataset": "val",
+        "PaperRealWorldDataset": None,
+        "RHDDataset": "evaluation",
+        "STBDataset": "test",
+    }
 
 
 def test_cli_bad_inputs_exit_2(rhd_root, tiny_model_path, tmp_path, capsys):

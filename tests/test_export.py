@@ -199,16 +199,29 @@ def test_sample_crops_from_a_shard_folder(tmp_path):
     samples = []
     for index in range(3):
         image = np.full((48, 48, 3), 60 * index, np.uint8)
-        samples.append({
-            "image": image, "image_rgba": np.zeros((48, 48, 4), np.uint8), "mask": np.zeros((48, 48), bool),
-            "depth": np.zeros((48, 48), np.float32), "joints_uv": np.zeros((21, 2)), "joints_xyz": np.zeros((21, 3)),
-            "vertices_xyz": np.zeros((5, 3)), "intrinsics": np.ones(4), "root_depth": 500.0, "scale": 30.0,
-            "is_left": False, "pose": np.zeros(2), "shape": np.zeros(1), "camera": np.eye(4),
-        })  # fmt: skip
+        samples.append(
+            {
+                "image": image,
+                "image_rgba": np.zeros((48, 48, 4), np.uint8),
+                "mask": np.zeros((48, 48), bool),
+                "depth": np.zeros((48, 48), np.float32),
+                "joints_uv": np.zeros((21, 2)),
+                "joints_xyz": np.zeros((21, 3)),
+                "vertices_xyz": np.zeros((5, 3)),
+                "intrinsics": np.ones(4),
+                "root_depth": 500.0,
+                "scale": 30.0,
+                "is_left": False,
+                "pose": np.zeros(2),
+                "shape": np.zeros(1),
+                "camera": np.eye(4),
+            }
+        )
     name = shards.shard_name(0, 1)
     shards.write_shard(tmp_path / name, samples)
-    shards.write_metadata(tmp_path, {"image_size": 48, "num_vertices": 5, "pose_size": 2, "shape_size": 1,
-                                     "shards": [name]})  # fmt: skip
+    shards.write_metadata(
+        tmp_path, {"image_size": 48, "num_vertices": 5, "pose_size": 2, "shape_size": 1, "shards": [name]}
+    )
     crops = common.sample_crops(24, tmp_path, 2)
     assert crops.shape == (2, 24, 24, 3)
     np.testing.assert_array_equal(crops[:, 12, 12, 0], [0, 60])  # the first two images, resized
@@ -249,10 +262,19 @@ def test_saved_model_matches_keras_and_has_the_serving_signature(tiny, saved_mod
 @pytest.mark.slow
 def test_saved_model_cli_describes_the_signature(saved_model_dir):
     shown = subprocess.run(
-        [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "show", "--dir", str(saved_model_dir),
-         "--all"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "tensorflow.python.tools.saved_model_cli",
+            "show",
+            "--dir",
+            str(saved_model_dir),
+            "--all",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "signature_def['serving_default']" in shown
     assert "inputs['images'] tensor_info:" in shown and "dtype: DT_UINT8" in shown
     for name in ("heatmaps", "mesh_uvd", "pose_uvd", "joints_uv"):
@@ -319,10 +341,14 @@ def test_export_beyond_tolerance_leaves_no_output(tiny, onnx_path, tmp_path, mon
             target.write_bytes(b"previous export")
         with pytest.raises(common.ExportError, match=r"does not match the Keras model \(mesh_uvd max_uv_px = "):
             common.export_verified(
-                target, write=lambda path: path.write_bytes(onnx_path.read_bytes()),
-                open_backend=onnx_export.OnnxBackend, reference=reference, crops=crops,
-                tolerance=parity.TOLERANCES["fp32"], label="ONNX",
-            )  # fmt: skip
+                target,
+                write=lambda path: path.write_bytes(onnx_path.read_bytes()),
+                open_backend=onnx_export.OnnxBackend,
+                reference=reference,
+                crops=crops,
+                tolerance=parity.TOLERANCES["fp32"],
+                label="ONNX",
+            )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["existing.onnx"]
     assert (tmp_path / "existing.onnx").read_bytes() == b"previous export"
 
@@ -351,8 +377,9 @@ def test_cli_reports_a_truncated_model_without_a_traceback(tiny, tmp_path, capsy
 
 
 def test_int8_without_calibration_data_is_refused_before_loading(tmp_path, capsys):
-    status = tflite_export.main(["--model", str(tmp_path / "none.keras"), "--out", str(tmp_path / "m.tflite"),
-                                 "--quantize", "int8"])  # fmt: skip
+    status = tflite_export.main(
+        ["--model", str(tmp_path / "none.keras"), "--out", str(tmp_path / "m.tflite"), "--quantize", "int8"]
+    )
     assert status == 2
     assert "--quantize int8 needs --calibration-data" in capsys.readouterr().err and list(tmp_path.iterdir()) == []
 
@@ -396,8 +423,11 @@ def test_stage_models_compose_to_the_full_model(tiny):
 def _benchmark(args):
     result = subprocess.run(
         [sys.executable, "-m", "export.benchmark", "--presets", "tiny", "--runs", "2", "--batch", "2", *args],
-        cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
-    )  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
@@ -456,8 +486,9 @@ def test_benchmark_all_formats_threads_and_mediapipe_ratio(tiny, tmp_path):
     model, _, crops, _ = tiny
     stand_in = tmp_path / "landmarks.tflite"  # any LiteRT model exercises the MediaPipe path
     tflite_export.export_tflite(model, stand_in, "none", crops)
-    output = _benchmark(["--threads", "1", "2", "--stages", "full", "pose", "--batch-runs", "1",
-                         "--mediapipe-model", str(stand_in)])  # fmt: skip
+    output = _benchmark(
+        ["--threads", "1", "2", "--stages", "full", "pose", "--batch-runs", "1", "--mediapipe-model", str(stand_in)]
+    )
     rows = _rows(output)
     assert set(rows) == {(f, t, s) for f in benchmark.FORMATS for t in (1, 2) for s in ("full", "pose")}
     for (_, _, stage), values in rows.items():

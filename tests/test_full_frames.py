@@ -46,7 +46,9 @@ def test_mask_box_and_iou_by_hand():
 
 
 def test_frames_are_deterministic_per_seed_and_index(pool, fixture_photo_bank):
-    composer = FrameComposer(pool, BackgroundSource(fixture_photo_bank / "train"), PHOTO, FrameConfig(width=96, height=96))
+    composer = FrameComposer(
+        pool, BackgroundSource(fixture_photo_bank / "train"), PHOTO, FrameConfig(width=96, height=96)
+    )
     first, again = composer.frame(5, 2), composer.frame(5, 2)
     other = composer.frame(5, 3)
     assert np.array_equal(first["image"], again["image"]) and np.array_equal(first["boxes"], again["boxes"])
@@ -54,8 +56,9 @@ def test_frames_are_deterministic_per_seed_and_index(pool, fixture_photo_bank):
 
 
 def test_boxes_are_the_visible_alpha_of_each_hand(pool, fixture_photo_bank):
-    config = FrameConfig(width=128, height=96, hand_counts=(0.0, 0.0, 0.0, 1.0), distractors=(2, 4),
-                         distractors_in_front=0.5)  # fmt: skip
+    config = FrameConfig(
+        width=128, height=96, hand_counts=(0.0, 0.0, 0.0, 1.0), distractors=(2, 4), distractors_in_front=0.5
+    )
     composer = FrameComposer(pool, BackgroundSource(fixture_photo_bank / "train"), PHOTO, config)
     labelled = 0
     for index in range(6):
@@ -73,8 +76,15 @@ def test_boxes_are_the_visible_alpha_of_each_hand(pool, fixture_photo_bank):
 def test_boxes_match_the_composited_pixels_over_black(pool, black_backgrounds):
     """Independent of the alpha bookkeeping: over a black background, without camera effects,
     distractors or forearms, the lit pixels of a one-hand frame are its box (up to the soft edge)."""
-    config = FrameConfig(width=128, height=128, hand_counts=(0.0, 1.0), hand_size=(0.15, 0.3), distractors=(0, 0),
-                         forearm_probability=0.0, max_outside=0.0)  # fmt: skip
+    config = FrameConfig(
+        width=128,
+        height=128,
+        hand_counts=(0.0, 1.0),
+        hand_size=(0.15, 0.3),
+        distractors=(0, 0),
+        forearm_probability=0.0,
+        max_outside=0.0,
+    )
     composer = FrameComposer(pool, black_backgrounds, PHOTO.without("camera"), config)
     for index in range(5):
         frame = composer.frame(1, index)
@@ -105,8 +115,12 @@ def test_mirroring_a_pool_hand_flips_its_side(pool, black_backgrounds):
 
 
 def test_frames_without_hands_have_empty_labels(pool, fixture_photo_bank):
-    composer = FrameComposer(pool, BackgroundSource(fixture_photo_bank / "train"), PHOTO,
-                             FrameConfig(width=64, height=64, hand_counts=(1.0,)))  # fmt: skip
+    composer = FrameComposer(
+        pool,
+        BackgroundSource(fixture_photo_bank / "train"),
+        PHOTO,
+        FrameConfig(width=64, height=64, hand_counts=(1.0,)),
+    )
     frame = composer.frame(0, 0, return_alpha=True)
     assert frame["boxes"].shape == (0, 4) and frame["joints_uv"].shape == (0, 21, 2)
     assert frame["is_left"].shape == (0,) and frame["alpha"].shape == (0, 64, 64)

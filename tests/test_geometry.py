@@ -125,7 +125,9 @@ def test_camera_errors():
         xyz_to_uvd(keypoints, [[600.0, np.nan, 320.0, 240.0]], good_box)
     with pytest.raises(ValueError, match=r"intrinsics must be finite"):
         project(keypoints, [[0.0, 600.0, 320.0, 240.0]])
-    with pytest.raises(ValueError, match=r"crop_box must be finite \(x0, y0, w, h\) with w, h > 0 .*\[10.0, 10.0, 0.0, 50"):
+    with pytest.raises(
+        ValueError, match=r"crop_box must be finite \(x0, y0, w, h\) with w, h > 0 .*\[10.0, 10.0, 0.0, 50"
+    ):
         xyz_to_uvd(keypoints, INTRINSICS, [[10.0, 10.0, 0.0, 50.0]])
     with pytest.raises(ValueError, match=r"crop_box has shape \(1, 2\); expected B x 4"):
         uvd_to_xyz(keypoints, INTRINSICS, [[1.0, 2.0]], [500.0], [30.0])

@@ -79,9 +79,7 @@ def test_laplacian_of_triangle_with_isolated_node():
     adjacency = adjacency_from_faces(np.array([[0, 1, 2]]), 4)
     laplacian = normalized_laplacian(adjacency).toarray()
     # Degrees 2: off-diagonal -1 / sqrt(2 * 2); node 3 is isolated: identity row.
-    expected = np.array(
-        [[1, -0.5, -0.5, 0], [-0.5, 1, -0.5, 0], [-0.5, -0.5, 1, 0], [0, 0, 0, 1]]
-    )
+    expected = np.array([[1, -0.5, -0.5, 0], [-0.5, 1, -0.5, 0], [-0.5, -0.5, 1, 0], [0, 0, 0, 1]])
     np.testing.assert_allclose(laplacian, expected, atol=1e-15)
     # Spectrum {0, 1.5, 1.5} for the triangle, 1 for the isolated node.
     assert largest_eigenvalue(laplacian) == pytest.approx(1.5, abs=1e-12)
@@ -96,9 +94,7 @@ def test_laplacian_of_path_with_weights():
     # Weighted path 0 -(2)- 1 -(1)- 2: degrees 2, 3, 1.
     weights = np.array([[0, 2, 0], [2, 0, 1], [0, 1, 0]], np.float64)
     laplacian = normalized_laplacian(weights).toarray()
-    expected = np.array(
-        [[1, -2 / np.sqrt(6), 0], [-2 / np.sqrt(6), 1, -1 / np.sqrt(3)], [0, -1 / np.sqrt(3), 1]]
-    )
+    expected = np.array([[1, -2 / np.sqrt(6), 0], [-2 / np.sqrt(6), 1, -1 / np.sqrt(3)], [0, -1 / np.sqrt(3), 1]])
     np.testing.assert_allclose(laplacian, expected, atol=1e-15)
     # A path is bipartite: lambda_max = 2, so L~ = L - I.
     np.testing.assert_allclose(rescale_laplacian(laplacian).toarray(), expected - np.eye(3), atol=1e-12)

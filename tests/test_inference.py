@@ -528,11 +528,18 @@ def test_draw_overlay_draws_skeleton_mesh_and_box():
     joints = np.stack([np.full(21, 50.0), np.linspace(20, 80, 21)], axis=1).astype(np.float32)
     mesh = np.stack([np.linspace(10, 90, 1159), np.full(1159, 30.0)], axis=1).astype(np.float32)
     prediction = HandPrediction(
-        box=np.array([5, 5, 90, 90], np.float32), is_left=False, joints_uv=joints, mesh_uv=mesh,
-        pose_uvd=np.zeros((21, 3), np.float32), mesh_uvd=np.zeros((1159, 3), np.float32),
-        heatmaps=np.zeros((16, 16, 21), np.float32), confidence=np.zeros(21, np.float32),
-        joints_xyz=np.zeros((21, 3), np.float32), vertices_xyz=np.zeros((1159, 3), np.float32), camera_space=False,
-    )  # fmt: skip
+        box=np.array([5, 5, 90, 90], np.float32),
+        is_left=False,
+        joints_uv=joints,
+        mesh_uv=mesh,
+        pose_uvd=np.zeros((21, 3), np.float32),
+        mesh_uvd=np.zeros((1159, 3), np.float32),
+        heatmaps=np.zeros((16, 16, 21), np.float32),
+        confidence=np.zeros(21, np.float32),
+        joints_xyz=np.zeros((21, 3), np.float32),
+        vertices_xyz=np.zeros((1159, 3), np.float32),
+        camera_space=False,
+    )
     image = np.zeros((100, 100), np.uint8)
     overlay = draw_overlay(image, prediction)
     assert overlay.shape == (100, 100, 3) and overlay.dtype == np.uint8 and image.max() == 0
@@ -559,10 +566,25 @@ def test_predict_cli_end_to_end(model, keras_file, tmp_path):
     cv2.imwrite(str(image_path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     out = tmp_path / "out"
     command = [
-        sys.executable, "-m", "handshape_tf.predict", str(image_path), "--model", str(keras_file), "--out", str(out),
-        "--json", "--box", "10,5,70,70", "--intrinsics", "600,600,50,40", "--root-depth", "500", "--scale", "30",
+        sys.executable,
+        "-m",
+        "handshape_tf.predict",
+        str(image_path),
+        "--model",
+        str(keras_file),
+        "--out",
+        str(out),
+        "--json",
+        "--box",
+        "10,5,70,70",
+        "--intrinsics",
+        "600,600,50,40",
+        "--root-depth",
+        "500",
+        "--scale",
+        "30",
         "--left",
-    ]  # fmt: skip
+    ]
     result = subprocess.run(command, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     printed = json.loads(result.stdout)
@@ -633,8 +655,13 @@ def test_predict_cli_takes_folders_skips_bad_files_and_checks_out_first(keras_fi
     assert "error: skipping " in err and "c.png is not an image OpenCV can decode" in err
     assert "error: 1 of 3 inputs could not be read" in err
     assert sorted(p.name for p in out.iterdir()) == [
-        "a.json", "a.obj", "a_overlay.png", "b.json", "b.obj", "b_overlay.png",
-    ]  # fmt: skip
+        "a.json",
+        "a.obj",
+        "a_overlay.png",
+        "b.json",
+        "b.obj",
+        "b_overlay.png",
+    ]
     (tmp_path / "empty").mkdir()
     assert predict.main([str(tmp_path / "empty"), "--model", str(keras_file)]) == 2
     assert "empty is a folder without image files" in capsys.readouterr().err

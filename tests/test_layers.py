@@ -95,9 +95,7 @@ def test_cheb_conv_matches_dense_reference(formulation, order):
     layer = ChebConv(4, order=order, laplacian=laplacian, formulation=formulation)
     layer.build(signal.shape)
     set_random_weights(layer, seed=order)
-    expected, _ = chebyshev_reference(
-        laplacian, signal, layer.kernel.numpy(), layer.bias.numpy()
-    )
+    expected, _ = chebyshev_reference(laplacian, signal, layer.kernel.numpy(), layer.bias.numpy())
     np.testing.assert_allclose(layer(signal).numpy(), expected, atol=1e-5)
 
 
@@ -113,18 +111,12 @@ def test_cheb_conv_gradient_matches_analytic(formulation):
     with tf.GradientTape() as tape:
         tape.watch(signal)
         loss = tf.reduce_sum(layer(signal) * upstream)
-    grad_signal, grad_kernel, grad_bias = tape.gradient(
-        loss, [signal, layer.kernel, layer.bias]
-    )
+    grad_signal, grad_kernel, grad_bias = tape.gradient(loss, [signal, layer.kernel, layer.bias])
     kernel = layer.kernel.numpy()
     _, polys = chebyshev_reference(laplacian, signal.numpy(), kernel, 0.0)
     # loss = sum_k <G, T_k f theta_k>: d/df = sum_k T_k^T G theta_k^T, d/dtheta_k = (T_k f)^T G.
-    expected_signal = sum(
-        np.einsum("mn,bmg,fg->bnf", t, upstream, theta) for t, theta in zip(polys, kernel)
-    )
-    expected_kernel = np.stack(
-        [np.einsum("nm,bmf,bng->fg", t, signal.numpy(), upstream) for t in polys]
-    )
+    expected_signal = sum(np.einsum("mn,bmg,fg->bnf", t, upstream, theta) for t, theta in zip(polys, kernel))
+    expected_kernel = np.stack([np.einsum("nm,bmf,bng->fg", t, signal.numpy(), upstream) for t in polys])
     np.testing.assert_allclose(grad_signal.numpy(), expected_signal, atol=1e-4)
     np.testing.assert_allclose(grad_kernel.numpy(), expected_kernel, atol=1e-4)
     np.testing.assert_allclose(grad_bias.numpy(), upstream.sum(axis=(0, 1)), atol=1e-4)
@@ -176,9 +168,7 @@ def test_cheb_conv_errors():
 
 def test_graph_upsample_and_pool_exact():
     signal = np.array([[[1.0, 10.0], [2.0, 20.0], [3.0, 30.0], [5.0, 50.0]]], "float32")
-    np.testing.assert_array_equal(
-        GraphUpsample(2)(signal[:, :2]).numpy(), [[[1, 10], [1, 10], [2, 20], [2, 20]]]
-    )
+    np.testing.assert_array_equal(GraphUpsample(2)(signal[:, :2]).numpy(), [[[1, 10], [1, 10], [2, 20], [2, 20]]])
     np.testing.assert_array_equal(GraphUpsample(3)(signal[:, :1]).numpy(), [[[1, 10]] * 3])
     np.testing.assert_array_equal(GraphPool(2)(signal).numpy(), [[[1.5, 15], [4, 40]]])
     np.testing.assert_array_equal(GraphPool(4)(signal).numpy(), [[[2.75, 27.5]]])
@@ -223,9 +213,7 @@ def test_encoder_output_size_and_errors():
     with pytest.raises(ValueError, match="num_residual=3, num_pools=2"):
         ResidualEncoder(16, num_residual=3, num_pools=2)
     with pytest.raises(ValueError, match=r"divisible by 4, got heatmaps shape \(None, 6, 8, 21\)"):
-        ResidualEncoder(16, num_residual=2, num_pools=2)(
-            keras.Input((6, 8, 21)), keras.Input((6, 8, 16))
-        )
+        ResidualEncoder(16, num_residual=2, num_pools=2)(keras.Input((6, 8, 21)), keras.Input((6, 8, 16)))
 
 
 def test_paper_preset_parameter_counts():
@@ -251,24 +239,32 @@ def graph_hierarchy():
     adjacency = np.zeros((16, 16))
     order = np.flatnonzero(real)
     adjacency[order, np.roll(order, 1)] = adjacency[np.roll(order, 1), order] = 1.0
-    return [rescaled_laplacian(adjacency), rescaled_laplacian(path_adjacency(8)),
-            rescaled_laplacian(path_adjacency(4))]  # fmt: skip
+    return [rescaled_laplacian(adjacency), rescaled_laplacian(path_adjacency(8)), rescaled_laplacian(path_adjacency(4))]
 
 
 def make_decoder(formulation="sparse"):
     laplacians = graph_hierarchy()
     return MeshDecoder(
-        fc_units=12, level_sizes=LEVEL_SIZES, widths=[6, 5, 4], order=3,
-        formulation=formulation, laplacians=laplacians[:2], node_of_vertex=NODE_OF_VERTEX,
-    )  # fmt: skip
+        fc_units=12,
+        level_sizes=LEVEL_SIZES,
+        widths=[6, 5, 4],
+        order=3,
+        formulation=formulation,
+        laplacians=laplacians[:2],
+        node_of_vertex=NODE_OF_VERTEX,
+    )
 
 
 def make_regressor(formulation="sparse"):
     laplacians = graph_hierarchy()
     return PoseRegressor(
-        num_nodes=16, widths=(4, 5), num_joints=21, formulation=formulation,
-        laplacians=(laplacians[0], laplacians[2]), node_of_vertex=NODE_OF_VERTEX,
-    )  # fmt: skip
+        num_nodes=16,
+        widths=(4, 5),
+        num_joints=21,
+        formulation=formulation,
+        laplacians=(laplacians[0], laplacians[2]),
+        node_of_vertex=NODE_OF_VERTEX,
+    )
 
 
 def test_mesh_decoder_gathers_real_vertices_in_template_order():
@@ -294,9 +290,12 @@ def test_mesh_decoder_errors():
         MeshDecoder(level_sizes=LEVEL_SIZES, laplacians=[laplacians[0], laplacians[2]], **kwargs)
     with pytest.raises(ValueError, match=r"values must be in \[0, 16\), got range \[0, 16\]"):
         MeshDecoder(
-            fc_units=4, level_sizes=LEVEL_SIZES, widths=[2, 2, 2], laplacians=laplacians[:2],
+            fc_units=4,
+            level_sizes=LEVEL_SIZES,
+            widths=[2, 2, 2],
+            laplacians=laplacians[:2],
             node_of_vertex=[0, 16],
-        )  # fmt: skip
+        )
 
 
 def test_pose_regressor_scatters_to_nodes_and_is_affine():
@@ -307,9 +306,7 @@ def test_pose_regressor_scatters_to_nodes_and_is_affine():
     set_random_weights(regressor, seed=2)  # Non-zero biases too.
     f = lambda mesh: regressor(mesh).numpy()  # noqa: E731
     zero = f(np.zeros_like(x))
-    np.testing.assert_allclose(
-        f(2.0 * x - 3.0 * y) - zero, 2.0 * (f(x) - zero) - 3.0 * (f(y) - zero), atol=1e-4
-    )
+    np.testing.assert_allclose(f(2.0 * x - 3.0 * y) - zero, 2.0 * (f(x) - zero) - 3.0 * (f(y) - zero), atol=1e-4)
     nodes = np.zeros((2, 16, 3), "float32")
     nodes[:, NODE_OF_VERTEX] = x  # Fake nodes stay zero.
     for layer in [*regressor.graph_layers, *regressor.head]:
@@ -337,8 +334,7 @@ def layer_cases():
     return [
         ("residual", lambda: Residual(6), (maps,)),
         ("hourglass", lambda: Hourglass(depth=2, filters=4), (maps,)),
-        ("stacked_hourglass", lambda: StackedHourglass(2, depth=1, filters=8, num_heatmaps=3),
-         (image,)),
+        ("stacked_hourglass", lambda: StackedHourglass(2, depth=1, filters=8, num_heatmaps=3), (image,)),
         ("encoder", lambda: ResidualEncoder(4, num_residual=2, num_pools=1), (maps[..., :3], maps)),
         ("cheb_conv", lambda: ChebConv(4, order=3, laplacian=path), (graph,)),
         ("cheb_conv_gather", lambda: ChebConv(4, laplacian=path, formulation="gather"), (graph,)),
@@ -346,7 +342,7 @@ def layer_cases():
         ("graph_pool", lambda: GraphPool(5), (graph,)),
         ("mesh_decoder", make_decoder, (graph[:, 0],)),
         ("pose_regressor", make_regressor, (mesh,)),
-    ]  # fmt: skip
+    ]
 
 
 @pytest.mark.parametrize("name,factory,inputs", layer_cases(), ids=[c[0] for c in layer_cases()])
@@ -360,9 +356,7 @@ def test_config_round_trip(name, factory, inputs):
     clone = type(layer).from_config(config)
     clone(*inputs, training=False)
     clone.set_weights(layer.get_weights())
-    for got, want in zip(
-        keras.tree.flatten(clone(*inputs, training=False)), keras.tree.flatten(expected)
-    ):
+    for got, want in zip(keras.tree.flatten(clone(*inputs, training=False)), keras.tree.flatten(expected)):
         np.testing.assert_array_equal(got.numpy(), want.numpy())
 
 
@@ -389,9 +383,7 @@ def test_functional_model_saves_and_reloads(tmp_path):
         np.testing.assert_allclose(traced[key].numpy(), expected[key].numpy(), atol=1e-6)
     decoder = next(layer for layer in reloaded.layers if isinstance(layer, MeshDecoder))
     np.testing.assert_array_equal(decoder.node_of_vertex.numpy(), NODE_OF_VERTEX)
-    np.testing.assert_array_equal(
-        decoder.output_conv.neighbors.numpy(), neighbor_tables(graph_hierarchy()[0])[0]
-    )
+    np.testing.assert_array_equal(decoder.output_conv.neighbors.numpy(), neighbor_tables(graph_hierarchy()[0])[0])
 
 
 def test_gather_network_converts_to_builtin_tflite_ops():
@@ -410,8 +402,7 @@ def test_gather_network_converts_to_builtin_tflite_ops():
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], images)
     interpreter.invoke()
     outputs = {
-        tuple(detail["shape"]): interpreter.get_tensor(detail["index"])
-        for detail in interpreter.get_output_details()
+        tuple(detail["shape"]): interpreter.get_tensor(detail["index"]) for detail in interpreter.get_output_details()
     }
     expected = model(images, training=False)
     assert len(outputs) == 3

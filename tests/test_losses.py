@@ -178,7 +178,7 @@ def test_laplacian_ignores_a_common_offset(template_topology):
 def test_degenerate_meshes_give_finite_loss_and_gradients(pred, target):
     topology = MeshTopology.from_faces(TETRAHEDRON_FACES, 4)
     for name in MESH_TERMS:
-        loss, gradient = _gradient(lambda p, t: mesh_loss(p, t, topology, terms=[name])[0], pred, target)
+        loss, gradient = _gradient(lambda p, t, name=name: mesh_loss(p, t, topology, terms=[name])[0], pred, target)
         assert np.isfinite(loss.numpy()), name
         assert np.all(np.isfinite(gradient.numpy())), name
 
@@ -284,7 +284,10 @@ def test_weakly_supervised_loss_weights():
     assert set(values) == {"heatmap", "depth", "pseudo_mesh", "edge", "laplacian"}
     joints = np.zeros((1, 21, 3), np.float32)
     total, values = weakly_supervised_loss(
-        **common, pose_pred=joints + 1.0, pose_target=joints, terms=("heatmap", "depth", "pseudo_mesh", "pose"),
+        **common,
+        pose_pred=joints + 1.0,
+        pose_target=joints,
+        terms=("heatmap", "depth", "pseudo_mesh", "pose"),
     )
     assert total.numpy() == pytest.approx(0.1 * 4 + 0.1 * 2.5 + pseudo + 10 * 3)
 

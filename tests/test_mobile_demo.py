@@ -44,8 +44,11 @@ def photo(tmp_path_factory):
 def _run_demo(*args, cwd=REPO):
     return subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "mobile_demo", *map(str, args)],
-        cwd=cwd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
-    )  # fmt: skip
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
 
 
 def read_bgr(path: Path) -> np.ndarray:
@@ -64,8 +67,9 @@ def _imported(stderr: str) -> set[str]:
 
 
 def test_demo_annotates_an_image_without_importing_tensorflow(tiny_tflite, photo, tmp_path):
-    result = _run_demo("--model", tiny_tflite, "--images", photo, "--out", tmp_path, "--benchmark", "--runs", "3",
-                       "--threads", "1")  # fmt: skip
+    result = _run_demo(
+        "--model", tiny_tflite, "--images", photo, "--out", tmp_path, "--benchmark", "--runs", "3", "--threads", "1"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     imported = _imported(result.stderr)
     assert {"ai_edge_litert", "cv2", "mobile_demo"} <= imported
@@ -135,8 +139,9 @@ def test_no_argument_run_uses_the_shipped_assets(tmp_path):
     from handshape_tf.inference import HandPredictor, TFLiteBackend
 
     truth = np.array(json.loads((demo.ASSETS / "example.json").read_text())["joints_uv_px"])  # 21 x 2, 256 px image
-    hand = HandPredictor(TFLiteBackend(demo.DEFAULT_MODEL, num_threads=1)).predict(read_bgr(demo.DEFAULT_IMAGE),
-                                                                                   channel_order="bgr")  # fmt: skip
+    hand = HandPredictor(TFLiteBackend(demo.DEFAULT_MODEL, num_threads=1)).predict(
+        read_bgr(demo.DEFAULT_IMAGE), channel_order="bgr"
+    )
     error = np.linalg.norm(np.asarray(hand.joints_uv).reshape(21, 2) - truth, axis=-1)
     assert error.mean() < 40.0, error  # 28.0 px measured (MODEL_CARD.md); the hand spans ~200 px
 

@@ -79,5 +79,5 @@ def test_training_step_reduces_a_loss(tiny_model):
     ids=["wrong size", "wrong channels", "wrong rank"],
 )
 def test_wrong_images_are_rejected_with_the_expected_shape(tiny_model, shape):
-    with pytest.raises(ValueError, match=r"expected shape=\(None, 64, 64, 3\), found shape=\(" ):
+    with pytest.raises(ValueError, match=r"expected shape=\(None, 64, 64, 3\), found shape=\("):
         tiny_model(np.zeros(shape, np.float32))

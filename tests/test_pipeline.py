@@ -51,13 +51,21 @@ def hand_sample(rng: np.random.Generator, size: int, is_left: bool = False) -> d
         cv2.circle(rgba, (int(x), int(y)), max(1, size // 40), (*map(int, colour), 255), -1)
     image = np.where(rgba[..., 3:] > 0, rgba[..., :3], 128).astype(np.uint8)
     return {
-        "image": image, "image_rgba": rgba, "mask": rgba[..., 3] > 0,
+        "image": image,
+        "image_rgba": rgba,
+        "mask": rgba[..., 3] > 0,
         "depth": np.where(rgba[..., 3] > 0, depth, 0.0).astype(np.float32),
-        "joints_uv": project(joints[None], intrinsics[None]).numpy()[0], "joints_xyz": joints,
-        "vertices_xyz": vertices, "intrinsics": intrinsics, "root_depth": joints[0, 2],
-        "scale": np.linalg.norm(joints[9] - joints[10]), "is_left": is_left,
-        "pose": np.zeros(3), "shape": np.ones(2), "camera": np.eye(4),
-    }  # fmt: skip
+        "joints_uv": project(joints[None], intrinsics[None]).numpy()[0],
+        "joints_xyz": joints,
+        "vertices_xyz": vertices,
+        "intrinsics": intrinsics,
+        "root_depth": joints[0, 2],
+        "scale": np.linalg.norm(joints[9] - joints[10]),
+        "is_left": is_left,
+        "pose": np.zeros(3),
+        "shape": np.ones(2),
+        "camera": np.eye(4),
+    }
 
 
 def write_hand_shards(folder, num_samples: int, size: int, per_shard: int = 8, seed: int = 0):
@@ -68,9 +76,17 @@ def write_hand_shards(folder, num_samples: int, size: int, per_shard: int = 8, s
     num_shards = -(-num_samples // per_shard)
     names = [shard_name(i, num_shards) for i in range(num_shards)]
     for i, name in enumerate(names):
-        write_shard(folder / name, samples[i * per_shard:(i + 1) * per_shard])
-    write_metadata(folder, {"image_size": size, "num_vertices": samples[0]["vertices_xyz"].shape[0],
-                            "pose_size": 3, "shape_size": 2, "shards": names})  # fmt: skip
+        write_shard(folder / name, samples[i * per_shard : (i + 1) * per_shard])
+    write_metadata(
+        folder,
+        {
+            "image_size": size,
+            "num_vertices": samples[0]["vertices_xyz"].shape[0],
+            "pose_size": 3,
+            "shape_size": 2,
+            "shards": names,
+        },
+    )
     return samples
 
 
@@ -120,15 +136,17 @@ def test_heatmap_peak_at_the_joint_and_uvd_round_trip(shards):
         back = uvd_to_xyz(batch[name], batch["intrinsics"], box, batch["root_depth"], batch["scale"])
         np.testing.assert_allclose(back.numpy(), batch[xyz_name], atol=2e-3 * 500)
     np.testing.assert_allclose(batch["pose_uvd"][:, 0, 2], 0.0, atol=1e-6)
-    np.testing.assert_allclose(np.linalg.norm(batch["joints_xyz"][:, 9] - batch["joints_xyz"][:, 10], axis=-1),
-                               batch["scale"], rtol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        np.linalg.norm(batch["joints_xyz"][:, 9] - batch["joints_xyz"][:, 10], axis=-1), batch["scale"], rtol=1e-5
+    )
 
 
 def test_augmentation_keeps_joints_on_the_projection_and_on_the_image(shards):
     folder, _ = shards
     config = DataConfig(augment=AugmentConfig(rotation_deg=30.0, scale_min=0.8, scale_max=1.2, translation=0.1))
-    dataset = training_dataset(ShardSource(folder), config, image_size=128, heatmap_size=32, batch_size=6,
-                               seed=3, bank=_bank(128))  # fmt: skip
+    dataset = training_dataset(
+        ShardSource(folder), config, image_size=128, heatmap_size=32, batch_size=6, seed=3, bank=_bank(128)
+    )
     for batch in _batches(dataset, 2):
         projected = project(batch["joints_xyz"], batch["intrinsics"]).numpy()
         np.testing.assert_allclose(batch["joints_uv"], projected, atol=1e-3)
@@ -161,8 +179,9 @@ def test_stream_is_deterministic_and_resumes_at_start(shards):
     source = ShardSource(folder)
 
     def stream(start, count):
-        dataset = training_dataset(source, DataConfig(), image_size=64, heatmap_size=16, batch_size=4, seed=5,
-                                   start=start, bank=_bank(64))  # fmt: skip
+        dataset = training_dataset(
+            source, DataConfig(), image_size=64, heatmap_size=16, batch_size=4, seed=5, start=start, bank=_bank(64)
+        )
         return _batches(dataset, count)
 
     full = stream(0, 5)  # 20 samples: crosses the 12-sample epoch boundary
@@ -173,8 +192,20 @@ def test_stream_is_deterministic_and_resumes_at_start(shards):
     indices = np.concatenate([b["index"] for b in full])
     assert sorted(indices[:12] % 12) == list(range(12)) and np.all(indices[12:] >= 12)
     # Two input pipelines split each epoch into disjoint halves.
-    halves = [training_dataset(source, DataConfig(), image_size=64, heatmap_size=16, batch_size=6, seed=5,
-                               num_shards=2, shard_index=i, images=False) for i in range(2)]  # fmt: skip
+    halves = [
+        training_dataset(
+            source,
+            DataConfig(),
+            image_size=64,
+            heatmap_size=16,
+            batch_size=6,
+            seed=5,
+            num_shards=2,
+            shard_index=i,
+            images=False,
+        )
+        for i in range(2)
+    ]
     first, second = (_batches(h, 1)[0]["index"] for h in halves)
     assert sorted(np.concatenate([first, second]) % 12) == list(range(12))
 
@@ -192,7 +223,9 @@ def test_labels_only_stream_matches_the_image_stream(shards):
 
 def test_bad_inputs(shards, tmp_path):
     folder, _ = shards
-    with pytest.raises(DatasetError, match=r"holds 128 x 128 crops but the model takes 64 x 64 and data.resize is false"):
+    with pytest.raises(
+        DatasetError, match=r"holds 128 x 128 crops but the model takes 64 x 64 and data.resize is false"
+    ):
         training_dataset(ShardSource(folder), DataConfig(resize=False), image_size=64, heatmap_size=16, batch_size=2)
     with pytest.raises(DatasetError, match=r"neither shards \(metadata.json\) nor the paper's synthetic layout"):
         open_source(tmp_path)
@@ -200,8 +233,11 @@ def test_bad_inputs(shards, tmp_path):
         open_source(tmp_path / "missing")
     empty = tmp_path / "empty"
     empty.mkdir()
-    (empty / "metadata.json").write_text(json.dumps({"format_version": 1, "image_size": 64, "num_vertices": 3,
-                                                     "pose_size": 1, "shape_size": 1, "shards": []}))  # fmt: skip
+    (empty / "metadata.json").write_text(
+        json.dumps(
+            {"format_version": 1, "image_size": 64, "num_vertices": 3, "pose_size": 1, "shape_size": 1, "shards": []}
+        )
+    )
     with pytest.raises(DatasetError, match=r"contains no complete shards"):
         open_source(empty)
     with pytest.raises(ConfigError, match=r"data.augment.scale_min=2.0 must be in \(0, scale_max\]"):
@@ -219,7 +255,8 @@ def test_paper_synthetic_layout_feeds_the_same_elements(tmp_path):
     joints_cm = np.concatenate([rng.normal(0, 3, (21, 2)), rng.normal(-40, 1, (21, 1))], axis=1)
     joints_cm[10] = joints_cm[9] + [0.0, 3.5, 0.0]
     (root / "3D_labels" / "handGestures.txt").write_text(
-        "".join(f"j{j} {x} {y} {z}\n" for j, (x, y, z) in enumerate(joints_cm)))
+        "".join(f"j{j} {x} {y} {z}\n" for j, (x, y, z) in enumerate(joints_cm))
+    )
     (root / "3D_labels" / "camPosition.txt").write_text("cam01 200 0 0 0 0 0 0\n")
     (root / "3D_labels" / "val-camera.txt").write_text("cam02\n")
     rgba = np.zeros((96, 96, 4), np.uint8)
@@ -227,8 +264,17 @@ def test_paper_synthetic_layout_feeds_the_same_elements(tmp_path):
     cv2.imwrite(str(image_dir / "rgt_l01_cam01_.0001.png"), rgba)
     source = open_source(root)
     assert isinstance(source, PaperSyntheticSource) and source.image_size == 96 and source.num_vertices is None
-    batch = _batches(training_dataset(source, DataConfig(augment=AugmentConfig(enabled=False)), image_size=64,
-                                      heatmap_size=16, batch_size=2, bank=np.zeros((1, 64, 64, 3), np.uint8)), 1)[0]  # fmt: skip
+    batch = _batches(
+        training_dataset(
+            source,
+            DataConfig(augment=AugmentConfig(enabled=False)),
+            image_size=64,
+            heatmap_size=16,
+            batch_size=2,
+            bank=np.zeros((1, 64, 64, 3), np.uint8),
+        ),
+        1,
+    )[0]
     assert "mesh_uvd" not in batch
     np.testing.assert_allclose(batch["joints_xyz"][0], joints_cm * [10, -10, -10], rtol=1e-5)
     np.testing.assert_allclose(batch["image"][0, 32, 32], [30 / 255, 200 / 255, 10 / 255], atol=0.02)
@@ -262,9 +308,18 @@ def counted_shards(tmp_path):
 @pytest.mark.parametrize(
     "damage, message",
     [
-        ("flipped bytes", r"corrupt shard .*shard-00001-of-00003.tfrecord: .* after 1 readable records; metadata.json expects 4"),
-        ("cut mid-record", r"corrupt shard .*shard-00001-of-00003.tfrecord: .* after 3 readable records; metadata.json expects 4"),
-        ("cut at a record boundary", r"short shard .*shard-00001-of-00003.tfrecord: read 3 records; metadata.json expects 4"),
+        (
+            "flipped bytes",
+            r"corrupt shard .*shard-00001-of-00003.tfrecord: .* after 1 readable records; metadata.json expects 4",
+        ),
+        (
+            "cut mid-record",
+            r"corrupt shard .*shard-00001-of-00003.tfrecord: .* after 3 readable records; metadata.json expects 4",
+        ),
+        (
+            "cut at a record boundary",
+            r"short shard .*shard-00001-of-00003.tfrecord: read 3 records; metadata.json expects 4",
+        ),
     ],
 )
 def test_damaged_shards_are_named_with_expected_and_read_counts(counted_shards, damage, message):
@@ -286,8 +341,10 @@ def test_damaged_shards_are_named_with_expected_and_read_counts(counted_shards, 
     assert read_dataset(folder, verify=False) is not None  # the check can be skipped
     result = subprocess.run(
         [sys.executable, "-m", "handshape_tf.evaluate", "--model", str(victim), "--data", str(folder)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2, result.stderr
     assert victim.name in result.stderr and "Traceback" not in result.stderr
 

@@ -72,6 +72,7 @@ def _check_common(sample: dict, crop_is_image: bool) -> None:
 
 # ----------------------------------------------------------------------------------------- STB
 
+
 def _finger_names(fingers: tuple[str, ...]) -> list[str]:
     return ["palm"] + [f"{finger}_{j}" for finger in fingers for j in range(4)]
 
@@ -242,8 +243,12 @@ def test_stb_depth_registration_nearest_wins():
 def test_stb_depth_registration_footprint_fills_finer_colour_grid():
     # Colour camera at twice the depth resolution: each depth pixel covers 2 x 2 colour pixels.
     registered = stb_module.register_depth(
-        np.full((24, 32), 500.0, np.float32), np.array([20.0, 20.0, 16.0, 12.0]),
-        np.array([40.0, 40.0, 32.0, 24.0]), np.eye(3), np.zeros(3), (48, 64),
+        np.full((24, 32), 500.0, np.float32),
+        np.array([20.0, 20.0, 16.0, 12.0]),
+        np.array([40.0, 40.0, 32.0, 24.0]),
+        np.eye(3),
+        np.zeros(3),
+        (48, 64),
     )
     np.testing.assert_array_equal(registered, np.full((48, 64), 500.0, np.float32))
 
@@ -333,8 +338,8 @@ def rhd_root(tmp_path):
     for left_pixels, right_pixels in ((300, 50), (40, 200), (100, 100)):
         mask = np.zeros((64, 64), np.uint8)
         mask[:5] = 1  # person
-        mask.flat[320:320 + left_pixels] = rng.integers(2, 18, left_pixels)
-        mask.flat[1000:1000 + right_pixels] = rng.integers(18, 34, right_pixels)
+        mask.flat[320 : 320 + left_pixels] = rng.integers(2, 18, left_pixels)
+        mask.flat[1000 : 1000 + right_pixels] = rng.integers(18, 34, right_pixels)
         masks.append(mask)
     visible = [np.ones(42), np.ones(42), np.concatenate([np.ones(21), np.zeros(21)])]
     depth_mm = rng.uniform(100, 4900, (64, 64))
@@ -403,6 +408,7 @@ def test_rhd_depth_decoding_round_trip(tmp_path):
 
 # ----------------------------------------------------------------------------- paper synthetic
 
+
 def _maya_orientation(degrees: np.ndarray) -> np.ndarray:
     """Camera-to-world rotation of Maya xyz Euler angles: Rz @ Ry @ Rx, from elementary matrices."""
     a, b, c = np.radians(degrees)
@@ -451,7 +457,8 @@ def synthetic_root(tmp_path):
     def table(prefix: str, values: np.ndarray) -> str:  # gesture-major rows "<name> v1 v2 ..."
         return "".join(
             f"{prefix}{i + 1:02d} " + " ".join(f"{x:.6f}" for x in row) + "\n"
-            for gesture in values for i, row in enumerate(gesture)
+            for gesture in values
+            for i, row in enumerate(gesture)
         )
 
     (labels / "camPosition.txt").write_text(table("cam", cameras))
@@ -545,6 +552,7 @@ def test_paper_synthetic_bad_inputs(synthetic_root):
 
 # ---------------------------------------------------------------------------- paper real world
 
+
 @pytest.fixture
 def real_world_root(tmp_path):
     rng = np.random.default_rng(4)
@@ -613,6 +621,7 @@ def test_paper_real_world_cell_array_paths_and_bad_inputs(real_world_root, tmp_p
 
 
 # ------------------------------------------------------------------------------- open_dataset
+
 
 def test_open_dataset_detects_each_layout(stb_root, rhd_root, synthetic_root, real_world_root, tmp_path):
     assert isinstance(open_dataset(stb_root[0], split="test", calibration=SMALL_STB), STBDataset)

@@ -15,11 +15,11 @@ from handshape_tf.rendering import (
     interpolate,
     perspective_from_intrinsics,
     rasterize,
+    rasterizer_op,
     render_depth,
     render_normals,
     vertex_normals,
 )
-from handshape_tf.rendering import rasterizer_op
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -105,9 +105,14 @@ def test_op_loads_and_registers_for_tfg():
     projection = np.diag([5.0, 5.0, -1.0, 0.0]).astype(np.float32)
     projection[2, 3], projection[3, 2] = -2.0, -1.0
     out = triangle_rasterizer.rasterize(
-        triangle, np.array([[0, 1, 2]], np.int32), {}, projection[None], (8, 8),
-        enable_cull_face=False, backend=rasterization_backend.RasterizationBackends.CPU,
-    )  # fmt: skip
+        triangle,
+        np.array([[0, 1, 2]], np.int32),
+        {},
+        projection[None],
+        (8, 8),
+        enable_cull_face=False,
+        backend=rasterization_backend.RasterizationBackends.CPU,
+    )
     assert 0 < out["mask"].numpy().sum() < 64
 
 
@@ -127,8 +132,12 @@ def test_cli_prints_library_path(op_cache):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
     result = subprocess.run(
         [sys.executable, "-m", "handshape_tf.rendering.rasterizer_op", "--cache-dir", str(op_cache)],
-        capture_output=True, text=True, env=env, check=True, cwd=REPO,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        cwd=REPO,
+    )
     assert result.stdout.strip().splitlines()[-1] == str(rasterizer_op.library_path(op_cache))
     assert "RuntimeWarning" not in result.stderr
 
@@ -240,9 +249,14 @@ def test_barycentrics_match_tfg_pipeline():
     ours = rasterize(vertices[None], faces, intrinsics, (56, 48), near=near, far=far)
     projection = perspective_from_intrinsics(intrinsics, (56, 48), near, far) / far
     theirs = triangle_rasterizer.rasterize(
-        vertices[None], faces, {"z": vertices[None, :, 2:]}, projection, (56, 48),
-        enable_cull_face=False, backend=rasterization_backend.RasterizationBackends.CPU,
-    )  # fmt: skip
+        vertices[None],
+        faces,
+        {"z": vertices[None, :, 2:]},
+        projection,
+        (56, 48),
+        enable_cull_face=False,
+        backend=rasterization_backend.RasterizationBackends.CPU,
+    )
     np.testing.assert_array_equal(ours.mask.numpy(), theirs["mask"].numpy()[..., 0])
     covered = ours.mask.numpy() > 0
     their_ids = theirs["triangle_indices"].numpy()[..., 0]

@@ -71,9 +71,7 @@ def test_global_rotation_is_about_the_wrist_then_translation(right):
 
 def test_skinning_matches_tensorflow_graphics_blend(right):
     rng = np.random.default_rng(2)
-    transforms = skinning.forward_kinematics(
-        _random_rotations(rng, 3, 25), right.rest_transforms, right.joint_parents
-    )
+    transforms = skinning.forward_kinematics(_random_rotations(rng, 3, 25), right.rest_transforms, right.joint_parents)
     ours = skinning.linear_blend_skinning(right.vertices, right.skin_weights, right.rest_transforms, transforms)
     # Reference: tfg's blend with bone transforms G_j inv(T_j).
     bones = tf.matmul(transforms, tf.linalg.inv(tf.constant(right.rest_transforms)))
@@ -252,10 +250,12 @@ def test_segment_distance_matches_dense_sampling():
     q1[:20] = q0[:20] + 2.0 * (p1[:20] - p0[:20])  # parallel segments
     fast = hand_poses._segment_distances(p0, p1, q0, q1)
     t = np.linspace(0, 1, 201)[:, None]
-    dense = np.array([
-        np.linalg.norm((a + t * (b - a))[:, None] - (c + t * (d - c))[None], axis=-1).min()
-        for a, b, c, d in zip(p0, p1, q0, q1)
-    ])  # fmt: skip
+    dense = np.array(
+        [
+            np.linalg.norm((a + t * (b - a))[:, None] - (c + t * (d - c))[None], axis=-1).min()
+            for a, b, c, d in zip(p0, p1, q0, q1)
+        ]
+    )
     assert np.all(fast <= dense + 1e-9) and np.all(dense - fast < 1e-2)
 
 
@@ -304,8 +304,8 @@ def test_finger_length_moves_the_fingertip_by_the_expected_amount(right):
     shaped = hand_shapes.shape_template(right, params)
     rest = right.keypoints
     expected = rest.copy()
-    expected[INDEX_MCP_KEYPOINT:INDEX_TIP_KEYPOINT + 1] += 0.1 * (
-        rest[INDEX_MCP_KEYPOINT:INDEX_TIP_KEYPOINT + 1] - rest[INDEX_MCP_KEYPOINT]
+    expected[INDEX_MCP_KEYPOINT : INDEX_TIP_KEYPOINT + 1] += 0.1 * (
+        rest[INDEX_MCP_KEYPOINT : INDEX_TIP_KEYPOINT + 1] - rest[INDEX_MCP_KEYPOINT]
     )
     np.testing.assert_allclose(shaped.keypoints, expected, atol=1e-6)
     tip_shift = np.linalg.norm(shaped.keypoints[INDEX_TIP_KEYPOINT] - rest[INDEX_TIP_KEYPOINT])

@@ -16,9 +16,9 @@ import pytest
 
 from handshape_tf import ModelConfig, build_model
 from handshape_tf.inference import HandPredictor
+from handshape_tf.inference.image_header import image_size
 from handshape_tf.inference.signature import save_serving_model
 from handshape_tf.serve import RequestError, ServedModel, main, make_server, resolve_model_dir
-from handshape_tf.inference.image_header import image_size
 
 SIZE = 64
 MAX_BODY = 2 * 2**20
@@ -181,8 +181,10 @@ def test_unknown_model_path_method_and_size_get_the_right_status(server):
     # request is sent raw (http.client would still be writing the body when the server closes).
     host, port = server.server_address[:2]
     with socket.create_connection((host, port), timeout=30) as sock:
-        sock.sendall(f"POST /v1/models/{NAME}:predict HTTP/1.1\r\nHost: x\r\nContent-Length: {MAX_BODY + 1}\r\n\r\n"
-                     .encode() + b"x" * 1024)  # fmt: skip
+        sock.sendall(
+            f"POST /v1/models/{NAME}:predict HTTP/1.1\r\nHost: x\r\nContent-Length: {MAX_BODY + 1}\r\n\r\n".encode()
+            + b"x" * 1024
+        )
         reply = sock.makefile("rb").read().decode()
     assert reply.startswith("HTTP/1.1 413") and f"exceeds the limit of {MAX_BODY} bytes" in reply
 
@@ -307,7 +309,10 @@ def test_multiple_inputs_strings_and_single_outputs(toy_model):
 
 
 def _encoded(request_images):
-    return {"signature_name": "predict_encoded", "instances": [{"b64": base64.b64encode(b).decode()} for b in request_images]}
+    return {
+        "signature_name": "predict_encoded",
+        "instances": [{"b64": base64.b64encode(b).decode()} for b in request_images],
+    }
 
 
 def _png(height, width):

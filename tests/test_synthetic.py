@@ -41,8 +41,10 @@ def renderer():
 
 
 def _params(renderer, seed, count, *, right_only=False):
-    params = [synthetic.sample_params(synthetic.sample_rng(seed, i), renderer.templates, domain=renderer.domain)
-              for i in range(count)]  # fmt: skip
+    params = [
+        synthetic.sample_params(synthetic.sample_rng(seed, i), renderer.templates, domain=renderer.domain)
+        for i in range(count)
+    ]
     if right_only:
         params = [synthetic.mirror_params(p) if p.is_left else p for p in params]
     return params
@@ -104,9 +106,11 @@ def test_labels_match_geometry(renderer):
         template = renderer.templates[bool(s["is_left"])]
         rest_vertices, rest_transforms = apply_shape(template, s["shape"])
         posed = pose_hand(
-            template, pose_rotations(s["pose"], template)[None], rest_vertices=rest_vertices,
+            template,
+            pose_rotations(s["pose"], template)[None],
+            rest_vertices=rest_vertices,
             rest_transforms=rest_transforms,
-        )  # fmt: skip
+        )
         camera = s["camera"].astype(np.float64)
         np.testing.assert_allclose(camera[:3, :3] @ camera[:3, :3].T, np.eye(3), atol=1e-5)
         for model, stored in ((posed.vertices, s["vertices_xyz"]), (posed.keypoints, s["joints_xyz"])):
@@ -155,20 +159,21 @@ def test_left_hands_mirror_right_hands(renderer):
             sleeve_ring = slice(sleeve, sleeve + synthetic._SLEEVE_POINTS)
             radial = vertices[sleeve_ring] - vertices[sleeve_ring].mean(axis=0)
             assert np.all(np.sum(normals[sleeve_ring] * radial, axis=1) > 0)
-    for r, l in zip(renderer.render(right), renderer.render(left)):
-        assert l["is_left"] and not r["is_left"]
-        np.testing.assert_allclose(l["joints_xyz"], r["joints_xyz"] * FLIP_X, atol=0.02)
-        np.testing.assert_allclose(l["vertices_xyz"], r["vertices_xyz"] * FLIP_X, atol=0.02)
-        np.testing.assert_allclose(l["joints_uv"][:, 0], SIZE - r["joints_uv"][:, 0], atol=1e-3)
-        np.testing.assert_allclose(l["joints_uv"][:, 1], r["joints_uv"][:, 1], atol=1e-3)
-        np.testing.assert_allclose(l["intrinsics"], [*r["intrinsics"][:2], SIZE - r["intrinsics"][2],
-                                                     r["intrinsics"][3]], rtol=1e-5)  # fmt: skip
-        np.testing.assert_array_equal(l["pose"], r["pose"])
-        np.testing.assert_array_equal(l["shape"], r["shape"])
+    for r, left_sample in zip(renderer.render(right), renderer.render(left)):
+        assert left_sample["is_left"] and not r["is_left"]
+        np.testing.assert_allclose(left_sample["joints_xyz"], r["joints_xyz"] * FLIP_X, atol=0.02)
+        np.testing.assert_allclose(left_sample["vertices_xyz"], r["vertices_xyz"] * FLIP_X, atol=0.02)
+        np.testing.assert_allclose(left_sample["joints_uv"][:, 0], SIZE - r["joints_uv"][:, 0], atol=1e-3)
+        np.testing.assert_allclose(left_sample["joints_uv"][:, 1], r["joints_uv"][:, 1], atol=1e-3)
+        np.testing.assert_allclose(
+            left_sample["intrinsics"], [*r["intrinsics"][:2], SIZE - r["intrinsics"][2], r["intrinsics"][3]], rtol=1e-5
+        )
+        np.testing.assert_array_equal(left_sample["pose"], r["pose"])
+        np.testing.assert_array_equal(left_sample["shape"], r["shape"])
         # Mirrored rasterizations agree but for pixel centres exactly on an edge.
-        assert np.mean(l["mask"] == r["mask"][:, ::-1]) > 0.995
-        both = l["mask"] & r["mask"][:, ::-1]
-        np.testing.assert_allclose(l["depth"][both], r["depth"][:, ::-1][both], atol=0.05)
+        assert np.mean(left_sample["mask"] == r["mask"][:, ::-1]) > 0.995
+        both = left_sample["mask"] & r["mask"][:, ::-1]
+        np.testing.assert_allclose(left_sample["depth"][both], r["depth"][:, ::-1][both], atol=0.05)
 
 
 def test_interpolation_matches_the_rendering_package(renderer):
@@ -183,8 +188,9 @@ def test_interpolation_matches_the_rendering_package(renderer):
     batch, rows, columns, values = synthetic.interpolate_covered(
         scene.vertices, faces, triangles, scene.intrinsics, attributes
     )
-    np.testing.assert_array_equal(np.sort(batch * SIZE * SIZE + rows * SIZE + columns),
-                                  np.flatnonzero(triangles.reshape(-1) >= 0))  # fmt: skip
+    np.testing.assert_array_equal(
+        np.sort(batch * SIZE * SIZE + rows * SIZE + columns), np.flatnonzero(triangles.reshape(-1) >= 0)
+    )
     np.testing.assert_allclose(values, dense[batch, rows, columns], atol=0.02)  # depth mm, normals
     assert np.all(np.diff(batch) >= 0)
 
@@ -282,8 +288,9 @@ def test_skin_and_lighting():
     for weights in (regions.palmar, regions.nail, regions.knuckle):
         assert 0.0 <= weights.min() and weights.max() <= 1.0
     assert 0.3 < regions.palmar.mean() < 0.7 and 0.0 < regions.nail.mean() < 0.05
-    np.testing.assert_allclose(appearance.linear_to_srgb(appearance.srgb_to_linear(np.linspace(0, 1, 11))),
-                               np.linspace(0, 1, 11), atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        appearance.linear_to_srgb(appearance.srgb_to_linear(np.linspace(0, 1, 11))), np.linspace(0, 1, 11), atol=1e-6
+    )
     tones = [appearance.sample_skin(np.random.default_rng(i)) for i in range(60)]
     values = np.array([t.tone for t in tones])
     assert values.min() < 2.5 and values.max() > 8.5  # light to dark
@@ -293,13 +300,20 @@ def test_skin_and_lighting():
     lighting = appearance.sample_lighting(np.random.default_rng(3), tones[0])
     assert lighting.directions[0, 2] < 0  # the key light is on the camera's side
     # Lambert + ambient by hand: one light straight on, no wrap, no specular, no occlusion.
-    lit = appearance.Lighting(sky=np.full(3, 0.2), ground=np.full(3, 0.2), up=np.array([0.0, -1.0, 0.0]),
-                              directions=np.array([[0.0, 0.0, -1.0], [1.0, 0.0, 0.0]]),
-                              colours=np.array([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]), wrap=0.0,
-                              shininess=10.0, exposure=1.0)  # fmt: skip
+    lit = appearance.Lighting(
+        sky=np.full(3, 0.2),
+        ground=np.full(3, 0.2),
+        up=np.array([0.0, -1.0, 0.0]),
+        directions=np.array([[0.0, 0.0, -1.0], [1.0, 0.0, 0.0]]),
+        colours=np.array([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]),
+        wrap=0.0,
+        shininess=10.0,
+        exposure=1.0,
+    )
     normal = np.array([[0.0, np.sin(0.5), -np.cos(0.5)]])
-    radiance = appearance.shade(normal, np.array([[0.0, 0.0, -1.0]]), np.full((1, 3), 0.5), np.zeros(1),
-                                np.ones(1), lit)  # fmt: skip
+    radiance = appearance.shade(
+        normal, np.array([[0.0, 0.0, -1.0]]), np.full((1, 3), 0.5), np.zeros(1), np.ones(1), lit
+    )
     np.testing.assert_allclose(radiance[0], 0.5 * (0.2 + np.cos(0.5)), rtol=1e-6)
 
 
@@ -373,19 +387,25 @@ def _shard_bytes(folder):
 
 
 def test_dataset_round_trip_and_determinism(tmp_path, renderer):
-    metadata = synthetic.generate_dataset(tmp_path / "a", 5, seed=3, image_size=SIZE, workers=0,
-                                          samples_per_shard=2, progress=False, domain=DOMAIN)  # fmt: skip
+    metadata = synthetic.generate_dataset(
+        tmp_path / "a", 5, seed=3, image_size=SIZE, workers=0, samples_per_shard=2, progress=False, domain=DOMAIN
+    )
     assert metadata["complete"] and metadata["num_complete_samples"] == 5 and metadata["num_shards"] == 3
-    assert metadata["shard_counts"] == {shards.shard_name(0, 3): 2, shards.shard_name(1, 3): 2,
-                                        shards.shard_name(2, 3): 1}  # fmt: skip
+    assert metadata["shard_counts"] == {
+        shards.shard_name(0, 3): 2,
+        shards.shard_name(1, 3): 2,
+        shards.shard_name(2, 3): 1,
+    }
     assert shards.read_metadata(tmp_path / "a") == metadata
     assert metadata["seed"] == 3 and metadata["generator_version"] == synthetic.GENERATOR_VERSION
     # Same seed and arguments -> the same bytes; another seed -> other bytes.
-    synthetic.generate_dataset(tmp_path / "b", 5, seed=3, image_size=SIZE, workers=0, samples_per_shard=2,
-                               progress=False, domain=DOMAIN)  # fmt: skip
+    synthetic.generate_dataset(
+        tmp_path / "b", 5, seed=3, image_size=SIZE, workers=0, samples_per_shard=2, progress=False, domain=DOMAIN
+    )
     assert _shard_bytes(tmp_path / "a") == _shard_bytes(tmp_path / "b")
-    synthetic.generate_dataset(tmp_path / "c", 5, seed=4, image_size=SIZE, workers=0, samples_per_shard=2,
-                               progress=False, domain=DOMAIN)  # fmt: skip
+    synthetic.generate_dataset(
+        tmp_path / "c", 5, seed=4, image_size=SIZE, workers=0, samples_per_shard=2, progress=False, domain=DOMAIN
+    )
     first = shards.shard_name(0, 3)
     assert _shard_bytes(tmp_path / "a")[first] != _shard_bytes(tmp_path / "c")[first]
 
@@ -458,11 +478,30 @@ def test_a_killed_worker_fails_the_generator_at_once_and_a_rerun_completes_the_s
     Bounded: every wait has a deadline and the generator's process group is killed on failure."""
     folder, reference = tmp_path / "killed", tmp_path / "reference"
     arguments = dict(seed=5, image_size=32, samples_per_shard=2, domain="procedural", progress=False)
-    command = [sys.executable, "-m", "handshape_tf.data.synthetic", "--num", "12", "--out", str(folder), "--seed", "5",
-               "--size", "32", "--samples-per-shard", "2", "--domain", "procedural", "--workers", "2", "--quiet"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "handshape_tf.data.synthetic",
+        "--num",
+        "12",
+        "--out",
+        str(folder),
+        "--seed",
+        "5",
+        "--size",
+        "32",
+        "--samples-per-shard",
+        "2",
+        "--domain",
+        "procedural",
+        "--workers",
+        "2",
+        "--quiet",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         deadline, victims = time.monotonic() + 240, []
         while not victims and process.poll() is None and time.monotonic() < deadline:
@@ -558,8 +597,25 @@ def test_read_only_folder(tmp_path):
 
 def test_cli_and_preview(tmp_path, capsys):
     out = tmp_path / "cli"
-    assert synthetic.main(["--num", "3", "--out", str(out), "--size", str(SIZE), "--workers", "0",
-                           "--samples-per-shard", "2", "--preview", "--quiet"]) == 0  # fmt: skip
+    assert (
+        synthetic.main(
+            [
+                "--num",
+                "3",
+                "--out",
+                str(out),
+                "--size",
+                str(SIZE),
+                "--workers",
+                "0",
+                "--samples-per-shard",
+                "2",
+                "--preview",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     sheet = cv2.imread(str(out / "preview.png"))
     assert sheet.shape == (160, 4 * 2 * 160, 3)  # one row of 4 (3 samples and a gap) x 2 tiles
     assert sheet[:, : 6 * 160].mean() > 10 and sheet[:, 6 * 160 :].max() == 0

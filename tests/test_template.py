@@ -26,8 +26,13 @@ def test_counts_and_closed_surface():
     np.testing.assert_allclose(template.skin_weights.sum(axis=1), 1.0, atol=1e-5)
     # Every edge is shared by exactly two triangles and V - E + F = 2: a closed genus-0 surface.
     edge_uses = collections.Counter(
-        map(tuple, np.sort(np.concatenate([template.faces[:, [0, 1]], template.faces[:, [1, 2]],
-                                           template.faces[:, [2, 0]]]), axis=1).tolist())
+        map(
+            tuple,
+            np.sort(
+                np.concatenate([template.faces[:, [0, 1]], template.faces[:, [1, 2]], template.faces[:, [2, 0]]]),
+                axis=1,
+            ).tolist(),
+        )
     )
     assert set(edge_uses.values()) == {2}
     assert template.num_vertices - len(template.edges) + len(template.faces) == 2
@@ -37,10 +42,19 @@ def test_counts_and_closed_surface():
 def test_keypoints_follow_the_paper_order():
     template = load_template()
     assert len(KEYPOINT_NAMES) == len(KEYPOINT_RIG_JOINTS) == 21
-    assert KEYPOINT_RIG_JOINTS[:5] == ("wrist", "thumb-metacarpal", "thumb-phalanx-proximal",
-                                       "thumb-phalanx-distal", "thumb-tip")
-    assert KEYPOINT_RIG_JOINTS[9:13] == ("middle-finger-phalanx-proximal", "middle-finger-phalanx-intermediate",
-                                         "middle-finger-phalanx-distal", "middle-finger-tip")
+    assert KEYPOINT_RIG_JOINTS[:5] == (
+        "wrist",
+        "thumb-metacarpal",
+        "thumb-phalanx-proximal",
+        "thumb-phalanx-distal",
+        "thumb-tip",
+    )
+    assert KEYPOINT_RIG_JOINTS[9:13] == (
+        "middle-finger-phalanx-proximal",
+        "middle-finger-phalanx-intermediate",
+        "middle-finger-phalanx-distal",
+        "middle-finger-tip",
+    )
     keypoints = template.keypoints
     np.testing.assert_allclose(keypoints[0], template.joint_positions[0])
     # Tips are farther from the wrist than their MCPs; the scale bone is a few centimetres.

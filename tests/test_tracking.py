@@ -92,8 +92,9 @@ def parts():
 
     keras.utils.set_random_seed(0)  # the same untrained weights whatever ran before
     predictor = HandPredictor.from_keras_model(build_model(ModelConfig.preset("tiny")))
-    detector_model = build_detector(DetectorConfig(input_height=64, input_width=64, widths=(8, 8, 8, 8, 8),
-                                                   blocks=(0, 0, 0, 0, 0), head_width=8))  # fmt: skip
+    detector_model = build_detector(
+        DetectorConfig(input_height=64, input_width=64, widths=(8, 8, 8, 8, 8), blocks=(0, 0, 0, 0, 0), head_width=8)
+    )
     return predictor, detector_model
 
 
@@ -108,8 +109,9 @@ def test_tracker_runs_the_detector_every_n_frames_and_follows_hands(parts):
     predictor, detector_model = parts
     detector = HandDetector(detector_model, score_threshold=0.0)  # untrained: anything is a hand
     # The untrained mesh network's joints do not follow anything: a slow crop keeps it in the frame.
-    tracker = HandTracker(predictor, detector, max_hands=2, redetect_every=5, min_confidence=0.0, filter_joints=False,
-                          box_smoothing=0.97)  # fmt: skip
+    tracker = HandTracker(
+        predictor, detector, max_hands=2, redetect_every=5, min_confidence=0.0, filter_joints=False, box_smoothing=0.97
+    )
     results = [tracker.update(frame) for frame in _clip()]
     assert tracker.frames == 12 and tracker.detector_runs == 3  # frames 0, 5, 10
     assert all(1 <= len(hands) <= 2 for hands in results)
@@ -160,8 +162,15 @@ def test_filtered_tracks_are_smoother_than_raw(parts):
     frames = _clip(10)
     outputs = {}
     for flag in (False, True):
-        tracker = HandTracker(predictor, HandDetector(detector_model, score_threshold=0.0), max_hands=1,
-                              redetect_every=100, min_confidence=0.0, filter_joints=flag, box_smoothing=0.97)  # fmt: skip
+        tracker = HandTracker(
+            predictor,
+            HandDetector(detector_model, score_threshold=0.0),
+            max_hands=1,
+            redetect_every=100,
+            min_confidence=0.0,
+            filter_joints=flag,
+            box_smoothing=0.97,
+        )
         outputs[flag] = np.array([tracker.update(frame)[0].prediction.joints_uv for frame in frames])
     np.testing.assert_allclose(outputs[True][0], outputs[False][0], atol=1e-5)  # first frame passes
     assert np.abs(np.diff(outputs[True], axis=0)).mean() < np.abs(np.diff(outputs[False], axis=0)).mean()

@@ -45,8 +45,13 @@ from train.synthetic import main
 
 REPO = Path(__file__).resolve().parents[1]
 # Fast settings shared by the runs below (tiny preset, no compositing, no augmentation).
-FAST = {"batch_size": 8, "data.composite": False, "data.augment.enabled": False, "evaluation.sheet_size": 0,
-        "evaluation.mean_baseline_samples": 8}  # fmt: skip
+FAST = {
+    "batch_size": 8,
+    "data.composite": False,
+    "data.augment.enabled": False,
+    "evaluation.sheet_size": 0,
+    "evaluation.mean_baseline_samples": 8,
+}
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +63,9 @@ def data(tmp_path_factory):
 
 
 def _batch(data):
-    dataset = evaluation_dataset(ShardSource(data / "train"), DataConfig(), image_size=64, heatmap_size=16, batch_size=8)
+    dataset = evaluation_dataset(
+        ShardSource(data / "train"), DataConfig(), image_size=64, heatmap_size=16, batch_size=8
+    )
     return next(iter(dataset))
 
 
@@ -89,8 +96,14 @@ def test_objective_is_zero_at_the_ground_truth_and_converts_both_ways(data):
     gradient = tape.gradient(total, mesh)
     assert np.all(np.isfinite(gradient)) and float(tf.reduce_max(tf.abs(gradient))) > 0
     without = Objective(LossConfig(normal=False, pose=False), objective.topology, 64)
-    assert set(without.full_stage(perfect_uvd, batch)[1]) == {"heatmap", "vertex_3d", "vertex_2d", "edge",
-                                                              "laplacian", "mesh"}  # fmt: skip
+    assert set(without.full_stage(perfect_uvd, batch)[1]) == {
+        "heatmap",
+        "vertex_3d",
+        "vertex_2d",
+        "edge",
+        "laplacian",
+        "mesh",
+    }
 
 
 def test_inverse_kinematics_reproduces_a_turned_template_and_rig_starts_at_rest():
@@ -105,8 +118,9 @@ def test_inverse_kinematics_reproduces_a_turned_template_and_rig_starts_at_rest(
     np.testing.assert_allclose(ik(turned), mesh.numpy() @ rotation.T, atol=0.05)
     np.testing.assert_allclose(kabsch_rotation(keypoints[0], turned)[0], rotation, atol=1e-5)
     template_keypoints = ik.rest_joints.numpy()[list(KEYPOINT_JOINTS)]
-    np.testing.assert_allclose(ik(tf.constant((template_keypoints @ rotation.T)[None]))[0],
-                               ik.rest_vertices.numpy() @ rotation.T, atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        ik(tf.constant((template_keypoints @ rotation.T)[None]))[0], ik.rest_vertices.numpy() @ rotation.T, atol=1e-5
+    )
     with pytest.raises(ValueError, match=r"RigSkinning expects B x 55 parameters, got \(1, 3\)"):
         rig(tf.zeros((1, 3)))
 
@@ -138,30 +152,66 @@ def test_tiny_model_overfits_eight_samples(data, tmp_path):
     pose regressor (seeded; 300 steps left it at 26.4 mm with TF 2.21 on this machine): the full
     L_fully at 0.001 needs ~1000 steps to get there at this size, too slow for a unit test.
     """
-    trainer = _trainer(data, tmp_path / "run", **{
-        "stages.heatmap.time_fraction": 0, "stages.pose.max_steps": 40, "stages.full.max_steps": 450,
-        "stages.full.learning_rate": 0.005, "loss.heatmap_weight": 0, "loss.normal": False, "loss.edge": False,
-        "loss.laplacian": False, "loss.pose": False,
-    })  # fmt: skip
+    trainer = _trainer(
+        data,
+        tmp_path / "run",
+        **{
+            "stages.heatmap.time_fraction": 0,
+            "stages.pose.max_steps": 40,
+            "stages.full.max_steps": 450,
+            "stages.full.learning_rate": 0.005,
+            "loss.heatmap_weight": 0,
+            "loss.normal": False,
+            "loss.edge": False,
+            "loss.laplacian": False,
+            "loss.pose": False,
+        },
+    )
     summary = trainer.train()
     assert summary["stages"]["full"]["steps"] == 450 and trainer.stage_names == ["pose", "full"]
-    metrics = headline(heldout_metrics(trainer.model, ShardSource(data / "train"), trainer.config.data,
-                                       image_size=64, heatmap_size=16, batch_size=8))  # fmt: skip
+    metrics = headline(
+        heldout_metrics(
+            trainer.model,
+            ShardSource(data / "train"),
+            trainer.config.data,
+            image_size=64,
+            heatmap_size=16,
+            batch_size=8,
+        )
+    )
     assert metrics["mesh_error_mm"] < 25.0, metrics
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path):
-    trainer = _trainer(data, tmp_path / "run", **{"stages.heatmap.learning_rate": 1e30, "stages.heatmap.max_steps": 5,
-                                                  "checkpoint.every_steps": 1})  # fmt: skip
-    with pytest.raises(TrainingDiverged, match=r"non-finite loss at stage 'heatmap', step 2 \(global step 2\).*"
-                                               r"the last good checkpoint .*ckpt-1 is kept"):  # fmt: skip
+    trainer = _trainer(
+        data,
+        tmp_path / "run",
+        **{"stages.heatmap.learning_rate": 1e30, "stages.heatmap.max_steps": 5, "checkpoint.every_steps": 1},
+    )
+    with pytest.raises(
+        TrainingDiverged,
+        match=r"non-finite loss at stage 'heatmap', step 2 \(global step 2\).*"
+        r"the last good checkpoint .*ckpt-1 is kept",
+    ):
         trainer.train()
     assert trainer.manager.latest_checkpoint.endswith("ckpt-1")
     reader = tf.train.load_checkpoint(trainer.manager.latest_checkpoint)
     assert reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == 1
     keys = {key.split("/")[0] for key in reader.get_variable_to_shape_map()}
-    assert keys == {"stage", "step", "global_step", "samples", "seconds", "stage_start", "model_variables", "optimizer_heatmap", "optimizer_pose",
-                    "optimizer_full", "save_counter", "_CHECKPOINTABLE_OBJECT_GRAPH"}  # fmt: skip
+    assert keys == {
+        "stage",
+        "step",
+        "global_step",
+        "samples",
+        "seconds",
+        "stage_start",
+        "model_variables",
+        "optimizer_heatmap",
+        "optimizer_pose",
+        "optimizer_full",
+        "save_counter",
+        "_CHECKPOINTABLE_OBJECT_GRAPH",
+    }
     # Stage k ends at (f_1 + ... + f_k) x 30 min with the default shares 0.15, 0.05, 0.8.
     deadlines = [trainer._deadline(name) for name in ("heatmap", "pose", "full")]
     np.testing.assert_allclose(deadlines, [270.0, 360.0, 1800.0])
@@ -195,8 +245,11 @@ def test_batch_norm_recalibration_averages_batch_statistics():
 
 def test_optimizer_choice_and_warmup(data, tmp_path):
     """optimizer.name picks the Keras optimizer; warmup ramps each stage's rate from rate / steps."""
-    trainer = _trainer(data, tmp_path / "run", **{"optimizer.name": "adam", "optimizer.warmup_steps": 4,
-                                                  "stages.full.learning_rate": 2e-3})  # fmt: skip
+    trainer = _trainer(
+        data,
+        tmp_path / "run",
+        **{"optimizer.name": "adam", "optimizer.warmup_steps": 4, "stages.full.learning_rate": 2e-3},
+    )
     optimizer = trainer.optimizers["full"]
     assert isinstance(optimizer, keras.optimizers.Adam)
     assert float(optimizer.learning_rate) == pytest.approx(5e-4)  # at the stage's first step
@@ -218,10 +271,20 @@ def test_cosine_schedule_follows_the_stage_progress_the_loop_sets(data, tmp_path
         progress.assign(value)
         rates.append(float(schedule(10)))
     np.testing.assert_allclose(rates, [1e-3, 5.5e-4, 1e-4, 1e-4], rtol=1e-6)  # 0.1 + 0.9 * (1 + cos(pi p)) / 2
-    trainer = _trainer(data, tmp_path / "run", **{"optimizer.decay": "cosine", "optimizer.final_rate_fraction": 0.0,
-                                                  "stages.heatmap.max_steps": 4, "stages.heatmap.time_fraction": 1.0,
-                                                  "stages.pose.max_steps": 0, "stages.pose.time_fraction": 0.0,
-                                                  "stages.full.time_fraction": 0.0, "log_every_steps": 1})  # fmt: skip
+    trainer = _trainer(
+        data,
+        tmp_path / "run",
+        **{
+            "optimizer.decay": "cosine",
+            "optimizer.final_rate_fraction": 0.0,
+            "stages.heatmap.max_steps": 4,
+            "stages.heatmap.time_fraction": 1.0,
+            "stages.pose.max_steps": 0,
+            "stages.pose.time_fraction": 0.0,
+            "stages.full.time_fraction": 0.0,
+            "log_every_steps": 1,
+        },
+    )
     trainer.train()
     logged = [row["learning_rate"] for row in trainer.history.rows()]
     # The rate of step k (progress (k - 1) / 4) is read after it, when progress is still (k - 1) / 4.
@@ -233,8 +296,12 @@ def test_cosine_schedule_follows_the_stage_progress_the_loop_sets(data, tmp_path
 def test_bfloat16_trunk_trains_and_saves_a_float32_model(data, tmp_path):
     """precision=mixed_bfloat16 computes the hourglass and encoder in bfloat16; the model the run
     keeps is float32 with the same weights and nearly the same outputs."""
-    trainer = _trainer(data, tmp_path / "run", precision="mixed_bfloat16", **{"stages.heatmap.max_steps": 2,
-                       "stages.pose.max_steps": 1, "stages.full.max_steps": 2})  # fmt: skip
+    trainer = _trainer(
+        data,
+        tmp_path / "run",
+        precision="mixed_bfloat16",
+        **{"stages.heatmap.max_steps": 2, "stages.pose.max_steps": 1, "stages.full.max_steps": 2},
+    )
     assert trainer.model.get_layer("hourglass").compute_dtype == "bfloat16"
     trainer.train()
     model = trainer.inference_model()
@@ -248,14 +315,25 @@ def test_bfloat16_trunk_trains_and_saves_a_float32_model(data, tmp_path):
 
 
 def test_training_config_checks_name_every_bad_key():
-    message = (r"inconsistent training config: batch_size=0 must be >= 1; .*stages.pose.learning_rate=0.0 must be > 0; "
-               r".*optimizer.rho=1.0 must be in \[0, 1\); .*evaluation.limit=-1 must be >= 0; "
-               r"dataset.workers=-1 must be >= 0; batch_norm.batch_size=0 must be >= 1; "
-               r".*baseline.shape_samples=2 must be > baseline.shape_components$")
+    message = (
+        r"inconsistent training config: batch_size=0 must be >= 1; .*stages.pose.learning_rate=0.0 must be > 0; "
+        r".*optimizer.rho=1.0 must be in \[0, 1\); .*evaluation.limit=-1 must be >= 0; "
+        r"dataset.workers=-1 must be >= 0; batch_norm.batch_size=0 must be >= 1; "
+        r".*baseline.shape_samples=2 must be > baseline.shape_components$"
+    )
     with pytest.raises(ConfigError, match=message):
-        resolve_config("tiny", overrides={"batch_size": 0, "stages.pose.learning_rate": 0.0, "optimizer.rho": 1.0,
-                                          "evaluation.limit": -1, "dataset.workers": -1, "baseline.shape_samples": 2,
-                                          "batch_norm.batch_size": 0})  # fmt: skip
+        resolve_config(
+            "tiny",
+            overrides={
+                "batch_size": 0,
+                "stages.pose.learning_rate": 0.0,
+                "optimizer.rho": 1.0,
+                "evaluation.limit": -1,
+                "dataset.workers": -1,
+                "baseline.shape_samples": 2,
+                "batch_norm.batch_size": 0,
+            },
+        )
 
 
 def test_bad_inputs_fail_before_training(data, tmp_path, capsys):
@@ -266,30 +344,59 @@ def test_bad_inputs_fail_before_training(data, tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err, err
 
-    fails(["--set", "stages.full.steps=3", *run], "unknown config key 'stages.full.steps'; known keys: "
-                                                "stages.full.learning_rate, stages.full.max_steps")  # fmt: skip
-    fails(["--preset", "huge", "--data", str(data)], "unknown model preset 'huge'; choose one of ['paper', 'cpu', 'tiny']")
+    fails(
+        ["--set", "stages.full.steps=3", *run],
+        "unknown config key 'stages.full.steps'; known keys: stages.full.learning_rate, stages.full.max_steps",
+    )
+    fails(
+        ["--preset", "huge", "--data", str(data)], "unknown model preset 'huge'; choose one of ['paper', 'cpu', 'tiny']"
+    )
     fails(["--set", "stages.heatmap.time_fraction=0.9", *run], "stages.*.time_fraction (sum)=1.75 must be <= 1")
     empty = tmp_path / "empty"
     (empty / "train").mkdir(parents=True)
-    (empty / "train" / "metadata.json").write_text(json.dumps(
-        {"format_version": 1, "image_size": 64, "num_vertices": 1159, "pose_size": 3, "shape_size": 2, "shards": []}))
+    (empty / "train" / "metadata.json").write_text(
+        json.dumps(
+            {"format_version": 1, "image_size": 64, "num_vertices": 1159, "pose_size": 3, "shape_size": 2, "shards": []}
+        )
+    )
     fails(["--data", str(empty), *run], "contains no complete shards")
     fails(["--data", str(tmp_path / "missing"), *run], "does not exist")
     fails(["--data", str(data / "train"), *run], "is a single shard folder; name the held-out folder with --heldout")
-    fails(["--data", str(data), "--preset", "paper", "--set", "data.resize=false", "--run-dir", str(tmp_path / "r")],
-          "holds 64 x 64 crops but the model takes 256 x 256 and data.resize is false")
+    fails(
+        ["--data", str(data), "--preset", "paper", "--set", "data.resize=false", "--run-dir", str(tmp_path / "r")],
+        "holds 64 x 64 crops but the model takes 256 x 256 and data.resize is false",
+    )
     checkpoints.prepare_run_dir(tmp_path / "other", resolve_config("tiny", overrides={"batch_size": 4}))
-    fails(["--data", str(data), "--preset", "tiny", "--run-dir", str(tmp_path / "other")],
-          "holds a run with another configuration (batch_size: run has 4, requested 32)")
+    fails(
+        ["--data", str(data), "--preset", "tiny", "--run-dir", str(tmp_path / "other")],
+        "holds a run with another configuration (batch_size: run has 4, requested 32)",
+    )
     assert not (tmp_path / "run").exists()
 
 
 def _command(data, run, *extra):
-    sets = ["batch_size=4", "data.composite=false", "data.augment.enabled=false", "evaluation.sheet_size=0",
-            "evaluation.mean_baseline_samples=8", *extra]  # fmt: skip
-    return [sys.executable, "-m", "train.synthetic", "--preset", "tiny", "--data", str(data), "--run-dir", str(run),
-            "--no-progress", "--set", *sets]  # fmt: skip
+    sets = [
+        "batch_size=4",
+        "data.composite=false",
+        "data.augment.enabled=false",
+        "evaluation.sheet_size=0",
+        "evaluation.mean_baseline_samples=8",
+        *extra,
+    ]
+    return [
+        sys.executable,
+        "-m",
+        "train.synthetic",
+        "--preset",
+        "tiny",
+        "--data",
+        str(data),
+        "--run-dir",
+        str(run),
+        "--no-progress",
+        "--set",
+        *sets,
+    ]
 
 
 def _environment(**extra):
@@ -307,8 +414,14 @@ def _latest_step(run: Path) -> int:
 @pytest.mark.slow
 def test_killed_run_resumes_from_its_last_checkpoint(data, tmp_path):
     run = tmp_path / "run"
-    command = _command(data, run, "stages.heatmap.max_steps=4", "stages.pose.max_steps=4", "stages.full.max_steps=150",
-                       "checkpoint.every_steps=2")  # fmt: skip
+    command = _command(
+        data,
+        run,
+        "stages.heatmap.max_steps=4",
+        "stages.pose.max_steps=4",
+        "stages.full.max_steps=150",
+        "checkpoint.every_steps=2",
+    )
     process = subprocess.Popen(command, cwd=REPO, env=_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
     while _latest_step(run) < 12 and process.poll() is None and time.monotonic() < deadline:
@@ -330,7 +443,9 @@ def test_killed_run_resumes_from_its_last_checkpoint(data, tmp_path):
     steps = [row["global_step"] for row in checkpoints.History(run / "history.jsonl").rows()]
     assert steps == sorted(set(steps))  # rows after the restored step were dropped, none repeated
     reader = tf.train.load_checkpoint(str(run / "checkpoints"))
-    iterations = [k for k in reader.get_variable_to_shape_map() if k.startswith("optimizer_full/") and "iterations" in k]
+    iterations = [
+        k for k in reader.get_variable_to_shape_map() if k.startswith("optimizer_full/") and "iterations" in k
+    ]
     assert [reader.get_tensor(k) for k in iterations] == [150]  # the optimizer state was restored, not restarted
     assert (run / "model.keras").is_file() and (run / "learning_curve.png").is_file()
     assert report["evaluation"]["model"]["samples"] == 8
@@ -350,14 +465,31 @@ def _free_ports(count: int) -> list[int]:
 def test_two_local_workers_end_with_identical_weights(data, tmp_path):
     run = tmp_path / "run"
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
-    command = [*_command(data, run, "stages.heatmap.max_steps=3", "stages.pose.max_steps=2", "stages.full.max_steps=3",
-                         "evaluation.limit=4"), "--strategy", "multi_worker"]  # fmt: skip
+    command = [
+        *_command(
+            data,
+            run,
+            "stages.heatmap.max_steps=3",
+            "stages.pose.max_steps=2",
+            "stages.full.max_steps=3",
+            "evaluation.limit=4",
+        ),
+        "--strategy",
+        "multi_worker",
+    ]
     processes = [
-        subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         env=_environment(TF_CONFIG=json.dumps({"cluster": {"worker": workers},
-                                                                "task": {"type": "worker", "index": index}})))
+        subprocess.Popen(
+            command,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=_environment(
+                TF_CONFIG=json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+            ),
+        )
         for index in range(2)
-    ]  # fmt: skip
+    ]
     outputs = [p.communicate(timeout=400)[0] for p in processes]
     for process, output in zip(processes, outputs):
         assert process.returncode == 0, output[-3000:]
@@ -390,8 +522,15 @@ def test_recipe_curves_evaluate_every_kept_checkpoint(data, tmp_path, capsys):
     run = tmp_path / "run"
     assert recipe_curves.main([str(run), "--out", str(tmp_path / "c.png")]) == 2
     assert "is not a finished train.synthetic run" in capsys.readouterr().err
-    argv = _command(data, run, "stages.heatmap.max_steps=2", "stages.pose.max_steps=2", "stages.full.max_steps=4",
-                    "checkpoint.every_steps=2", "checkpoint.keep=100")[3:]  # fmt: skip
+    argv = _command(
+        data,
+        run,
+        "stages.heatmap.max_steps=2",
+        "stages.pose.max_steps=2",
+        "stages.full.max_steps=4",
+        "checkpoint.every_steps=2",
+        "checkpoint.keep=100",
+    )[3:]
     assert main(argv) == 0
     out = tmp_path / "curves" / "c.png"
     assert recipe_curves.main([str(run), "--out", str(out), "--limit", "4"]) == 0

@@ -8,9 +8,20 @@ import pytest
 
 from train import detector as train_detector
 
-TINY = ["--set", "data.pool_size=8", "data.heldout_pool_size=4", "data.heldout_frames=6", "data.crop_size=64",
-        "model.input_height=64", "model.input_width=64", "model.widths=[8,8,8,8,8]", "model.blocks=[0,0,0,0,0]",
-        "model.head_width=8", "batch_size=2", "log_every=1"]  # fmt: skip
+TINY = [
+    "--set",
+    "data.pool_size=8",
+    "data.heldout_pool_size=4",
+    "data.heldout_frames=6",
+    "data.crop_size=64",
+    "model.input_height=64",
+    "model.input_width=64",
+    "model.widths=[8,8,8,8,8]",
+    "model.blocks=[0,0,0,0,0]",
+    "model.head_width=8",
+    "batch_size=2",
+    "log_every=1",
+]
 
 
 @pytest.mark.slow
@@ -24,7 +35,11 @@ def test_train_detector_runs_resumes_and_exports(tmp_path):
         assert 0.0 <= report[name]["ap50"] <= 1.0 and report[name]["frames"] == 6
     assert report["tflite"]["max_abs_difference"] <= 1e-3
     assert not [op for op in report["tflite"]["operators"] if "Flex" in op or op.startswith("CUSTOM")]
-    assert (run / "detector.keras").is_file() and (run / "detector.tflite").is_file() and (run / "detections.png").is_file()
+    assert (
+        (run / "detector.keras").is_file()
+        and (run / "detector.tflite").is_file()
+        and (run / "detections.png").is_file()
+    )
     # A longer budget on the same folder resumes from the checkpoint (same pools, more steps).
     # (The budget counts the trained minutes so far, whose first step includes tracing.)
     budget = str(report["training"]["minutes"] + 0.1)

@@ -15,6 +15,7 @@ import pytest
 import scipy.io
 import tensorflow as tf
 import yaml
+from test_rendering import posed_hand_mm, ray_cast_depth
 
 from handshape_tf.assets.template import load_template
 from handshape_tf.config_utils import ConfigError, load_yaml, merge, save_yaml
@@ -25,7 +26,6 @@ from handshape_tf.data.shards import DatasetError, ShardSamples
 from handshape_tf.geometry.camera import xyz_to_uvd
 from handshape_tf.losses import MeshTopology, depth_map_loss
 from handshape_tf.models.config import ModelConfig
-from test_rendering import posed_hand_mm, ray_cast_depth
 from train import weak_stb
 
 TINY = 64
@@ -53,8 +53,10 @@ def renderer() -> synthetic.HandRenderer:
 
 
 def _params(renderer, seed: int, count: int) -> list:
-    return [synthetic.sample_params(synthetic.sample_rng(seed, i), renderer.templates, "full", renderer.domain)
-            for i in range(count)]  # fmt: skip
+    return [
+        synthetic.sample_params(synthetic.sample_rng(seed, i), renderer.templates, "full", renderer.domain)
+        for i in range(count)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +64,16 @@ def crop_sets(tmp_path_factory) -> Path:
     """A folder with train/ (8) and test/ (4) real-like RGB-D shard folders of 64 px."""
     folder = tmp_path_factory.mktemp("real_like")
     for name, count, seed in (("train", 8, 0), ("test", 4, 1)):
-        synthetic.generate_dataset(folder / name, count, seed=seed, image_size=TINY, workers=0, samples_per_shard=3,
-                                   progress=False, domain="real_like")  # fmt: skip
+        synthetic.generate_dataset(
+            folder / name,
+            count,
+            seed=seed,
+            image_size=TINY,
+            workers=0,
+            samples_per_shard=3,
+            progress=False,
+            domain="real_like",
+        )
     return folder
 
 
@@ -87,9 +97,16 @@ def _write_rgbd(folder: Path, samples: list, num_samples: int | None = None, per
 
 
 def _rgbd_sample(value: int, size: int = 32, is_left: bool = False) -> dict:
-    return {"image": np.full((size, size, 3), value, np.uint8), "sensor_depth": np.full((size, size), 400.4),
-            "joints_uv": np.zeros((21, 2)), "joints_xyz": np.ones((21, 3)), "intrinsics": np.ones(4),
-            "root_depth": 1.0, "scale": 2.0, "is_left": is_left}  # fmt: skip
+    return {
+        "image": np.full((size, size, 3), value, np.uint8),
+        "sensor_depth": np.full((size, size), 400.4),
+        "joints_uv": np.zeros((21, 2)),
+        "joints_xyz": np.ones((21, 3)),
+        "intrinsics": np.ones(4),
+        "root_depth": 1.0,
+        "scale": 2.0,
+        "is_left": is_left,
+    }
 
 
 def _uvd_to_xyz_np(uvd, intrinsics, root_depth, scale):
@@ -144,8 +161,9 @@ def test_depth_loss_of_a_plane_moved_in_depth_is_hand_computed_and_its_gradient_
 def test_weak_objective_terms_and_total_match_a_numpy_computation():
     template = load_template()
     topology = MeshTopology.from_faces(template.faces, template.num_vertices)
-    config = dataclasses.replace(weak_stb.WeakConfig(model=ModelConfig.preset("tiny")),
-                                 loss=weak_stb.WeakLossConfig(pose=True)).validated()  # fmt: skip
+    config = dataclasses.replace(
+        weak_stb.WeakConfig(model=ModelConfig.preset("tiny")), loss=weak_stb.WeakLossConfig(pose=True)
+    ).validated()
     objective = weak_stb.WeakObjective(config, topology, "uvd")
     vertices, faces = posed_hand_mm()
     joints = (template.keypoints - template.vertices.mean(axis=0)) * 1000.0 + [0.0, 0.0, 400.0]
@@ -157,10 +175,14 @@ def test_weak_objective_terms_and_total_match_a_numpy_computation():
     pseudo_uvd = mesh_uvd * [1.0, 1.0, 1.5]
     rendered = weak_stb.render_mesh_depth(mesh_uvd, intrinsics[None], [root_depth], [scale], TINY, 32, faces).numpy()
     batch = {
-        "joints_uv": pose_uvd[..., :2] * TINY, "intrinsics": intrinsics[None], "root_depth": np.array([root_depth]),
-        "scale": np.array([scale]), "depth": np.where(rendered > 0, rendered + 10.0, 0.0),
-        "pseudo_mesh_uvd": pseudo_uvd, "joints_xyz": joints[None] + [5.0, 0.0, 0.0],
-    }  # fmt: skip
+        "joints_uv": pose_uvd[..., :2] * TINY,
+        "intrinsics": intrinsics[None],
+        "root_depth": np.array([root_depth]),
+        "scale": np.array([scale]),
+        "depth": np.where(rendered > 0, rendered + 10.0, 0.0),
+        "pseudo_mesh_uvd": pseudo_uvd,
+        "joints_xyz": joints[None] + [5.0, 0.0, 0.0],
+    }
     batch = {key: tf.constant(value, tf.float32) for key, value in batch.items()}
     outputs = {"heatmaps": [objective.heatmap_targets(batch)], "mesh_uvd": mesh_uvd, "pose_uvd": pose_uvd}
     total, values = objective.full_stage(outputs, batch)
@@ -218,8 +240,13 @@ def test_sensor_drops_edges_grazing_surfaces_and_the_projector_shadow():
     depth[20:44, 20:44] = 400.0  # a square in front of a wall
     square = np.zeros((64, 64), bool)
     square[20:44, 20:44] = True
-    missing = np.mean([depth_sensor.sensor_depth(depth, np.ones_like(depth), 100.0, np.random.default_rng(seed), sensor) == 0
-                       for seed in range(8)], axis=0)  # fmt: skip
+    missing = np.mean(
+        [
+            depth_sensor.sensor_depth(depth, np.ones_like(depth), 100.0, np.random.default_rng(seed), sensor) == 0
+            for seed in range(8)
+        ],
+        axis=0,
+    )
     border = cv2.dilate(square.astype(np.uint8), np.ones((3, 3))) > cv2.erode(square.astype(np.uint8), np.ones((3, 3)))
     assert missing[border].mean() > 0.4
     assert missing[cv2.erode(square.astype(np.uint8), np.ones((7, 7))) > 0].max() == 0.0
@@ -228,8 +255,12 @@ def test_sensor_drops_edges_grazing_surfaces_and_the_projector_shadow():
     np.testing.assert_array_equal(missing[24:40, 17:20], 1.0)
     np.testing.assert_array_equal(missing[24:40, 46:60], 0.0)
     np.testing.assert_array_equal(missing[24:40, 2:16], 0.0)
-    grazing = depth_sensor.sensor_depth(np.full((8, 8), 500.0), np.full((8, 8), 0.05), 100.0, np.random.default_rng(0), sensor)
-    facing = depth_sensor.sensor_depth(np.full((8, 8), 500.0), np.full((8, 8), 0.5), 100.0, np.random.default_rng(0), sensor)
+    grazing = depth_sensor.sensor_depth(
+        np.full((8, 8), 500.0), np.full((8, 8), 0.05), 100.0, np.random.default_rng(0), sensor
+    )
+    facing = depth_sensor.sensor_depth(
+        np.full((8, 8), 500.0), np.full((8, 8), 0.5), 100.0, np.random.default_rng(0), sensor
+    )
     assert np.all(grazing == 0) and np.all(facing > 0)
 
 
@@ -314,8 +345,18 @@ def test_rgbd_shard_round_trip_mirrors_left_hands(tmp_path, renderer):
     for key in ("image", "sensor_depth", "joints_uv", "joints_xyz", "vertices_xyz", "intrinsics", "camera"):
         np.testing.assert_allclose(twice[key], batch[key], atol=1e-4, err_msg=key)
     only = stored.batch([1], ["image", "sensor_depth", "joints_uv", "intrinsics", "root_depth", "scale", "joints_xyz"])
-    assert set(only) == {"image", "sensor_depth", "joints_uv", "intrinsics", "root_depth", "scale", "joints_xyz",
-                         "is_left", "mirrored", "index"}  # fmt: skip
+    assert set(only) == {
+        "image",
+        "sensor_depth",
+        "joints_uv",
+        "intrinsics",
+        "root_depth",
+        "scale",
+        "joints_xyz",
+        "is_left",
+        "mirrored",
+        "index",
+    }
     with pytest.raises(DatasetError, match="holds no \\['pressure'\\]"):
         stored.batch([0], ["image", "pressure"])
 
@@ -343,8 +384,9 @@ def test_a_real_like_folder_without_sensor_depth_is_not_resumed(tmp_path, crop_s
     del metadata["sensor"]  # as the real-like domain wrote it before it had a sensor
     shards.write_metadata(folder, metadata)
     with pytest.raises(ValueError, match="other arguments \\(sensor: folder has None, requested \\{"):
-        synthetic.generate_dataset(folder, 4, seed=1, image_size=TINY, workers=0, samples_per_shard=3,
-                                   progress=False, domain="real_like")  # fmt: skip
+        synthetic.generate_dataset(
+            folder, 4, seed=1, image_size=TINY, workers=0, samples_per_shard=3, progress=False, domain="real_like"
+        )
 
 
 def test_rgbd_sets_resume_position_and_refuse_incomplete_folders(tmp_path):
@@ -374,9 +416,17 @@ def test_format_1_folders_read_as_synthetic_fields(tmp_path, renderer):
     folder.mkdir()
     shards.write_shard(folder / shards.shard_name(0, 1), samples, shards.SYNTHETIC_FIELDS)
     template = load_template()
-    shards.write_metadata(folder, {"format_version": 1, "image_size": TINY, "num_vertices": template.num_vertices,
-                                   "pose_size": len(samples[0]["pose"]), "shape_size": len(samples[0]["shape"]),
-                                   "shards": [shards.shard_name(0, 1)]})  # fmt: skip
+    shards.write_metadata(
+        folder,
+        {
+            "format_version": 1,
+            "image_size": TINY,
+            "num_vertices": template.num_vertices,
+            "pose_size": len(samples[0]["pose"]),
+            "shape_size": len(samples[0]["shape"]),
+            "shards": [shards.shard_name(0, 1)],
+        },
+    )
     assert shards.folder_fields(shards.read_metadata(folder)) == shards.SYNTHETIC_FIELDS
     decoded = next(iter(shards.read_dataset(folder)))
     assert set(decoded) == set(shards.SYNTHETIC_FIELDS)
@@ -446,10 +496,13 @@ def _write_stb(root: Path, *, depth_size=(640, 480), depth_channels=3, skip: str
     "kwargs, message",
     [
         ({"skip": "B3Random"}, "STB data missing for sequences .*B3Random_SK.mat"),
-        ({"depth_size": (320, 240)}, "STB depth image .*shape \\(240, 320, 3\\); expected uint8 with shape \\(480, 640, 3\\)"),
+        (
+            {"depth_size": (320, 240)},
+            "STB depth image .*shape \\(240, 320, 3\\); expected uint8 with shape \\(480, 640, 3\\)",
+        ),
         ({"depth_channels": 1}, "STB depth image .*dtype uint16 and shape \\(480, 640\\); expected uint8"),
     ],
-)  # fmt: skip
+)
 def test_stb_bad_input_fails_before_training(tmp_path, tiny_init, capsys, kwargs, message):
     _write_stb(tmp_path / "STB", **kwargs)
     code, err = _run(["--init", tiny_init, "--data", tmp_path / "STB", "--workdir", tmp_path / "work"], capsys)
@@ -486,10 +539,27 @@ def test_stb_frames_become_mirrored_crops_with_registered_depth(tmp_path):
 
 def test_weak_stb_resumes_an_interrupted_run_from_its_checkpoint(tmp_path, tiny_init, crop_sets, capsys, monkeypatch):
     run = tmp_path / "run"
-    argv = ["--init", tiny_init, "--data", crop_sets, "--workdir", tmp_path, "--run-dir", run, "--no-compare",
-            "--no-progress", "--set", "batch_size=4", "evaluation.batch_size=4", "evaluation.figure_samples=0",
-            "data.photometric=false", "log_every_steps=1", "checkpoint.every_steps=1", "stages.heatmap.time_fraction=0",
-            "stages.full.max_steps=3"]  # fmt: skip
+    argv = [
+        "--init",
+        tiny_init,
+        "--data",
+        crop_sets,
+        "--workdir",
+        tmp_path,
+        "--run-dir",
+        run,
+        "--no-compare",
+        "--no-progress",
+        "--set",
+        "batch_size=4",
+        "evaluation.batch_size=4",
+        "evaluation.figure_samples=0",
+        "data.photometric=false",
+        "log_every_steps=1",
+        "checkpoint.every_steps=1",
+        "stages.heatmap.time_fraction=0",
+        "stages.full.max_steps=3",
+    ]
     stream = weak_stb.iterate_batches
 
     def interrupted(*args, **kwargs):  # the process dies while fetching the second batch
@@ -509,25 +579,42 @@ def test_weak_stb_resumes_an_interrupted_run_from_its_checkpoint(tmp_path, tiny_
     assert report["training"]["resumed_from_step"] == 1 and report["training"]["global_step"] == 3
     assert report["training"]["stages"]["full"]["session_steps"] == 2
     assert (run / "pseudo_gt" / "mesh_uvd.npy").stat().st_mtime_ns == pseudo_gt  # cached, not recomputed
-    assert [row["global_step"] for row in map(json.loads, (run / "history.jsonl").read_text().splitlines())] == [1, 2, 3]
+    assert [row["global_step"] for row in map(json.loads, (run / "history.jsonl").read_text().splitlines())] == [
+        1,
+        2,
+        3,
+    ]
     assert report["evaluation"]["after"]["samples"] == 4 and report["evaluation"]["before"]["samples"] == 4
     assert {"edge_log_ratio", "laplacian_ratio"} <= set(report["plausibility"]["after"])
     assert (run / "model.keras").is_file() and "pretrained" in capsys.readouterr().out
     # train.loop's checkpoint layout; `stage` counts in STAGES, so the skipped heatmap stage keeps its place.
     reader = tf.train.load_checkpoint(str(run / "checkpoints"))
     keys = {key.split("/")[0] for key in reader.get_variable_to_shape_map()}
-    assert keys == {"stage", "step", "global_step", "samples", "seconds", "stage_start", "model_variables", "optimizer_full", "save_counter",
-                    "_CHECKPOINTABLE_OBJECT_GRAPH"}  # fmt: skip
+    assert keys == {
+        "stage",
+        "step",
+        "global_step",
+        "samples",
+        "seconds",
+        "stage_start",
+        "model_variables",
+        "optimizer_full",
+        "save_counter",
+        "_CHECKPOINTABLE_OBJECT_GRAPH",
+    }
     assert reader.get_tensor("stage/.ATTRIBUTES/VARIABLE_VALUE") == 2
     assert reader.get_tensor("samples/.ATTRIBUTES/VARIABLE_VALUE") == 3 * 4
     # BatchNorm stays the init run's (freeze_batch_norm): statistics and gamma/beta unchanged, the
     # other weights trained; the saved model's BatchNorm layers are trainable again.
     import keras
 
-    before, after = (keras.saving.load_model(path, compile=False) for path in (tiny_init / "model.keras",
-                                                                               run / "model.keras"))  # fmt: skip
-    norms = [[layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
-             for model in (before, after)]  # fmt: skip
+    before, after = (
+        keras.saving.load_model(path, compile=False) for path in (tiny_init / "model.keras", run / "model.keras")
+    )
+    norms = [
+        [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+        for model in (before, after)
+    ]
     assert len(norms[1]) > 50 and all(layer.trainable for layer in norms[1])
     for old, new in zip(*norms):
         for a, b in zip(old.weights, new.weights):
@@ -538,16 +625,28 @@ def test_weak_stb_resumes_an_interrupted_run_from_its_checkpoint(tmp_path, tiny_
 
 def test_weak_config_checks_name_every_bad_key():
     config = weak_stb.WeakConfig(model=ModelConfig.preset("tiny"), architecture="direct_lbs")
-    bad = {"loss.pseudo_mesh": False, "stages.full.time_fraction": 1.5, "loss.depth_weight": -1.0,
-           "checkpoint.keep": 0, "loss.depth_size": 0, "evaluation.figure_samples": -1}  # fmt: skip
-    message = (r"inconsistent weak fine-tuning config: loss.depth=True must be false with architecture direct_lbs "
-               r"\(no trainable mesh\); stages.full.time_fraction=1.5 must be in \[0, 1\]; "
-               r"stages.\*.time_fraction \(sum\)=1.7 must be <= 1; loss.depth_weight=-1.0 must be >= 0; "
-               r"checkpoint.keep=0 must be >= 1; loss.depth_size=0 must be >= 1; "
-               r"evaluation.figure_samples=-1 must be >= 0$")
+    bad = {
+        "loss.pseudo_mesh": False,
+        "stages.full.time_fraction": 1.5,
+        "loss.depth_weight": -1.0,
+        "checkpoint.keep": 0,
+        "loss.depth_size": 0,
+        "evaluation.figure_samples": -1,
+    }
+    message = (
+        r"inconsistent weak fine-tuning config: loss.depth=True must be false with architecture direct_lbs "
+        r"\(no trainable mesh\); stages.full.time_fraction=1.5 must be in \[0, 1\]; "
+        r"stages.\*.time_fraction \(sum\)=1.7 must be <= 1; loss.depth_weight=-1.0 must be >= 0; "
+        r"checkpoint.keep=0 must be >= 1; loss.depth_size=0 must be >= 1; "
+        r"evaluation.figure_samples=-1 must be >= 0$"
+    )
     with pytest.raises(ConfigError, match=message):
         merge(config, bad).validated()
-    assert weak_stb.WeakConfig(model=ModelConfig.preset("tiny")).validated().terms == ("heatmap", "depth", "pseudo_mesh")
+    assert weak_stb.WeakConfig(model=ModelConfig.preset("tiny")).validated().terms == (
+        "heatmap",
+        "depth",
+        "pseudo_mesh",
+    )
 
 
 def test_weak_config_takes_the_init_runs_recipe(tmp_path, tiny_init):

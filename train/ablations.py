@@ -41,9 +41,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "direct_lbs": {"architecture": "direct_lbs"},
     "parametric": {"architecture": "parametric"},
 }
-COLUMNS = (("mesh_error_mm", "mesh error (mm)"), ("mesh_error_pa_mm", "PA mesh error (mm)"),
-           ("pose_error_mm", "pose error (mm)"), ("pose_error_pa_mm", "PA pose error (mm)"),
-           ("auc_20_50", "AUC 20-50 mm"))  # fmt: skip
+COLUMNS = (
+    ("mesh_error_mm", "mesh error (mm)"),
+    ("mesh_error_pa_mm", "PA mesh error (mm)"),
+    ("pose_error_mm", "pose error (mm)"),
+    ("pose_error_pa_mm", "PA pose error (mm)"),
+    ("auc_20_50", "AUC 20-50 mm"),
+)
 
 
 def heldout_evaluation(model, config, data, run_dir, model_path) -> dict[str, Any]:
@@ -51,8 +55,15 @@ def heldout_evaluation(model, config, data, run_dir, model_path) -> dict[str, An
     from train.evaluate import headline, heldout_metrics
 
     e = config.evaluation
-    metrics = heldout_metrics(model, data.heldout, config.data, image_size=config.model.image_size,
-                              heatmap_size=config.model.heatmap_size, batch_size=e.batch_size, limit=e.limit or None)  # fmt: skip
+    metrics = heldout_metrics(
+        model,
+        data.heldout,
+        config.data,
+        image_size=config.model.image_size,
+        heatmap_size=config.model.heatmap_size,
+        batch_size=e.batch_size,
+        limit=e.limit or None,
+    )
     return {"model": headline(metrics), "model_metrics": metrics}
 
 
@@ -65,7 +76,10 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         for key, _ in COLUMNS:
             value = row["metrics"].get(key)
             cells.append("-" if value is None else f"{value:.3f}" if key.startswith("auc") else f"{value:.2f}")
-        cells += [str(row.get("steps", "-")), "-" if row.get("images_per_second") is None else f"{row['images_per_second']:.1f}"]
+        cells += [
+            str(row.get("steps", "-")),
+            "-" if row.get("images_per_second") is None else f"{row['images_per_second']:.1f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -75,8 +89,9 @@ def variants_parser(prog: str, doc: str, variants: dict[str, Any]):
     parser = build_parser(prog)
     parser.description = doc.split("\n")[0]
     parser.epilog = doc
-    parser.add_argument("--variants", nargs="+", choices=tuple(variants), default=list(variants),
-                        help="variants to run (default: all)")  # fmt: skip
+    parser.add_argument(
+        "--variants", nargs="+", choices=tuple(variants), default=list(variants), help="variants to run (default: all)"
+    )
     return parser
 
 
@@ -102,8 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, config in configs.items():
         logger.info("variant %s (%d of %d)", name, len(rows) + 1, len(configs))
         try:
-            report = train_run(config, folder / name, data, environment, progress=progress,
-                               evaluate_fn=heldout_evaluation)  # fmt: skip
+            report = train_run(
+                config, folder / name, data, environment, progress=progress, evaluate_fn=heldout_evaluation
+            )
         except TrainingDiverged as error:
             logger.error("variant %s diverged: %s", name, error)
             rows.append({"variant": name, "metrics": {}, "diverged": str(error)})
@@ -114,26 +130,39 @@ def main(argv: list[str] | None = None) -> int:
         if not environment.chief:
             continue
         stages = report["training"]["stages"]
-        rows.append({
-            "variant": name,
-            "metrics": report["evaluation"]["model"] if report["evaluation"] else {},
-            "steps": report["training"]["global_step"],
-            "images_per_second": (stages.get("full") or {}).get("images_per_second"),
-            "run_dir": str(folder / name),
-        })  # fmt: skip
+        rows.append(
+            {
+                "variant": name,
+                "metrics": report["evaluation"]["model"] if report["evaluation"] else {},
+                "steps": report["training"]["global_step"],
+                "images_per_second": (stages.get("full") or {}).get("images_per_second"),
+                "run_dir": str(folder / name),
+            }
+        )
     if not environment.chief:
         return 0
     e = base.evaluation
-    mean = mean_baseline_metrics(data.train, data.heldout, base.data, image_size=base.model.image_size,
-                                 heatmap_size=base.model.heatmap_size, batch_size=e.batch_size,
-                                 fit_samples=e.mean_baseline_samples, limit=e.limit or None)  # fmt: skip
+    mean = mean_baseline_metrics(
+        data.train,
+        data.heldout,
+        base.data,
+        image_size=base.model.image_size,
+        heatmap_size=base.model.heatmap_size,
+        batch_size=e.batch_size,
+        fit_samples=e.mean_baseline_samples,
+        limit=e.limit or None,
+    )
     rows.append({"variant": "mean mesh (trivial)", "metrics": headline(mean)})
     table = markdown_table(rows)
-    intro = (f"Held-out set: {data.describe()['heldout']}; {args.budget or base.budget_minutes:g} min of training per "
-             f"variant, preset {args.preset!r}. PA = after Procrustes alignment.\n\n")  # fmt: skip
+    intro = (
+        f"Held-out set: {data.describe()['heldout']}; {args.budget or base.budget_minutes:g} min of training per "
+        f"variant, preset {args.preset!r}. PA = after Procrustes alignment.\n\n"
+    )
     (folder / "ablations.md").write_text(intro + table)
-    checkpoints.write_json_atomically({"budget_minutes": base.budget_minutes, "preset": args.preset,
-                                       "data": data.describe(), "rows": rows}, folder / "ablations.json")  # fmt: skip
+    checkpoints.write_json_atomically(
+        {"budget_minutes": base.budget_minutes, "preset": args.preset, "data": data.describe(), "rows": rows},
+        folder / "ablations.json",
+    )
     print(intro + table)
     print(f"written: {folder / 'ablations.md'}, {folder / 'ablations.json'}")
     return 0

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from handshape_tf.config_utils import ConfigError, load_yaml, merge
-from handshape_tf.data.domains import get_domain
 from handshape_tf.data.data_config import DataConfig
+from handshape_tf.data.domains import get_domain
 from handshape_tf.models.config import ModelConfig
 
 STAGES = ("heatmap", "pose", "full")
@@ -261,7 +261,7 @@ class TrainConfig:
     def stage(self, name: str) -> StageConfig:
         return getattr(self.stages, name)
 
-    def validated(self) -> "TrainConfig":
+    def validated(self) -> TrainConfig:
         """Returns self after checking every section; raises ConfigError naming the keys."""
         self.model.validated()
         self.data.validated()
@@ -280,15 +280,22 @@ class TrainConfig:
             problems.messages.append(f"dataset.domain: {error}")
         need("batch_norm.samples", self.batch_norm.samples, self.batch_norm.samples >= 0, ">= 0")
         need("batch_norm.batch_size", self.batch_norm.batch_size, self.batch_norm.batch_size >= 1, ">= 1")
-        need("evaluation.mean_baseline_samples", self.evaluation.mean_baseline_samples,
-             self.evaluation.mean_baseline_samples >= 1, ">= 1")  # fmt: skip
+        need(
+            "evaluation.mean_baseline_samples",
+            self.evaluation.mean_baseline_samples,
+            self.evaluation.mean_baseline_samples >= 1,
+            ">= 1",
+        )
         need("evaluation.sheet_size", self.evaluation.sheet_size, self.evaluation.sheet_size >= 0, ">= 0")
         units = self.baseline.mlp_units
         need("baseline.mlp_units", units, len(units) >= 1 and min(units) >= 1, "one or more positive widths")
-        need("baseline.shape_components", self.baseline.shape_components,
-             self.baseline.shape_components >= 1, ">= 1")  # fmt: skip
-        need("baseline.shape_samples", self.baseline.shape_samples,
-             self.baseline.shape_samples > self.baseline.shape_components, "> baseline.shape_components")  # fmt: skip
+        need("baseline.shape_components", self.baseline.shape_components, self.baseline.shape_components >= 1, ">= 1")
+        need(
+            "baseline.shape_samples",
+            self.baseline.shape_samples,
+            self.baseline.shape_samples > self.baseline.shape_components,
+            "> baseline.shape_components",
+        )
         problems.raise_if_any("training config")
         return self
 
@@ -315,8 +322,9 @@ def preset_config(name: str) -> TrainConfig:
     return merge(TrainConfig(model=ModelConfig.preset(name)), PRESET_TRAINING.get(name, {}))
 
 
-def resolve_config(preset: str = "cpu", config_file: str | Path | None = None,
-                   overrides: dict[str, Any] | None = None) -> TrainConfig:  # fmt: skip
+def resolve_config(
+    preset: str = "cpu", config_file: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> TrainConfig:
     """Preset -> YAML file -> overrides (dotted keys), validated.
 
     Raises:

@@ -43,9 +43,12 @@ class RunData:
     unseen_path: Path | None = None
 
     def describe(self) -> dict[str, Any]:
-        return {"train": repr(self.train), "heldout": repr(self.heldout),
-                "heldout_path": None if self.heldout_path is None else str(self.heldout_path),
-                "unseen_path": None if self.unseen_path is None else str(self.unseen_path)}  # fmt: skip
+        return {
+            "train": repr(self.train),
+            "heldout": repr(self.heldout),
+            "heldout_path": None if self.heldout_path is None else str(self.heldout_path),
+            "unseen_path": None if self.unseen_path is None else str(self.unseen_path),
+        }
 
 
 def _domain_tag(name: str) -> str:
@@ -62,8 +65,10 @@ def _domain_tag(name: str) -> str:
 def default_dataset_dir(workdir: Path, config: TrainConfig) -> Path:
     """workdir/data/<domain>-<hash>-<views>-<S>px-<train>+<heldout>-seed<seed> (train/ and heldout/ inside)."""
     d = config.dataset
-    name = (f"{_domain_tag(d.domain)}-{d.views}-{config.model.image_size}px-{d.train_samples}+{d.heldout_samples}"
-            f"-seed{d.seed}")  # fmt: skip
+    name = (
+        f"{_domain_tag(d.domain)}-{d.views}-{config.model.image_size}px-{d.train_samples}+{d.heldout_samples}"
+        f"-seed{d.seed}"
+    )
     return Path(workdir) / "data" / name
 
 
@@ -76,23 +81,35 @@ def unseen_dataset_dir(workdir: Path, config: TrainConfig) -> Path | None:
     return Path(workdir) / "data" / name
 
 
-def render_default_dataset(folder: Path, config: TrainConfig, progress: bool = True,
-                           unseen_folder: Path | None = None) -> None:  # fmt: skip
+def render_default_dataset(
+    folder: Path, config: TrainConfig, progress: bool = True, unseen_folder: Path | None = None
+) -> None:
     """Renders (or completes: generation resumes) the default set at the model's image size, and
     the unseen-domain test set into `unseen_folder` (when given)."""
     from handshape_tf.data.synthetic import generate_dataset
 
     d = config.dataset
-    parts = [(folder / TRAIN, d.train_samples, d.seed, config.model.image_size, d.domain),
-             (folder / HELDOUT, d.heldout_samples, d.seed + 1, config.model.image_size, d.domain)]  # fmt: skip
+    parts = [
+        (folder / TRAIN, d.train_samples, d.seed, config.model.image_size, d.domain),
+        (folder / HELDOUT, d.heldout_samples, d.seed + 1, config.model.image_size, d.domain),
+    ]
     if unseen_folder is not None:
         parts.append((unseen_folder, d.unseen_samples, d.seed + 2, d.unseen_image_size, "unseen"))
     for path, count, seed, size, domain in parts:
         if is_complete_part(path):
             continue
         logger.info("rendering %d %s samples (%s domain, %d px) into %s", count, path.name, domain, size, path)
-        generate_dataset(path, count, seed=seed, image_size=size, workers=d.workers, domain=domain,
-                         samples_per_shard=d.samples_per_shard, progress=progress, views=d.views)  # fmt: skip
+        generate_dataset(
+            path,
+            count,
+            seed=seed,
+            image_size=size,
+            workers=d.workers,
+            domain=domain,
+            samples_per_shard=d.samples_per_shard,
+            progress=progress,
+            views=d.views,
+        )
 
 
 def is_complete_part(folder: Path) -> bool:
@@ -164,5 +181,8 @@ def check_run_data(data: RunData, config: TrainConfig) -> None:
             "stages.pose.time_fraction=0 stages.pose.max_steps=0"
         )
     if isinstance(data.train, ShardSource) and not data.train.metadata.get("complete", True):
-        logger.warning("%s is not completely rendered: training on its %d finished samples", data.train.folder,
-                       data.train.num_samples)  # fmt: skip
+        logger.warning(
+            "%s is not completely rendered: training on its %d finished samples",
+            data.train.folder,
+            data.train.num_samples,
+        )

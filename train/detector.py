@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from handshape_tf.cli import EXIT_BAD_INPUT, add_verbose_argument, print_error, setup_logging
-from handshape_tf.config_utils import ConfigError, merge, parse_overrides, to_dict
+from handshape_tf.config_utils import ConfigError, merge, parse_overrides
 from handshape_tf.models.detector import DetectorConfig
 
 logger = logging.getLogger("train.detector")
@@ -81,12 +81,23 @@ class DetectorTrainConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m train.detector", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m train.detector",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
     parser.add_argument("--budget", type=float, metavar="MINUTES", help="training budget (config budget_minutes)")
     parser.add_argument("--run-dir", type=Path, default=Path("runs") / "detector", help="run folder (runs/detector)")
-    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="override config values, e.g. --set batch_size=32 data.pool_size=2000")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config values, e.g. --set batch_size=32 data.pool_size=2000",
+    )
     parser.add_argument("--tflite", action="store_true", help="also export detector.tflite (builtin ops, checked)")
     parser.add_argument("--no-progress", action="store_true", help="log less often")
     add_verbose_argument(parser)
@@ -105,7 +116,9 @@ def hand_pool(path: Path, size: int, seed: int, count: int, views: str, domain_n
         pool = HandPool.load(path)
         if len(pool) == count and pool.rgba.shape[1] == size:
             return pool
-        logger.info("%s holds %d hands of %d px; re-rendering %d of %d px", path, len(pool), pool.rgba.shape[1], count, size)
+        logger.info(
+            "%s holds %d hands of %d px; re-rendering %d of %d px", path, len(pool), pool.rgba.shape[1], count, size
+        )
     from handshape_tf.data.backgrounds import BackgroundSource
     from handshape_tf.data.domains import get_domain
     from handshape_tf.data.photo_bank import ensure_bank
@@ -136,12 +149,28 @@ def composers(run_dir: Path, config: DetectorTrainConfig) -> dict[str, Any]:
     folder = run_dir / "data"
     bank = ensure_bank()
     pools = {
-        "train": hand_pool(folder / "pool-train.npz", data.crop_size, config.seed, data.pool_size, data.views, "photo", "train"),
-        "heldout": hand_pool(folder / "pool-heldout.npz", data.crop_size, config.seed + 1, data.heldout_pool_size,
-                             data.views, "photo", "test"),
-        "unseen": hand_pool(folder / "pool-unseen.npz", data.crop_size, config.seed + 2, data.heldout_pool_size,
-                            data.views, "unseen", "test"),
-    }  # fmt: skip
+        "train": hand_pool(
+            folder / "pool-train.npz", data.crop_size, config.seed, data.pool_size, data.views, "photo", "train"
+        ),
+        "heldout": hand_pool(
+            folder / "pool-heldout.npz",
+            data.crop_size,
+            config.seed + 1,
+            data.heldout_pool_size,
+            data.views,
+            "photo",
+            "test",
+        ),
+        "unseen": hand_pool(
+            folder / "pool-unseen.npz",
+            data.crop_size,
+            config.seed + 2,
+            data.heldout_pool_size,
+            data.views,
+            "unseen",
+            "test",
+        ),
+    }
     return {
         "train": FrameComposer(pools["train"], BackgroundSource(bank / "train"), get_domain("photo"), frame),
         "heldout": FrameComposer(pools["heldout"], BackgroundSource(bank / "test"), get_domain("photo"), frame),
@@ -218,8 +247,10 @@ def detection_loss(output, heat, regression, left, weight, config: DetectorTrain
     probability = tf.clip_by_value(tf.sigmoid(logits), 1e-4, 1.0 - 1e-4)
     positive = tf.cast(heat >= 1.0 - 1e-6, tf.float32)
     count = tf.maximum(tf.reduce_sum(positive), 1.0)
-    focal = -(positive * (1.0 - probability) ** 2 * tf.math.log(probability)
-              + (1.0 - positive) * (1.0 - heat) ** 4 * probability**2 * tf.math.log(1.0 - probability))  # fmt: skip
+    focal = -(
+        positive * (1.0 - probability) ** 2 * tf.math.log(probability)
+        + (1.0 - positive) * (1.0 - heat) ** 4 * probability**2 * tf.math.log(1.0 - probability)
+    )
     focal = tf.reduce_sum(focal) / count
     cells = tf.maximum(tf.reduce_sum(weight), 1.0)
     offset = tf.reduce_sum(weight[..., None] * tf.abs(output[..., 2:4] - regression[..., 0:2])) / cells
@@ -316,8 +347,9 @@ def train(config: DetectorTrainConfig, run_dir: Path, *, tflite: bool = False, p
     optimizer.build(model.trainable_variables)
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="seconds")
-    checkpoint = tf.train.Checkpoint(**checkpoints.model_checkpoint_items(model), optimizer=optimizer, step=step,
-                                     seconds=seconds)  # fmt: skip
+    checkpoint = tf.train.Checkpoint(
+        **checkpoints.model_checkpoint_items(model), optimizer=optimizer, step=step, seconds=seconds
+    )
     manager = tf.train.CheckpointManager(checkpoint, str(run_dir / checkpoints.CHECKPOINTS), max_to_keep=2)
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint).expect_partial()
@@ -353,12 +385,25 @@ def train(config: DetectorTrainConfig, run_dir: Path, *, tflite: bool = False, p
         seconds.assign(base_seconds + time.monotonic() - session_start)
         running = total if running is None else 0.9 * running + 0.1 * total
         if int(step) % log_every == 0:
-            row = {"global_step": int(step), "stage": "detector", "loss": total,
-                   **{k: float(v) for k, v in parts.items()}, "minutes": float(seconds) / 60}  # fmt: skip
+            row = {
+                "global_step": int(step),
+                "stage": "detector",
+                "loss": total,
+                **{k: float(v) for k, v in parts.items()},
+                "minutes": float(seconds) / 60,
+            }
             history.append(row)
-            logger.info("step %d  loss %.3f (avg %.3f)  focal %.3f  size %.3f  left %.3f  %.1f / %.0f min",
-                        int(step), total, running, row["focal"], row["size"], row["left"], row["minutes"],
-                        config.budget_minutes)  # fmt: skip
+            logger.info(
+                "step %d  loss %.3f (avg %.3f)  focal %.3f  size %.3f  left %.3f  %.1f / %.0f min",
+                int(step),
+                total,
+                running,
+                row["focal"],
+                row["size"],
+                row["left"],
+                row["minutes"],
+                config.budget_minutes,
+            )
         if time.monotonic() - last_checkpoint >= config.checkpoint_minutes * 60:
             manager.save()
             last_checkpoint = time.monotonic()
@@ -368,14 +413,24 @@ def train(config: DetectorTrainConfig, run_dir: Path, *, tflite: bool = False, p
     checkpoints.plot_learning_curve(history.rows(), run_dir / checkpoints.CURVE_FILE)
 
     detector = HandDetector(model)
-    report: dict[str, Any] = {"training": {"steps": int(step), "minutes": float(seconds) / 60,
-                                           "frames_seen": int(step) * config.batch_size}}  # fmt: skip
-    frames = {name: sources[name].frames(config.seed + 1000, range(config.data.heldout_frames)) for name in ("heldout", "unseen")}
+    report: dict[str, Any] = {
+        "training": {"steps": int(step), "minutes": float(seconds) / 60, "frames_seen": int(step) * config.batch_size}
+    }
+    frames = {
+        name: sources[name].frames(config.seed + 1000, range(config.data.heldout_frames))
+        for name in ("heldout", "unseen")
+    }
     for name, held in frames.items():
         report[name] = evaluate(detector, held)
-        logger.info("%s: AP@0.5 %.3f  AP@0.75 %.3f  handedness %s  precision %s  recall %s", name, report[name]["ap50"],
-                    report[name]["ap75"], _fmt(report[name]["handedness_accuracy"]), _fmt(report[name]["precision"]),
-                    _fmt(report[name]["recall"]))  # fmt: skip
+        logger.info(
+            "%s: AP@0.5 %.3f  AP@0.75 %.3f  handedness %s  precision %s  recall %s",
+            name,
+            report[name]["ap50"],
+            report[name]["ap75"],
+            _fmt(report[name]["handedness_accuracy"]),
+            _fmt(report[name]["precision"]),
+            _fmt(report[name]["recall"]),
+        )
     detection_sheet(detector, frames["heldout"], run_dir / "detections.png")
     if tflite:
         report["tflite"] = export_tflite(model, run_dir / TFLITE_FILE, frames["heldout"][:16])
@@ -405,8 +460,13 @@ def export_tflite(model, path: Path, frames: list[dict[str, Any]]) -> dict[str, 
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    logger.info("wrote %s (%.2f MB, max |Keras - TFLite| %.1e, ops %s)", path, len(content) / 2**20, difference,
-                ", ".join(operators))  # fmt: skip
+    logger.info(
+        "wrote %s (%.2f MB, max |Keras - TFLite| %.1e, ops %s)",
+        path,
+        len(content) / 2**20,
+        difference,
+        ", ".join(operators),
+    )
     return {"file": str(path), "bytes": len(content), "max_abs_difference": difference, "operators": operators}
 
 
@@ -432,7 +492,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     logger.info("report: %s", args.run_dir / "report.json")
     for name in ("heldout", "unseen"):
-        print(f"{name}: AP@0.5 {report[name]['ap50']:.3f}, handedness accuracy {_fmt(report[name]['handedness_accuracy'])}")
+        accuracy = _fmt(report[name]["handedness_accuracy"])
+        print(f"{name}: AP@0.5 {report[name]['ap50']:.3f}, handedness accuracy {accuracy}")
     return 0
 
 

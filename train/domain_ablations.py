@@ -49,20 +49,30 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no_framing_occluders": {"dataset.domain": "photo-without-framing-occluders"},
     "online_composite": {"dataset.domain": "procedural", "data.composite": True},
 }
-COLUMNS = (("pose_error_mm", "pose (mm)"), ("pose_error_pa_mm", "PA pose (mm)"), ("mesh_error_mm", "mesh (mm)"),
-           ("auc_20_50", "AUC 20-50"))  # fmt: skip
+COLUMNS = (
+    ("pose_error_mm", "pose (mm)"),
+    ("pose_error_pa_mm", "PA pose (mm)"),
+    ("mesh_error_mm", "mesh (mm)"),
+    ("auc_20_50", "AUC 20-50"),
+)
 
 
 def _cells(metrics: dict[str, Any] | None) -> list[str]:
     metrics = metrics or {}
-    return ["-" if metrics.get(key) is None else f"{metrics[key]:.3f}" if key.startswith("auc")
-            else f"{metrics[key]:.2f}" for key, _ in COLUMNS]  # fmt: skip
+    return [
+        "-" if metrics.get(key) is None else f"{metrics[key]:.3f}" if key.startswith("auc") else f"{metrics[key]:.2f}"
+        for key, _ in COLUMNS
+    ]
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """Held-out and unseen-domain headline metrics of each variant, side by side."""
-    header = (["variant"] + [f"held-out {title}" for _, title in COLUMNS] + [f"unseen {title}" for _, title in COLUMNS]
-              + ["steps"])  # fmt: skip
+    header = (
+        ["variant"]
+        + [f"held-out {title}" for _, title in COLUMNS]
+        + [f"unseen {title}" for _, title in COLUMNS]
+        + ["steps"]
+    )
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [row["variant"]] + _cells(row.get("heldout")) + _cells(row.get("unseen")) + [str(row.get("steps", "-"))]
@@ -100,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("variant %s (%d of %d): %s", name, len(rows) + 1, len(configs), VARIANTS[name] or "defaults")
         try:
             data = prepare_data(args, config, environment.chief, progress)
-            report = train_run(config, folder / name, data, environment, progress=progress,
-                               evaluate_fn=judged_on_reference)  # fmt: skip
+            report = train_run(
+                config, folder / name, data, environment, progress=progress, evaluate_fn=judged_on_reference
+            )
         except TrainingDiverged as error:
             logger.error("variant %s diverged: %s", name, error)
             rows.append({"variant": name, "diverged": str(error)})
@@ -112,20 +123,31 @@ def main(argv: list[str] | None = None) -> int:
         if not environment.chief:
             continue
         evaluation = report["evaluation"] or {}
-        rows.append({"variant": name, "overrides": VARIANTS[name], "heldout": evaluation.get("model"),
-                     "unseen": evaluation.get("unseen"), "mean_baseline": evaluation.get("mean_baseline"),
-                     "steps": report["training"]["global_step"], "run_dir": str(folder / name)})  # fmt: skip
+        rows.append(
+            {
+                "variant": name,
+                "overrides": VARIANTS[name],
+                "heldout": evaluation.get("model"),
+                "unseen": evaluation.get("unseen"),
+                "mean_baseline": evaluation.get("mean_baseline"),
+                "steps": report["training"]["global_step"],
+                "run_dir": str(folder / name),
+            }
+        )
     if not environment.chief:
         return 0
     baseline = next((row["mean_baseline"] for row in rows if row.get("mean_baseline")), None)
     rows.append({"variant": "mean mesh (trivial)", "heldout": baseline})
     table = markdown_table(rows)
-    intro = (f"Held-out: {reference.heldout_path} ({base.dataset.domain} domain); unseen: {reference.unseen_path}; "
-             f"{args.budget or base.budget_minutes:g} min of training per variant, preset {args.preset!r}. "
-             "PA = after Procrustes alignment.\n\n")  # fmt: skip
+    intro = (
+        f"Held-out: {reference.heldout_path} ({base.dataset.domain} domain); unseen: {reference.unseen_path}; "
+        f"{args.budget or base.budget_minutes:g} min of training per variant, preset {args.preset!r}. "
+        "PA = after Procrustes alignment.\n\n"
+    )
     (folder / "domain_ablations.md").write_text(intro + table)
-    checkpoints.write_json_atomically({"budget_minutes": base.budget_minutes, "preset": args.preset, "rows": rows},
-                                      folder / "domain_ablations.json")  # fmt: skip
+    checkpoints.write_json_atomically(
+        {"budget_minutes": base.budget_minutes, "preset": args.preset, "rows": rows}, folder / "domain_ablations.json"
+    )
     print(intro + table)
     print(f"written: {folder / 'domain_ablations.md'}, {folder / 'domain_ablations.json'}")
     return 0

@@ -65,8 +65,9 @@ def _output_kind(outputs: dict[str, Any]) -> str:
     return "uvd" if "mesh_uvd" in outputs else "xyz"
 
 
-def heldout_metrics(model, source, config: DataConfig, *, image_size: int, heatmap_size: int, batch_size: int,
-                    limit: int | None = None) -> dict[str, Any]:  # fmt: skip
+def heldout_metrics(
+    model, source, config: DataConfig, *, image_size: int, heatmap_size: int, batch_size: int, limit: int | None = None
+) -> dict[str, Any]:
     """Errors of `model` on `source` (module docstring, second path).
 
     Args:
@@ -80,8 +81,9 @@ def heldout_metrics(model, source, config: DataConfig, *, image_size: int, heatm
     Returns:
       `ErrorAccumulator.summary()`.
     """
-    dataset = evaluation_dataset(source, config, image_size=image_size, heatmap_size=heatmap_size,
-                                 batch_size=batch_size, limit=limit)  # fmt: skip
+    dataset = evaluation_dataset(
+        source, config, image_size=image_size, heatmap_size=heatmap_size, batch_size=batch_size, limit=limit
+    )
     accumulator = ErrorAccumulator()
     for batch in dataset:
         outputs = model(batch["image"], training=False)
@@ -94,19 +96,30 @@ def heldout_metrics(model, source, config: DataConfig, *, image_size: int, heatm
     return accumulator.summary()
 
 
-def mean_baseline_metrics(train_source, heldout_source, config: DataConfig, *, image_size: int, heatmap_size: int,
-                          batch_size: int, fit_samples: int, limit: int | None = None) -> dict[str, Any]:  # fmt: skip
+def mean_baseline_metrics(
+    train_source,
+    heldout_source,
+    config: DataConfig,
+    *,
+    image_size: int,
+    heatmap_size: int,
+    batch_size: int,
+    fit_samples: int,
+    limit: int | None = None,
+) -> dict[str, Any]:
     """The trivial baseline through the same path: mean training uvd pose and mesh (fitted on
     `fit_samples` training samples, no augmentation), converted with each held-out camera.
 
     Both sources need meshes (`MeanUVDPredictor` averages meshes too)."""
     baseline = MeanUVDPredictor(image_size)
-    for batch in evaluation_dataset(train_source, config, image_size=image_size, heatmap_size=heatmap_size,
-                                    batch_size=batch_size, limit=fit_samples):  # fmt: skip
+    for batch in evaluation_dataset(
+        train_source, config, image_size=image_size, heatmap_size=heatmap_size, batch_size=batch_size, limit=fit_samples
+    ):
         baseline.update(batch["pose_uvd"].numpy(), batch["mesh_uvd"].numpy())
     accumulator = ErrorAccumulator()
-    for batch in evaluation_dataset(heldout_source, config, image_size=image_size, heatmap_size=heatmap_size,
-                                    batch_size=batch_size, limit=limit):  # fmt: skip
+    for batch in evaluation_dataset(
+        heldout_source, config, image_size=image_size, heatmap_size=heatmap_size, batch_size=batch_size, limit=limit
+    ):
         prediction = baseline.run(batch["image"].numpy())
         joints = to_millimetres(prediction["pose_uvd"], batch, image_size, "uvd")
         mesh = ()

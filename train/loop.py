@@ -100,8 +100,9 @@ def make_environment(name: str) -> Environment:
         resolver = strategy.cluster_resolver
         spec = resolver.cluster_spec()
         workers = spec.num_tasks("worker") + (spec.num_tasks("chief") if "chief" in spec.jobs else 0)
-        chief = resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0
-                                                  and "chief" not in spec.jobs)  # fmt: skip
+        chief = resolver.task_type == "chief" or (
+            resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in spec.jobs
+        )
         return Environment(strategy, num_workers=workers, worker_index=int(resolver.task_id), chief=chief)
     raise ValueError(f"strategy {name!r}; expected one of ['default', 'mirrored', 'multi_worker']")
 
@@ -114,8 +115,14 @@ def build_network(config: TrainConfig, precision: str | None = None) -> keras.Mo
     from handshape_tf.models.baselines import build_baseline
 
     b = config.baseline
-    return build_baseline(config.architecture, config.model, mlp_units=b.mlp_units,
-                          shape_components=b.shape_components, shape_samples=b.shape_samples, seed=config.seed)  # fmt: skip
+    return build_baseline(
+        config.architecture,
+        config.model,
+        mlp_units=b.mlp_units,
+        shape_components=b.shape_components,
+        shape_samples=b.shape_samples,
+        seed=config.seed,
+    )
 
 
 # TensorBoard's scalar plugin reads tensor summaries tagged with this metadata; writing them with
@@ -162,8 +169,11 @@ class StageSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 def batch_norm_layers(model: keras.Model) -> list[keras.layers.BatchNormalization]:
     """Every BatchNormalization layer of `model`, nested ones included (depth first)."""
-    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
-            if isinstance(layer, keras.layers.BatchNormalization)]  # fmt: skip
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
 
 
 def recalibrate_batch_norm(model: keras.Model, batches) -> int:
@@ -228,8 +238,9 @@ class StagedTrainer(abc.ABC):
 
     STAGE_ORDER: tuple[str, ...]  # every stage name in order; `stage` and the deadlines count in it
 
-    def __init__(self, config: Any, run_dir: Path, model: keras.Model, environment: Environment, *,
-                 progress: bool = True):  # fmt: skip
+    def __init__(
+        self, config: Any, run_dir: Path, model: keras.Model, environment: Environment, *, progress: bool = True
+    ):
         self.config = config
         self.run_dir = Path(run_dir)
         self.model = model
@@ -251,10 +262,15 @@ class StagedTrainer(abc.ABC):
         # Training-clock second at which the current stage started (the cosine decay's origin).
         self.stage_start = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="stage_start")
         self.checkpoint = tf.train.Checkpoint(
-            **checkpoints.model_checkpoint_items(model), stage=self.stage, step=self.step, global_step=self.global_step,
-            samples=self.samples, seconds=self.seconds, stage_start=self.stage_start,
+            **checkpoints.model_checkpoint_items(model),
+            stage=self.stage,
+            step=self.step,
+            global_step=self.global_step,
+            samples=self.samples,
+            seconds=self.seconds,
+            stage_start=self.stage_start,
             **{f"optimizer_{name}": optimizer for name, optimizer in self.optimizers.items()},
-        )  # fmt: skip
+        )
         directory = checkpoints.checkpoint_dir(self.run_dir, environment.chief, environment.worker_index)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(directory), max_to_keep=config.checkpoint.keep)
         self.history = checkpoints.History(self.run_dir / checkpoints.HISTORY_FILE, enabled=environment.chief)
@@ -326,9 +342,14 @@ class StagedTrainer(abc.ABC):
         self.history.truncate(self.resumed_from)
         stage = int(self.stage.numpy())
         order = self.STAGE_ORDER
-        logger.info("resumed %s at stage %s, step %d (global step %d, %.0f s trained)", latest,
-                    order[stage] if stage < len(order) else "(done)", int(self.step.numpy()), self.resumed_from,
-                    float(self.seconds.numpy()))  # fmt: skip
+        logger.info(
+            "resumed %s at stage %s, step %d (global step %d, %.0f s trained)",
+            latest,
+            order[stage] if stage < len(order) else "(done)",
+            int(self.step.numpy()),
+            self.resumed_from,
+            float(self.seconds.numpy()),
+        )
         return True
 
     def _deadline(self, name: str) -> float:
@@ -365,8 +386,11 @@ class StagedTrainer(abc.ABC):
             self.stage.assign(index + 1)
             self.step.assign(0)
             self._save()
-        summary.update(global_step=int(self.global_step.numpy()), training_seconds=float(self.seconds.numpy()),
-                       peak_memory_mb=round(_peak_memory_mb(), 1))  # fmt: skip
+        summary.update(
+            global_step=int(self.global_step.numpy()),
+            training_seconds=float(self.seconds.numpy()),
+            peak_memory_mb=round(_peak_memory_mb(), 1),
+        )
         return summary
 
     def _run_stage(self, name: str) -> dict[str, Any]:
@@ -384,9 +408,15 @@ class StagedTrainer(abc.ABC):
         use_steps = stage.max_steps > 0
         total = stage.max_steps if use_steps else max(1, round(deadline - first_seconds))
         time_format = "{l_bar}{bar}| {n_fmt}/{total_fmt} s [{elapsed}<{remaining}{postfix}]"
-        bar = tqdm(total=total, desc=f"stage {name}", unit="step", bar_format=None if use_steps else time_format,
-                   disable=not (self.progress and self.env.chief), dynamic_ncols=True,
-                   initial=first_step if use_steps else 0)  # fmt: skip
+        bar = tqdm(
+            total=total,
+            desc=f"stage {name}",
+            unit="step",
+            bar_format=None if use_steps else time_format,
+            disable=not (self.progress and self.env.chief),
+            dynamic_ncols=True,
+            initial=first_step if use_steps else 0,
+        )
         last_save_time, last_save_step = time.monotonic(), first_step
         timed_steps, timed_seconds = 0, 0.0
         values: dict[str, float] = {}
@@ -425,8 +455,10 @@ class StagedTrainer(abc.ABC):
                 if int(self.step.numpy()) % c.log_every_steps == 0:
                     self._log(name, values, images_per_second)
                 now = time.monotonic()
-                due = (int(self.step.numpy()) - last_save_step >= c.checkpoint.every_steps
-                       or now - last_save_time >= c.checkpoint.every_seconds)  # fmt: skip
+                due = (
+                    int(self.step.numpy()) - last_save_step >= c.checkpoint.every_steps
+                    or now - last_save_time >= c.checkpoint.every_seconds
+                )
                 stop, save, agreed_progress = self._agree(limits_reached(), due, progress())
                 if save and not stop:
                     self._save()
@@ -445,9 +477,16 @@ class StagedTrainer(abc.ABC):
         learning_rate = float(keras.ops.convert_to_numpy(self.optimizers[name].learning_rate))
         for key, value in {**values, "images_per_second": images_per_second, "learning_rate": learning_rate}.items():
             tf.summary.write(f"{name}/{key}", tf.constant(value, tf.float32), step=step, metadata=_SCALAR_METADATA)
-        self.history.append({"global_step": step, "stage": name, "step": int(self.step.numpy()),
-                             "seconds": round(float(self.seconds.numpy()), 2), "learning_rate": learning_rate,
-                             **values})  # fmt: skip
+        self.history.append(
+            {
+                "global_step": step,
+                "stage": name,
+                "step": int(self.step.numpy()),
+                "seconds": round(float(self.seconds.numpy()), 2),
+                "learning_rate": learning_rate,
+                **values,
+            }
+        )
 
     def _divergence_message(self, name: str, values: dict[str, float]) -> str:
         bad = {key: value for key, value in values.items() if not math.isfinite(value)}
@@ -477,8 +516,16 @@ class Trainer(StagedTrainer):
 
     STAGE_ORDER = STAGES
 
-    def __init__(self, config: TrainConfig, run_dir: Path, source, environment: Environment, *,
-                 bank: np.ndarray | None = None, progress: bool = True):  # fmt: skip
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: Path,
+        source,
+        environment: Environment,
+        *,
+        bank: np.ndarray | None = None,
+        progress: bool = True,
+    ):
         replicas = environment.strategy.num_replicas_in_sync
         if config.batch_size % replicas:
             raise ValueError(f"batch_size={config.batch_size} does not split over {replicas} replicas")
@@ -489,8 +536,12 @@ class Trainer(StagedTrainer):
             model = build_network(config)
         super().__init__(config, run_dir, model, environment, progress=progress)
         template = load_template()
-        self.objective = Objective(config.loss, MeshTopology.from_faces(template.faces, template.num_vertices),
-                                   config.model.image_size, mesh_trained=config.architecture != "direct_lbs")  # fmt: skip
+        self.objective = Objective(
+            config.loss,
+            MeshTopology.from_faces(template.faces, template.num_vertices),
+            config.model.image_size,
+            mesh_trained=config.architecture != "direct_lbs",
+        )
         self.bank = bank
         if config.data.composite and bank is None:
             self.bank = background_bank(config.data, config.model.image_size, config.seed)
@@ -509,9 +560,14 @@ class Trainer(StagedTrainer):
         c = self.config
         if not c.batch_norm.samples:
             return 0
-        dataset = evaluation_dataset(self.source, c.data, image_size=c.model.image_size,
-                                     heatmap_size=c.model.heatmap_size, batch_size=c.batch_norm.batch_size,
-                                     limit=c.batch_norm.samples)  # fmt: skip
+        dataset = evaluation_dataset(
+            self.source,
+            c.data,
+            image_size=c.model.image_size,
+            heatmap_size=c.model.heatmap_size,
+            batch_size=c.batch_norm.batch_size,
+            limit=c.batch_norm.samples,
+        )
         return recalibrate_batch_norm(self.model, (batch["image"] for batch in dataset))
 
     def _active(self, name: str) -> bool:
@@ -534,11 +590,18 @@ class Trainer(StagedTrainer):
 
         def dataset_fn(context: tf.distribute.InputContext):
             return training_dataset(
-                self.source, c.data, image_size=c.model.image_size, heatmap_size=c.model.heatmap_size,
-                batch_size=context.get_per_replica_batch_size(c.batch_size), seed=c.seed,
-                start=int(self.samples.numpy()), num_shards=context.num_input_pipelines,
-                shard_index=context.input_pipeline_id, images=name != "pose", bank=self.bank,
-            )  # fmt: skip
+                self.source,
+                c.data,
+                image_size=c.model.image_size,
+                heatmap_size=c.model.heatmap_size,
+                batch_size=context.get_per_replica_batch_size(c.batch_size),
+                seed=c.seed,
+                start=int(self.samples.numpy()),
+                num_shards=context.num_input_pipelines,
+                shard_index=context.input_pipeline_id,
+                images=name != "pose",
+                bank=self.bank,
+            )
 
         return iter(self.env.strategy.distribute_datasets_from_function(dataset_fn))
 
@@ -567,6 +630,8 @@ class Trainer(StagedTrainer):
         @tf.function
         def step(iterator):
             results = strategy.run(replica_step, args=(next(iterator),))
-            return {key: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for key, value in results.items()}
+            return {
+                key: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for key, value in results.items()
+            }
 
         return step

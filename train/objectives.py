@@ -87,8 +87,12 @@ class Objective:
         self.config = config
         self.topology = topology
         self.image_size = image_size
-        mesh_terms = {"vertex": config.vertex, "normal": config.normal, "edge": config.edge,
-                      "laplacian": config.laplacian}  # fmt: skip
+        mesh_terms = {
+            "vertex": config.vertex,
+            "normal": config.normal,
+            "edge": config.edge,
+            "laplacian": config.laplacian,
+        }
         self.mesh_terms = tuple(t for t, on in mesh_terms.items() if on) if mesh_trained else ()
 
     def heatmap_stage(self, heatmaps, batch):

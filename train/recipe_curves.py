@@ -26,10 +26,12 @@ from handshape_tf.cli import EXIT_BAD_INPUT, add_verbose_argument, print_error, 
 
 logger = logging.getLogger("train.recipe_curves")
 
-PANELS = (("heldout", "pose_error_mm", "held-out pose error (mm)"),
-          ("heldout", "pose_error_pa_mm", "held-out PA pose error (mm)"),
-          ("unseen", "pose_error_mm", "unseen-domain pose error (mm)"),
-          ("unseen", "pose_error_pa_mm", "unseen-domain PA pose error (mm)"))  # fmt: skip
+PANELS = (
+    ("heldout", "pose_error_mm", "held-out pose error (mm)"),
+    ("heldout", "pose_error_pa_mm", "held-out PA pose error (mm)"),
+    ("unseen", "pose_error_mm", "unseen-domain pose error (mm)"),
+    ("unseen", "pose_error_pa_mm", "unseen-domain PA pose error (mm)"),
+)
 
 
 def run_points(run_dir: Path, limit: int, batch_size: int) -> dict[str, Any]:
@@ -75,13 +77,26 @@ def run_points(run_dir: Path, limit: int, batch_size: int) -> dict[str, Any]:
             if folder:
                 result = evaluate_model(model, folder, limit=limit, batch_size=batch_size, sheet_size=0)
                 point[name] = headline(result["metrics"])
-        logger.info("%s %s: %.1f min, PA pose %s", run_dir.name, Path(path).name, point["minutes"],
-                    {name: round(point[name]["pose_error_pa_mm"], 2) for name in sets if name in point})  # fmt: skip
+        logger.info(
+            "%s %s: %.1f min, PA pose %s",
+            run_dir.name,
+            Path(path).name,
+            point["minutes"],
+            {name: round(point[name]["pose_error_pa_mm"], 2) for name in sets if name in point},
+        )
         points.append(point)
     evaluation = report.get("evaluation") or {}
-    final = {"minutes": round(report["training"]["training_seconds"] / 60, 2), "final": True,
-             "heldout": evaluation.get("model"), "unseen": evaluation.get("unseen")}  # fmt: skip
-    return {"run": run_dir.name, "run_dir": str(run_dir), "points": sorted(points + [final], key=lambda p: p["minutes"])}
+    final = {
+        "minutes": round(report["training"]["training_seconds"] / 60, 2),
+        "final": True,
+        "heldout": evaluation.get("model"),
+        "unseen": evaluation.get("unseen"),
+    }
+    return {
+        "run": run_dir.name,
+        "run_dir": str(run_dir),
+        "points": sorted(points + [final], key=lambda p: p["minutes"]),
+    }
 
 
 def plot_curves(runs: list[dict[str, Any]], path: Path) -> Path:
@@ -96,8 +111,13 @@ def plot_curves(runs: list[dict[str, Any]], path: Path) -> Path:
         for index, run in enumerate(runs):
             colour = f"C{index}"
             points = [p for p in run["points"] if p.get(split)]
-            axis.plot([p["minutes"] for p in points if not p["final"]],
-                      [p[split][key] for p in points if not p["final"]], "o-", color=colour, label=run["run"])  # fmt: skip
+            axis.plot(
+                [p["minutes"] for p in points if not p["final"]],
+                [p[split][key] for p in points if not p["final"]],
+                "o-",
+                color=colour,
+                label=run["run"],
+            )
             for p in points:
                 if p["final"]:
                     axis.plot(p["minutes"], p[split][key], "*", color=colour, markersize=14)
@@ -115,8 +135,12 @@ def plot_curves(runs: list[dict[str, Any]], path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train.recipe_curves", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m train.recipe_curves",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
     parser.add_argument("runs", nargs="+", type=Path, help="finished run folders")
     parser.add_argument("--out", type=Path, default=Path("docs/recipe_curves.png"), help="the PNG (JSON beside it)")
     parser.add_argument("--limit", type=int, default=300, help="samples of each set per checkpoint (default 300)")

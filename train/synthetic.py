@@ -24,7 +24,7 @@ checkpoints/, logs/ (TensorBoard), model.keras, learning_curve.png, report.json,
 (report, PCK curve and prediction sheet of `handshape_tf.evaluation`) and
 evaluation-mean-baseline/.
 
-Exit codes: 0 done, 2 bad input (config, data, run folder), 1 training diverged (`handshape_tf.cli` has the convention).
+Exit codes (`handshape_tf.cli`): 0 done, 2 bad input (config, data, run folder), 1 training diverged.
 """
 
 from __future__ import annotations
@@ -58,19 +58,34 @@ from train.datasets import (
 
 
 def build_parser(prog: str = "python -m train.synthetic") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
     parser.add_argument("--preset", default="cpu", help="model preset: paper, cpu or tiny (default cpu)")
     parser.add_argument("--config", type=Path, help="YAML file of config values (e.g. a run's config.yaml)")
-    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="override config values, e.g. --set batch_size=16 stages.full.max_steps=100")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config values, e.g. --set batch_size=16 stages.full.max_steps=100",
+    )
     parser.add_argument("--budget", type=float, metavar="MINUTES", help="training budget (config budget_minutes)")
     parser.add_argument("--data", type=Path, help="training data folder (default: render the synthetic set)")
     parser.add_argument("--heldout", type=Path, help="held-out shard folder when --data is a single shard folder")
     parser.add_argument("--workdir", type=Path, default=Path("runs"), help="where default data and runs go (./runs)")
     parser.add_argument("--run-dir", type=Path, help="run folder (default <workdir>/synthetic-<preset>)")
-    parser.add_argument("--strategy", choices=("default", "mirrored", "multi_worker"), default="default",
-                        help="tf.distribute strategy; multi_worker reads TF_CONFIG")  # fmt: skip
+    parser.add_argument(
+        "--strategy",
+        choices=("default", "mirrored", "multi_worker"),
+        default="default",
+        help="tf.distribute strategy; multi_worker reads TF_CONFIG",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_verbose_argument(parser)
     return parser
@@ -112,8 +127,15 @@ def evaluate(model, config, data: RunData, run_dir: Path, model_path: Path) -> d
         from train.evaluate import headline
 
         e = config.evaluation
-        report = evaluate_model(model, data.unseen_path, run_dir / "evaluation-unseen", limit=e.limit or None,
-                                batch_size=e.batch_size, sheet_size=e.sheet_size, model_path=model_path)  # fmt: skip
+        report = evaluate_model(
+            model,
+            data.unseen_path,
+            run_dir / "evaluation-unseen",
+            limit=e.limit or None,
+            batch_size=e.batch_size,
+            sheet_size=e.sheet_size,
+            model_path=model_path,
+        )
         result["unseen"] = headline(report["metrics"])
     return result
 
@@ -131,31 +153,60 @@ def evaluate_heldout(model, config, data: RunData, run_dir: Path, model_path: Pa
     if config.architecture != "graph":
         kwargs = dict(image_size=size, heatmap_size=heatmap_size, batch_size=e.batch_size, limit=limit)
         model_metrics = heldout_metrics(model, data.heldout, config.data, **kwargs)
-        mean_metrics = mean_baseline_metrics(data.train, data.heldout, config.data, fit_samples=e.mean_baseline_samples,
-                                             **kwargs)  # fmt: skip
-        return {"model": headline(model_metrics), "mean_baseline": headline(mean_metrics),
-                "model_metrics": model_metrics, "mean_baseline_metrics": mean_metrics}  # fmt: skip
+        mean_metrics = mean_baseline_metrics(
+            data.train, data.heldout, config.data, fit_samples=e.mean_baseline_samples, **kwargs
+        )
+        return {
+            "model": headline(model_metrics),
+            "mean_baseline": headline(mean_metrics),
+            "model_metrics": model_metrics,
+            "mean_baseline_metrics": mean_metrics,
+        }
     from handshape_tf.evaluation.report import evaluate_model
 
-    report = evaluate_model(model, data.heldout_path, run_dir / "evaluation", limit=limit, batch_size=e.batch_size,
-                            sheet_size=e.sheet_size, model_path=model_path)  # fmt: skip
-    result = {"model": headline(report["metrics"]), "mean_baseline": None,
-              "reports": {"model": report["files"].get("report")}, "mesh_note": report.get("mesh_note")}  # fmt: skip
+    report = evaluate_model(
+        model,
+        data.heldout_path,
+        run_dir / "evaluation",
+        limit=limit,
+        batch_size=e.batch_size,
+        sheet_size=e.sheet_size,
+        model_path=model_path,
+    )
+    result = {
+        "model": headline(report["metrics"]),
+        "mean_baseline": None,
+        "reports": {"model": report["files"].get("report")},
+        "mesh_note": report.get("mesh_note"),
+    }
     if data.train.num_vertices != load_template().num_vertices:
         return result  # the mean baseline averages meshes of our topology
     baseline = MeanUVDPredictor(size)
-    for batch in evaluation_dataset(data.train, config.data, image_size=size, heatmap_size=heatmap_size,
-                                    batch_size=e.batch_size, limit=e.mean_baseline_samples):  # fmt: skip
+    for batch in evaluation_dataset(
+        data.train,
+        config.data,
+        image_size=size,
+        heatmap_size=heatmap_size,
+        batch_size=e.batch_size,
+        limit=e.mean_baseline_samples,
+    ):
         baseline.update(batch["pose_uvd"].numpy(), batch["mesh_uvd"].numpy())
-    mean_report = evaluate_model(baseline, data.heldout_path, run_dir / "evaluation-mean-baseline", limit=limit,
-                                 batch_size=e.batch_size, sheet_size=0)  # fmt: skip
+    mean_report = evaluate_model(
+        baseline,
+        data.heldout_path,
+        run_dir / "evaluation-mean-baseline",
+        limit=limit,
+        batch_size=e.batch_size,
+        sheet_size=0,
+    )
     result["mean_baseline"] = headline(mean_report["metrics"])
     result["reports"]["mean_baseline"] = mean_report["files"].get("report")
     return result
 
 
-def train_run(config, run_dir: Path, data: RunData, environment, *, progress: bool = True, bank=None,
-              evaluate_fn=evaluate) -> dict[str, Any]:  # fmt: skip
+def train_run(
+    config, run_dir: Path, data: RunData, environment, *, progress: bool = True, bank=None, evaluate_fn=evaluate
+) -> dict[str, Any]:
     """Trains (or resumes) a run, then writes model.keras, learning_curve.png and report.json.
 
     Args:
@@ -193,9 +244,13 @@ def train_run(config, run_dir: Path, data: RunData, environment, *, progress: bo
         "data": data.describe(),
         "training": summary,
         "evaluation": evaluation,
-        "files": {"model": str(model_path), "learning_curve": None if curve is None else str(curve),
-                  "config": str(run_dir / checkpoints.CONFIG_FILE), "checkpoints": str(run_dir / checkpoints.CHECKPOINTS),
-                  "tensorboard": str(run_dir / checkpoints.LOGS)},  # fmt: skip
+        "files": {
+            "model": str(model_path),
+            "learning_curve": None if curve is None else str(curve),
+            "config": str(run_dir / checkpoints.CONFIG_FILE),
+            "checkpoints": str(run_dir / checkpoints.CHECKPOINTS),
+            "tensorboard": str(run_dir / checkpoints.LOGS),
+        },
     }
     checkpoints.write_json_atomically(report, run_dir / checkpoints.REPORT_FILE)
     return report
@@ -205,11 +260,15 @@ def print_summary(report: dict[str, Any]) -> None:
     files = report["files"]
     print(f"model:  {files['model']}\nreport: {Path(report['run_dir']) / checkpoints.REPORT_FILE}")
     for name, stage in report["training"]["stages"].items():
-        print(f"stage {name:8} {stage['steps']:6d} steps, {stage['images_per_second'] or 0:.1f} images/s, "
-              f"final loss {format_number(stage['final_loss'])}")  # fmt: skip
-    print(f"training time {report['training']['training_seconds'] / 60:.1f} min, "
-          f"peak memory {report['training']['peak_memory_mb']:.0f} MB, BatchNorm statistics from "
-          f"{report['training'].get('batch_norm_batches', 0)} batches of training images")  # fmt: skip
+        print(
+            f"stage {name:8} {stage['steps']:6d} steps, {stage['images_per_second'] or 0:.1f} images/s, "
+            f"final loss {format_number(stage['final_loss'])}"
+        )
+    print(
+        f"training time {report['training']['training_seconds'] / 60:.1f} min, "
+        f"peak memory {report['training']['peak_memory_mb']:.0f} MB, BatchNorm statistics from "
+        f"{report['training'].get('batch_norm_batches', 0)} batches of training images"
+    )
     evaluation = report.get("evaluation")
     if not evaluation:
         return

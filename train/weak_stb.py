@@ -44,16 +44,18 @@ learning rate 1e-4, the stages sharing `budget_minutes` as in `train.config`, ru
 only (a geometric one would have to move the depth maps and pseudo meshes with them).
 
 Without `--no-compare` the same fine-tuning also runs without L_pM (<run>/no-pseudo-mesh),
-each run getting `--budget` (per run, as in every training command), and the report compares mesh plausibility (Fig. 6): per
-predicted mesh, the median |log| ratio of its edge lengths to the template's and the mean
-Laplacian (|v_i - mean of its neighbours|) relative to the template's, all in hand scales.
+each run getting `--budget` (per run, as in every training command), and the report compares
+mesh plausibility (Fig. 6): per predicted mesh, the median |log| ratio of its edge lengths to
+the template's and the mean Laplacian (|v_i - mean of its neighbours|) relative to the
+template's, all in hand scales.
 
 Run folder (default <workdir>/weak-<data>-<preset>[-pose3d]; `train.checkpoints` layout,
 resumable, a finished run is only re-evaluated): config.yaml, sources.json, checkpoints/,
 logs/, history.jsonl, pseudo_gt/, model.keras, learning_curve.png, evaluation-before.json,
 report.json, pck.png, meshes.png (Fig. 6-style comparison).
 
-Exit codes: 0 done, 2 bad input (config, --init, data, run folder), 1 training diverged (`handshape_tf.cli` has the convention).
+Exit codes (`handshape_tf.cli`): 0 done, 2 bad input (config, --init, data, run folder), 1 training
+diverged.
 """
 
 from __future__ import annotations
@@ -200,13 +202,17 @@ class WeakConfig:
     def stage(self, name: str) -> StageConfig:
         return getattr(self.stages, name)
 
-    def validated(self) -> "WeakConfig":
+    def validated(self) -> WeakConfig:
         """Returns self after checking the values; raises ConfigError naming the keys."""
         self.model.validated()
         problems = Problems()
         need = problems.need
-        need("architecture", self.architecture, self.architecture in ("graph", "direct_lbs"),
-             "'graph' or 'direct_lbs' (the parametric baseline is not fine-tuned weakly)")  # fmt: skip
+        need(
+            "architecture",
+            self.architecture,
+            self.architecture in ("graph", "direct_lbs"),
+            "'graph' or 'direct_lbs' (the parametric baseline is not fine-tuned weakly)",
+        )
         if self.architecture == "direct_lbs":
             for key in ("depth", "pseudo_mesh"):
                 value = getattr(self.loss, key)
@@ -247,9 +253,13 @@ class InitRun:
 
     def describe(self) -> dict[str, Any]:
         stat = self.model_path.stat()
-        return {"folder": str(self.folder.resolve()), "model": str(self.model_path.resolve()),
-                "model_bytes": stat.st_size, "model_mtime_ns": stat.st_mtime_ns,
-                "architecture": self.config.architecture}  # fmt: skip
+        return {
+            "folder": str(self.folder.resolve()),
+            "model": str(self.model_path.resolve()),
+            "model_bytes": stat.st_size,
+            "model_mtime_ns": stat.st_mtime_ns,
+            "architecture": self.config.architecture,
+        }
 
 
 def preset_name(model: ModelConfig) -> str:
@@ -260,8 +270,9 @@ def preset_name(model: ModelConfig) -> str:
     return "custom"
 
 
-def open_init(folder: str | Path, preset: str | None = None, command: str | None = None,
-              flag: str = "--init") -> InitRun:  # fmt: skip
+def open_init(
+    folder: str | Path, preset: str | None = None, command: str | None = None, flag: str = "--init"
+) -> InitRun:
     """Opens and checks a run folder to fine-tune.
 
     Args:
@@ -318,16 +329,23 @@ def resolve(init: InitRun, config_file: Path | None = None, overrides: dict[str,
       ConfigError: unknown keys, bad values, or a model / architecture other than the run's.
     """
     data = WeakDataConfig(heatmap_sigma=init.config.data.heatmap_sigma, views=init.config.dataset.views)
-    config = WeakConfig(model=init.config.model, architecture=init.config.architecture,
-                        batch_size=init.config.batch_size, optimizer=init.config.optimizer, data=data)
+    config = WeakConfig(
+        model=init.config.model,
+        architecture=init.config.architecture,
+        batch_size=init.config.batch_size,
+        optimizer=init.config.optimizer,
+        data=data,
+    )
     if config_file is not None:
         config = merge(config, load_yaml(config_file))
     if overrides:
         config = merge(config, overrides)
     for key in ("model", "architecture"):
         if getattr(config, key) != getattr(init.config, key):
-            raise ConfigError(f"{key} comes from the --init run ({init.folder}) and cannot be changed; "
-                              f"got {to_dict(getattr(config, key))!r}")  # fmt: skip
+            raise ConfigError(
+                f"{key} comes from the --init run ({init.folder}) and cannot be changed; "
+                f"got {to_dict(getattr(config, key))!r}"
+            )
     return config.validated()
 
 
@@ -368,8 +386,16 @@ def prepare_data(data: Path | None, workdir: Path, config: WeakConfig, progress:
         folder = Path(workdir) / "data" / name
         parts = {"train": (d.real_like_train, d.real_like_seed), "test": (d.real_like_test, d.real_like_seed + 1)}
         for part, (count, seed) in parts.items():
-            generate_dataset(folder / part, count, seed=seed, image_size=size, workers=RENDER_WORKERS,
-                             progress=progress, views=d.views, domain="real_like")  # fmt: skip
+            generate_dataset(
+                folder / part,
+                count,
+                seed=seed,
+                image_size=size,
+                workers=RENDER_WORKERS,
+                progress=progress,
+                views=d.views,
+                domain="real_like",
+            )
         result = WeakData(ShardSamples(folder / "train"), ShardSamples(folder / "test"), "real-like")
     elif (Path(data) / "train" / shards.METADATA).is_file():
         folder = Path(data)
@@ -379,8 +405,9 @@ def prepare_data(data: Path | None, workdir: Path, config: WeakConfig, progress:
         logger.info("STB at %s: %d training and %d test frames", data, frames["train"], frames["test"])
         folder = Path(workdir) / "data" / f"stb-rgbd-{size}px"
         stride = d.stb_train_stride
-        train = real_like.prepare_stb(data, folder / f"train-stride{stride}", "train", size, stride=stride,
-                                      progress=progress)  # fmt: skip
+        train = real_like.prepare_stb(
+            data, folder / f"train-stride{stride}", "train", size, stride=stride, progress=progress
+        )
         test = real_like.prepare_stb(data, folder / "test", "test", size, progress=progress)
         result = WeakData(train, test, "stb")
     for part in (result.train, result.test):
@@ -388,8 +415,10 @@ def prepare_data(data: Path | None, workdir: Path, config: WeakConfig, progress:
             raise DatasetError(f"{part!r} holds {part.image_size} px crops; the model takes {size} px")
         missing = [name for name in READ_FIELDS if name not in part.fields]
         if missing:
-            raise DatasetError(f"{part!r} has no {missing}: weak supervision needs RGB-D samples (a domain with a "
-                               "depth sensor, e.g. --domain real_like, or STB)")  # fmt: skip
+            raise DatasetError(
+                f"{part!r} has no {missing}: weak supervision needs RGB-D samples (a domain with a "
+                "depth sensor, e.g. --domain real_like, or STB)"
+            )
     if len(result.train) < config.batch_size:
         raise DatasetError(f"{result.train!r} has fewer samples than batch_size={config.batch_size}")
     return result
@@ -496,8 +525,12 @@ class WeakObjective:
         self.heatmap_size = config.model.heatmap_size
         self.sigma = heatmap_sigma(config)
         loss = config.loss
-        self.weights = {"heatmap": loss.heatmap_weight, "depth": loss.depth_weight,
-                        "pseudo_mesh": loss.pseudo_mesh_weight, "pose": loss.pose_weight}  # fmt: skip
+        self.weights = {
+            "heatmap": loss.heatmap_weight,
+            "depth": loss.depth_weight,
+            "pseudo_mesh": loss.pseudo_mesh_weight,
+            "pose": loss.pose_weight,
+        }
 
     def heatmap_targets(self, batch):
         """B x M x M x J Gaussians at the 2D joints."""
@@ -530,14 +563,27 @@ class WeakObjective:
         inputs: dict[str, Any] = {"heatmaps_pred": outputs["heatmaps"], "heatmaps_target": self.heatmap_targets(batch)}
         scale = batch["scale"][:, None, None]
         if "depth" in terms:
-            rendered = render_mesh_depth(outputs["mesh_uvd"], batch["intrinsics"], batch["root_depth"], batch["scale"],
-                                         self.image_size, self.config.loss.depth_size, self.topology.faces)  # fmt: skip
-            inputs.update(rendered_depth=rendered / scale, reference_depth=batch["depth"] / scale,
-                          depth_valid=depth_valid(rendered, batch["depth"], batch["root_depth"], batch["scale"],
-                                                  self.config.loss.depth_band))  # fmt: skip
+            rendered = render_mesh_depth(
+                outputs["mesh_uvd"],
+                batch["intrinsics"],
+                batch["root_depth"],
+                batch["scale"],
+                self.image_size,
+                self.config.loss.depth_size,
+                self.topology.faces,
+            )
+            inputs.update(
+                rendered_depth=rendered / scale,
+                reference_depth=batch["depth"] / scale,
+                depth_valid=depth_valid(
+                    rendered, batch["depth"], batch["root_depth"], batch["scale"], self.config.loss.depth_band
+                ),
+            )
         if "pseudo_mesh" in terms:
-            inputs.update(mesh_pred=self._scaled(outputs["mesh_uvd"], batch),
-                          mesh_pseudo_target=self._scaled(batch["pseudo_mesh_uvd"], batch))  # fmt: skip
+            inputs.update(
+                mesh_pred=self._scaled(outputs["mesh_uvd"], batch),
+                mesh_pseudo_target=self._scaled(batch["pseudo_mesh_uvd"], batch),
+            )
         if "pose" in terms:
             root = batch["joints_xyz"][:, :1]
             if self.output_kind == "uvd":
@@ -545,8 +591,13 @@ class WeakObjective:
             else:
                 pose = outputs["pose_xyz"]
             inputs.update(pose_pred=pose, pose_target=(batch["joints_xyz"] - root) / scale)
-        return weakly_supervised_loss(**inputs, topology=self.topology, terms=terms, weights=self.weights,
-                                      depth_delta=self.config.loss.depth_delta)  # fmt: skip
+        return weakly_supervised_loss(
+            **inputs,
+            topology=self.topology,
+            terms=terms,
+            weights=self.weights,
+            depth_delta=self.config.loss.depth_delta,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -594,13 +645,18 @@ def _padded(array: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([array, np.zeros((size - len(array), *array.shape[1:]), array.dtype)])
 
 
-def cached_pseudo_gt(run_dir: Path, model, init: InitRun, crops, config: WeakConfig,
-                     progress: bool = True) -> np.ndarray:  # fmt: skip
+def cached_pseudo_gt(
+    run_dir: Path, model, init: InitRun, crops, config: WeakConfig, progress: bool = True
+) -> np.ndarray:
     """`pseudo_gt_meshes`, stored in <run_dir>/pseudo_gt/ with what they were computed from and
     recomputed when that changes (another init model, data or heat-map sigma)."""
     folder = Path(run_dir) / PSEUDO_GT_DIR
-    key = {"init": init.describe(), "data": str(Path(crops.folder).resolve()), "samples": len(crops),
-           "heatmap_sigma": config.data.heatmap_sigma}  # fmt: skip
+    key = {
+        "init": init.describe(),
+        "data": str(Path(crops.folder).resolve()),
+        "samples": len(crops),
+        "heatmap_sigma": config.data.heatmap_sigma,
+    }
     key_path, mesh_path = folder / "key.json", folder / "mesh_uvd.npy"
     if key_path.is_file() and mesh_path.is_file() and json.loads(key_path.read_text()) == key:
         return np.load(mesh_path)
@@ -675,15 +731,22 @@ class MeshPlausibility:
         scale = np.asarray(scale, np.float64)[:, None]
         ratio = np.log(np.maximum(self._edge_lengths(vertices) / scale, 1e-12) / self._edges)
         laplacian = self._laplacians(vertices).mean(axis=1) / scale[:, 0] / self._laplacian
-        self._rows.append(np.stack([np.median(np.abs(ratio), axis=1), np.mean(np.abs(ratio) > np.log(2.0), axis=1),
-                                    laplacian], axis=1))  # fmt: skip
+        self._rows.append(
+            np.stack(
+                [np.median(np.abs(ratio), axis=1), np.mean(np.abs(ratio) > np.log(2.0), axis=1), laplacian], axis=1
+            )
+        )
 
     def summary(self) -> dict[str, float] | None:
         if not self._rows:
             return None
         rows = np.concatenate(self._rows)
-        return {"edge_log_ratio": float(rows[:, 0].mean()), "edge_outliers": float(rows[:, 1].mean()),
-                "laplacian_ratio": float(rows[:, 2].mean()), "meshes": len(rows)}  # fmt: skip
+        return {
+            "edge_log_ratio": float(rows[:, 0].mean()),
+            "edge_outliers": float(rows[:, 1].mean()),
+            "laplacian_ratio": float(rows[:, 2].mean()),
+            "meshes": len(rows),
+        }
 
 
 def evaluate_crops(model, crops, config: WeakConfig) -> dict[str, Any]:
@@ -716,7 +779,7 @@ def evaluate_crops(model, crops, config: WeakConfig) -> dict[str, Any]:
         batch = read_batch(crops, np.arange(start, min(start + batch_size, count)))
         rows = len(batch["image"])
         outputs = predict(tf.constant(_padded(batch["image"], batch_size), tf.float32) / 255.0)
-        outputs = tf.nest.map_structure(lambda tensor: tensor[:rows], outputs)
+        outputs = tf.nest.map_structure(lambda tensor, rows=rows: tensor[:rows], outputs)
         kind = "uvd" if "mesh_uvd" in outputs else "xyz"
         joints = to_millimetres(outputs[f"pose_{kind}"], batch, size, kind)
         mesh = to_millimetres(outputs[f"mesh_{kind}"], batch, size, kind)
@@ -728,8 +791,12 @@ def evaluate_crops(model, crops, config: WeakConfig) -> dict[str, Any]:
         if kind == "uvd":
             plausibility.update(mesh, batch["scale"])
     metrics = accumulator.summary()
-    return {"metrics": metrics, "headline": headline(metrics), "plausibility": plausibility.summary(),
-            "ground_truth_plausibility": truth.summary()}  # fmt: skip
+    return {
+        "metrics": metrics,
+        "headline": headline(metrics),
+        "plausibility": plausibility.summary(),
+        "ground_truth_plausibility": truth.summary(),
+    }
 
 
 def predicted_meshes(model, crops, count: int, config: WeakConfig) -> np.ndarray:
@@ -785,15 +852,18 @@ def comparison_figure(path: Path, crops, meshes: dict[str, np.ndarray], side: in
     intrinsics = batch["intrinsics"] * (side / crops.image_size)
     columns = [np.stack([cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA) for image in batch["image"]])]
     for vertices in meshes.values():
-        columns += [_shaded(vertices[:count], faces, intrinsics, side),
-                    _shaded(_side_view(vertices[:count]), faces, intrinsics, side)]  # fmt: skip
+        columns += [
+            _shaded(vertices[:count], faces, intrinsics, side),
+            _shaded(_side_view(vertices[:count]), faces, intrinsics, side),
+        ]
     # Two header lines: each model's title over its pair of tiles, then "camera" / "side".
     header = np.full((32, side * len(columns), 3), 255, np.uint8)
     labels = [(0, 13, "input")] + [(1 + 2 * i, 13, title) for i, title in enumerate(meshes)]
     labels += [(column, 27, "camera" if column % 2 else "side") for column in range(1, len(columns))]
     for column, baseline, text in labels:
-        cv2.putText(header, text[:30], (column * side + 3, baseline), cv2.FONT_HERSHEY_SIMPLEX, 0.33, (0, 0, 0), 1,
-                    cv2.LINE_AA)  # fmt: skip
+        cv2.putText(
+            header, text[:30], (column * side + 3, baseline), cv2.FONT_HERSHEY_SIMPLEX, 0.33, (0, 0, 0), 1, cv2.LINE_AA
+        )
     rows = [np.concatenate([column[k] for column in columns], axis=1) for k in range(count)]
     sheet = np.concatenate([header, *rows], axis=0)
     path = Path(path)
@@ -808,14 +878,19 @@ def comparison_figure(path: Path, crops, meshes: dict[str, np.ndarray], side: in
 
 def _check_sources(run_dir: Path, init: InitRun, data: WeakData) -> None:
     """Writes sources.json, or checks that a resumed run had the same init run and data."""
-    sources = {"init": str(init.folder.resolve()), "train": str(Path(data.train.folder).resolve()),
-               "test": str(Path(data.test.folder).resolve())}  # fmt: skip
+    sources = {
+        "init": str(init.folder.resolve()),
+        "train": str(Path(data.train.folder).resolve()),
+        "test": str(Path(data.test.folder).resolve()),
+    }
     path = Path(run_dir) / SOURCES_FILE
     if path.is_file():
         old = json.loads(path.read_text())
         if old != sources:
-            raise ConfigError(f"{run_dir} holds a run of other sources ({old}); requested {sources}. Resume it with "
-                              "the same --init and --data, or choose a new --run-dir")  # fmt: skip
+            raise ConfigError(
+                f"{run_dir} holds a run of other sources ({old}); requested {sources}. Resume it with "
+                "the same --init and --data, or choose a new --run-dir"
+            )
     else:
         checkpoints.write_json_atomically(sources, path)
 
@@ -833,8 +908,9 @@ def evaluate_before(run_dir: Path, model, init: InitRun, data: WeakData, config:
     return evaluation
 
 
-def run_weak(config: WeakConfig, run_dir: Path, init: InitRun, data: WeakData, *, progress: bool = True,
-             keep_meshes: int = 0) -> dict[str, Any]:  # fmt: skip
+def run_weak(
+    config: WeakConfig, run_dir: Path, init: InitRun, data: WeakData, *, progress: bool = True, keep_meshes: int = 0
+) -> dict[str, Any]:
     """Fine-tunes (or resumes) one run and evaluates it before and after.
 
     Args:
@@ -880,8 +956,11 @@ def run_weak(config: WeakConfig, run_dir: Path, init: InitRun, data: WeakData, *
     after = evaluate_crops(model, data.test, config)
     if meshes:
         meshes["after"] = predicted_meshes(model, data.test, keep_meshes, config)
-    pck = plot_pck_curves({"before": before["metrics"]["pose"], "after": after["metrics"]["pose"]}, run_dir / "pck.png",
-                          title=f"3D PCK on {data.name} test ({len(data.test)} crops)")  # fmt: skip
+    pck = plot_pck_curves(
+        {"before": before["metrics"]["pose"], "after": after["metrics"]["pose"]},
+        run_dir / "pck.png",
+        title=f"3D PCK on {data.name} test ({len(data.test)} crops)",
+    )
     report = {
         "run_dir": str(run_dir),
         "init": init.describe(),
@@ -889,12 +968,21 @@ def run_weak(config: WeakConfig, run_dir: Path, init: InitRun, data: WeakData, *
         "config": to_dict(config),
         "training": summary,
         "evaluation": {"before": before["headline"], "after": after["headline"]},
-        "plausibility": {"before": before["plausibility"], "after": after["plausibility"],
-                         "pseudo_gt": pseudo_plausibility, "ground_truth": after["ground_truth_plausibility"]},
+        "plausibility": {
+            "before": before["plausibility"],
+            "after": after["plausibility"],
+            "pseudo_gt": pseudo_plausibility,
+            "ground_truth": after["ground_truth_plausibility"],
+        },
         "metrics": {"before": before["metrics"], "after": after["metrics"]},
-        "files": {"model": str(model_path), "learning_curve": None if curve is None else str(curve), "pck": str(pck),
-                  "config": str(run_dir / checkpoints.CONFIG_FILE), "tensorboard": str(run_dir / checkpoints.LOGS),
-                  "checkpoints": str(run_dir / checkpoints.CHECKPOINTS)},
+        "files": {
+            "model": str(model_path),
+            "learning_curve": None if curve is None else str(curve),
+            "pck": str(pck),
+            "config": str(run_dir / checkpoints.CONFIG_FILE),
+            "tensorboard": str(run_dir / checkpoints.LOGS),
+            "checkpoints": str(run_dir / checkpoints.CHECKPOINTS),
+        },
     }
     checkpoints.write_json_atomically(report, run_dir / checkpoints.REPORT_FILE)
     if meshes:
@@ -907,20 +995,39 @@ def run_weak(config: WeakConfig, run_dir: Path, init: InitRun, data: WeakData, *
 
 
 def build_parser(prog: str = "python -m train.weak_stb") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
     parser.add_argument("--init", type=Path, help="train.synthetic run folder (default <workdir>/synthetic-<preset>)")
-    parser.add_argument("--preset", help="model preset the --init run must have (default: the run's own; "
-                                         "without --init, cpu)")  # fmt: skip
-    parser.add_argument("--data", type=Path, help="STB root, or a folder with train/ and test/ RGB-D shard folders "
-                                                  "(default: render the real-like set)")  # fmt: skip
+    parser.add_argument(
+        "--preset", help="model preset the --init run must have (default: the run's own; without --init, cpu)"
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="STB root, or a folder with train/ and test/ RGB-D shard folders (default: render the real-like set)",
+    )
     parser.add_argument("--with-3d-pose", action="store_true", help="add the 3D pose loss (10 L_J)")
     parser.add_argument("--no-compare", action="store_true", help="skip the run without the pseudo-GT mesh loss")
     parser.add_argument("--config", type=Path, help="YAML file of config values (e.g. a run's config.yaml)")
-    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="override config values, e.g. --set batch_size=16 loss.depth_size=64")
-    parser.add_argument("--budget", type=float, metavar="MINUTES",
-                        help=f"training minutes per run (default {DEFAULT_BUDGET_MINUTES:g}; the comparison is a second run)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config values, e.g. --set batch_size=16 loss.depth_size=64",
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        metavar="MINUTES",
+        help=f"training minutes per run (default {DEFAULT_BUDGET_MINUTES:g}; the comparison is a second run)",
+    )
     parser.add_argument("--workdir", type=Path, default=Path("runs"), help="where default data and runs go (./runs)")
     parser.add_argument("--run-dir", type=Path, help="run folder (default <workdir>/weak-<data>-<preset>[-pose3d])")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -947,9 +1054,12 @@ def resolve_command(args) -> tuple[InitRun, WeakConfig, int]:
 def print_report(report: dict[str, Any], comparison: dict[str, Any] | None, figure: Path | None) -> None:
     columns = ("pose_error_mm", "pose_error_pa_mm", "auc_20_50", "mesh_error_mm")
     rows = {"pretrained": report["evaluation"]["before"], "weak (L_weakly)": report["evaluation"]["after"]}
-    plausibility = {"pretrained": report["plausibility"]["before"], "weak (L_weakly)": report["plausibility"]["after"],
-                    "pseudo-GT meshes": report["plausibility"]["pseudo_gt"],
-                    "ground truth": report["plausibility"]["ground_truth"]}  # fmt: skip
+    plausibility = {
+        "pretrained": report["plausibility"]["before"],
+        "weak (L_weakly)": report["plausibility"]["after"],
+        "pseudo-GT meshes": report["plausibility"]["pseudo_gt"],
+        "ground truth": report["plausibility"]["ground_truth"],
+    }
     if comparison is not None:
         rows["weak without L_pM"] = comparison["evaluation"]["after"]
         plausibility["weak without L_pM"] = comparison["plausibility"]["after"]
@@ -961,13 +1071,19 @@ def print_report(report: dict[str, Any], comparison: dict[str, Any] | None, figu
     print(f"  {'':22}" + "".join(f"{c:>18}" for c in ("edge_log_ratio", "edge_outliers", "laplacian_ratio")))
     for name, values in plausibility.items():
         if values:
-            print(f"  {name:22}" + "".join(f"{format_number(values[c]):>18}" for c in ("edge_log_ratio", "edge_outliers",
-                                                                                   "laplacian_ratio")))  # fmt: skip
+            print(
+                f"  {name:22}"
+                + "".join(
+                    f"{format_number(values[c]):>18}" for c in ("edge_log_ratio", "edge_outliers", "laplacian_ratio")
+                )
+            )
     for name, run in (("weak", report), ("weak without L_pM", comparison)):
         if run is not None:
             stages = ", ".join(f"{n} {s['steps']} steps" for n, s in run["training"]["stages"].items())
-            print(f"{name}: {stages or 'already trained'}; {run['training']['training_seconds'] / 60:.1f} min; "
-                  f"report {Path(run['run_dir']) / checkpoints.REPORT_FILE}")  # fmt: skip
+            print(
+                f"{name}: {stages or 'already trained'}; {run['training']['training_seconds'] / 60:.1f} min; "
+                f"report {Path(run['run_dir']) / checkpoints.REPORT_FILE}"
+            )
     if figure is not None:
         print(f"meshes: {figure}")
 
@@ -989,8 +1105,9 @@ def main(argv: list[str] | None = None) -> int:
         comparison = None
         if runs == 2:
             compare_config = merge(config, {"loss.pseudo_mesh": False}).validated()
-            comparison = run_weak(compare_config, Path(run_dir) / COMPARE_DIR, init, data, progress=progress,
-                                  keep_meshes=keep)  # fmt: skip
+            comparison = run_weak(
+                compare_config, Path(run_dir) / COMPARE_DIR, init, data, progress=progress, keep_meshes=keep
+            )
     except (ConfigError, DatasetError, FileNotFoundError, ValueError) as error:
         print_error(error)
         return EXIT_BAD_INPUT
@@ -1002,8 +1119,10 @@ def main(argv: list[str] | None = None) -> int:
     if meshes:
         columns = {"pretrained": meshes["before"], "weak": meshes["after"]}
         if "vertices_xyz" in data.test.fields:  # rendered sets know the true mesh
-            columns = {"ground truth": read_batch(data.test, np.arange(len(meshes["before"])))["vertices_xyz"],
-                       **columns}  # fmt: skip
+            columns = {
+                "ground truth": read_batch(data.test, np.arange(len(meshes["before"])))["vertices_xyz"],
+                **columns,
+            }
         if comparison is not None:
             columns["weak, no L_pM"] = comparison.pop("meshes")["after"]
         figure = comparison_figure(Path(run_dir) / "meshes.png", data.test, columns)

@@ -34,46 +34,91 @@ from typing import Any
 
 from handshape_tf.cli import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, add_verbose_argument, print_error, setup_logging
 from handshape_tf.config_utils import ConfigError, parse_overrides
-from train import checkpoints
-from train import weak_stb
+from train import checkpoints, weak_stb
 
 logger = logging.getLogger("train.weak_table3")
 
 DEFAULT_BUDGET_MINUTES = 10.0
 # variant -> (init run: "graph" or "baseline1", config overrides, pipeline, depth loss, 3D pose)
 VARIANTS: dict[str, tuple[str, dict[str, Any], str, bool, bool]] = {
-    "baseline1": ("baseline1", {"loss.depth": False, "loss.pseudo_mesh": False}, "im -> hm + feat -> pose", False,
-                  False),
+    "baseline1": (
+        "baseline1",
+        {"loss.depth": False, "loss.pseudo_mesh": False},
+        "im -> hm + feat -> pose",
+        False,
+        False,
+    ),
     "baseline2": ("graph", {"loss.depth": False}, "im -> hm + feat -> mesh -> pose", False, False),
     "full": ("graph", {}, "im -> hm + feat -> mesh -> pose", True, False),
-    "baseline1_pose3d": ("baseline1", {"loss.depth": False, "loss.pseudo_mesh": False, "loss.pose": True},
-                         "im -> hm + feat -> pose", False, True),
-    "baseline2_pose3d": ("graph", {"loss.depth": False, "loss.pose": True}, "im -> hm + feat -> mesh -> pose", False,
-                         True),
+    "baseline1_pose3d": (
+        "baseline1",
+        {"loss.depth": False, "loss.pseudo_mesh": False, "loss.pose": True},
+        "im -> hm + feat -> pose",
+        False,
+        True,
+    ),
+    "baseline2_pose3d": (
+        "graph",
+        {"loss.depth": False, "loss.pose": True},
+        "im -> hm + feat -> mesh -> pose",
+        False,
+        True,
+    ),
     "full_pose3d": ("graph", {"loss.pose": True}, "im -> hm + feat -> mesh -> pose", True, True),
-}  # fmt: skip
-COLUMNS = (("pose_error_mm", "pose error (mm)"), ("pose_error_pa_mm", "PA pose error (mm)"),
-           ("auc_20_50", "AUC 20-50 mm"))  # fmt: skip
+}
+COLUMNS = (
+    ("pose_error_mm", "pose error (mm)"),
+    ("pose_error_pa_mm", "PA pose error (mm)"),
+    ("auc_20_50", "AUC 20-50 mm"),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m train.weak_table3", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m train.weak_table3",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
     parser.add_argument("--init", type=Path, help="train.synthetic run (default <workdir>/synthetic-<preset>)")
-    parser.add_argument("--baseline1-init", type=Path,
-                        help="direct_lbs run for Baseline 1 (default <workdir>/ablations-<preset>/direct_lbs)")
+    parser.add_argument(
+        "--baseline1-init",
+        type=Path,
+        help="direct_lbs run for Baseline 1 (default <workdir>/ablations-<preset>/direct_lbs)",
+    )
     parser.add_argument("--preset", default="cpu", help="model preset of both init runs (default cpu)")
-    parser.add_argument("--data", type=Path,
-                        help="STB root or a folder of train/ and test/ RGB-D shard folders (default: the real-like set)")
-    parser.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=list(VARIANTS),
-                        help="variants to run (default: all six)")
-    parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET_MINUTES, metavar="MINUTES",
-                        help=f"training minutes per variant (default {DEFAULT_BUDGET_MINUTES:g})")
-    parser.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="config overrides applied to every variant")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="STB root or a folder of train/ and test/ RGB-D shard folders (default: the real-like set)",
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=tuple(VARIANTS),
+        default=list(VARIANTS),
+        help="variants to run (default: all six)",
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=DEFAULT_BUDGET_MINUTES,
+        metavar="MINUTES",
+        help=f"training minutes per variant (default {DEFAULT_BUDGET_MINUTES:g})",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides applied to every variant",
+    )
     parser.add_argument("--workdir", type=Path, default=Path("runs"), help="where default data and runs go (./runs)")
-    parser.add_argument("--run-dir", type=Path,
-                        help="folder of the variants (default <workdir>/weak-table3-<data>-<preset>)")
+    parser.add_argument(
+        "--run-dir", type=Path, help="folder of the variants (default <workdir>/weak-table3-<data>-<preset>)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_verbose_argument(parser)
     return parser
@@ -97,8 +142,10 @@ def open_inits(args, variants: list[str]) -> dict[str, weak_stb.InitRun]:
         inits["baseline1"] = weak_stb.open_init(folder, args.preset, command, "--baseline1-init")
     for kind, architecture in (("graph", "graph"), ("baseline1", "direct_lbs")):
         if kind in inits and inits[kind].config.architecture != architecture:
-            raise ConfigError(f"{inits[kind].folder} is a {inits[kind].config.architecture!r} run; the {kind} variants "
-                              f"start from a {architecture!r} run")  # fmt: skip
+            raise ConfigError(
+                f"{inits[kind].folder} is a {inits[kind].config.architecture!r} run; the {kind} variants "
+                f"start from a {architecture!r} run"
+            )
     return inits
 
 
@@ -112,8 +159,12 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     header += ["Laplacian / template", "training steps"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [row["variant"], row["pipeline"], "yes" if row["depth_loss"] else "no",
-                 "-" if row["pose3d"] is None else "yes" if row["pose3d"] else "no"]  # fmt: skip
+        cells = [
+            row["variant"],
+            row["pipeline"],
+            "yes" if row["depth_loss"] else "no",
+            "-" if row["pose3d"] is None else "yes" if row["pose3d"] else "no",
+        ]
         cells += [_format(row["metrics"].get(key), key) for key, _ in COLUMNS]
         laplacian = (row.get("plausibility") or {}).get("laplacian_ratio")
         cells += [_format(laplacian, "laplacian"), str(row.get("steps", "-"))]
@@ -151,25 +202,54 @@ def main(argv: list[str] | None = None) -> int:
             report = weak_stb.run_weak(configs[name], folder / name, inits[kind], data, progress=progress)
         except TrainingDiverged as error:
             logger.error("variant %s diverged: %s", name, error)
-            rows.append({"variant": name, "pipeline": pipeline, "depth_loss": depth_loss, "pose3d": pose3d,
-                         "metrics": {}, "diverged": str(error)})  # fmt: skip
+            rows.append(
+                {
+                    "variant": name,
+                    "pipeline": pipeline,
+                    "depth_loss": depth_loss,
+                    "pose3d": pose3d,
+                    "metrics": {},
+                    "diverged": str(error),
+                }
+            )
             failed = True
             continue
         except ConfigError as error:
             print_error(error)
             return EXIT_BAD_INPUT
-        befores.setdefault(kind, {"evaluation": report["evaluation"]["before"],
-                                  "plausibility": report["plausibility"]["before"],
-                                  "pose": report["metrics"]["before"]["pose"]})  # fmt: skip
+        befores.setdefault(
+            kind,
+            {
+                "evaluation": report["evaluation"]["before"],
+                "plausibility": report["plausibility"]["before"],
+                "pose": report["metrics"]["before"]["pose"],
+            },
+        )
         curves[pose3d][name] = report["metrics"]["after"]["pose"]
-        rows.append({"variant": name, "pipeline": pipeline, "depth_loss": depth_loss, "pose3d": pose3d,
-                     "metrics": report["evaluation"]["after"], "plausibility": report["plausibility"]["after"],
-                     "steps": report["training"]["global_step"], "run_dir": str(folder / name)})  # fmt: skip
+        rows.append(
+            {
+                "variant": name,
+                "pipeline": pipeline,
+                "depth_loss": depth_loss,
+                "pose3d": pose3d,
+                "metrics": report["evaluation"]["after"],
+                "plausibility": report["plausibility"]["after"],
+                "steps": report["training"]["global_step"],
+                "run_dir": str(folder / name),
+            }
+        )
     for kind, before in befores.items():
         pipeline = VARIANTS["baseline1" if kind == "baseline1" else "full"][2]
-        rows.append({"variant": f"{'baseline1' if kind == 'baseline1' else 'ours'} before fine-tuning",
-                     "pipeline": pipeline, "depth_loss": False, "pose3d": None, "metrics": before["evaluation"],
-                     "plausibility": before["plausibility"]})  # fmt: skip
+        rows.append(
+            {
+                "variant": f"{'baseline1' if kind == 'baseline1' else 'ours'} before fine-tuning",
+                "pipeline": pipeline,
+                "depth_loss": False,
+                "pose3d": None,
+                "metrics": before["evaluation"],
+                "plausibility": before["plausibility"],
+            }
+        )
         for pose3d in (False, True):
             if curves[pose3d]:
                 curves[pose3d][f"{kind} before fine-tuning"] = before["pose"]
@@ -177,18 +257,32 @@ def main(argv: list[str] | None = None) -> int:
     files = {}
     for pose3d, title in ((True, "with"), (False, "without")):
         if curves[pose3d]:
-            files[f"pck_{title}_3d_pose"] = str(plot_pck_curves(
-                curves[pose3d], folder / f"pck_{title}_3d_pose.png",
-                title=f"3D PCK on {data.name} test, fine-tuned {title} 3D pose supervision"))  # fmt: skip
+            files[f"pck_{title}_3d_pose"] = str(
+                plot_pck_curves(
+                    curves[pose3d],
+                    folder / f"pck_{title}_3d_pose.png",
+                    title=f"3D PCK on {data.name} test, fine-tuned {title} 3D pose supervision",
+                )
+            )
     table = markdown_table(rows)
-    intro = (f"Test set: {data.describe()['test']}; {args.budget:g} min of fine-tuning per variant, preset "
-             f"{args.preset!r}. Pose errors in mm with the ground-truth root depth and hand scale; PA = after "
-             "Procrustes alignment; Laplacian / template: mean |v - neighbour mean| of the predicted meshes relative "
-             "to the template's (1 = as smooth).\n\n")  # fmt: skip
+    intro = (
+        f"Test set: {data.describe()['test']}; {args.budget:g} min of fine-tuning per variant, preset "
+        f"{args.preset!r}. Pose errors in mm with the ground-truth root depth and hand scale; PA = after "
+        "Procrustes alignment; Laplacian / template: mean |v - neighbour mean| of the predicted meshes relative "
+        "to the template's (1 = as smooth).\n\n"
+    )
     (folder / "table3.md").write_text(intro + table)
-    checkpoints.write_json_atomically({"budget_minutes": args.budget, "preset": args.preset, "data": data.describe(),
-                                       "inits": {k: v.describe() for k, v in inits.items()}, "rows": rows,
-                                       "files": files}, folder / "table3.json")  # fmt: skip
+    checkpoints.write_json_atomically(
+        {
+            "budget_minutes": args.budget,
+            "preset": args.preset,
+            "data": data.describe(),
+            "inits": {k: v.describe() for k, v in inits.items()},
+            "rows": rows,
+            "files": files,
+        },
+        folder / "table3.json",
+    )
     print(intro + table)
     print(f"written: {folder / 'table3.md'}, {folder / 'table3.json'}, " + ", ".join(files.values()))
     return EXIT_FAILURE if failed else EXIT_OK

@@ -31,8 +31,15 @@ class WeakTrainer(StagedTrainer):
 
     STAGE_ORDER = weak_stb.STAGES
 
-    def __init__(self, config: weak_stb.WeakConfig, run_dir: Path, model, crops, pseudo_gt: np.ndarray | None,
-                 progress: bool = True):  # fmt: skip
+    def __init__(
+        self,
+        config: weak_stb.WeakConfig,
+        run_dir: Path,
+        model,
+        crops,
+        pseudo_gt: np.ndarray | None,
+        progress: bool = True,
+    ):
         from handshape_tf.assets.template import load_template
         from handshape_tf.losses import MeshTopology
 
@@ -69,8 +76,9 @@ class WeakTrainer(StagedTrainer):
         from handshape_tf.data.depth_sensor import nearest_depth
 
         depth_size = self.config.loss.depth_size
-        for batch in weak_stb.iterate_batches(self.crops, self.config.batch_size, seed=self.config.seed,
-                                     start=int(self.samples.numpy())):  # fmt: skip
+        for batch in weak_stb.iterate_batches(
+            self.crops, self.config.batch_size, seed=self.config.seed, start=int(self.samples.numpy())
+        ):
             batch["depth"] = nearest_depth(batch.pop("sensor_depth"), depth_size)
             if self.pseudo_gt is not None:
                 batch["pseudo_mesh_uvd"] = self.pseudo_gt[batch["index"]]

@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from handshape_tf.assets.template import (
-    RIG_JOINT_NAMES,
     KEYPOINT_RIG_JOINTS,
+    RIG_JOINT_NAMES,
     TEMPLATE_VERSION,
     rig_joint_parents,
 )

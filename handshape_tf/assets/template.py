@@ -21,31 +21,59 @@ DEFAULT_PATH = Path(__file__).with_name("hand_template.npz")
 
 RIG_JOINT_NAMES = (
     "wrist",
-    "thumb-metacarpal", "thumb-phalanx-proximal", "thumb-phalanx-distal", "thumb-tip",
-    "index-finger-metacarpal", "index-finger-phalanx-proximal",
-    "index-finger-phalanx-intermediate", "index-finger-phalanx-distal", "index-finger-tip",
-    "middle-finger-metacarpal", "middle-finger-phalanx-proximal",
-    "middle-finger-phalanx-intermediate", "middle-finger-phalanx-distal", "middle-finger-tip",
-    "ring-finger-metacarpal", "ring-finger-phalanx-proximal",
-    "ring-finger-phalanx-intermediate", "ring-finger-phalanx-distal", "ring-finger-tip",
-    "pinky-finger-metacarpal", "pinky-finger-phalanx-proximal",
-    "pinky-finger-phalanx-intermediate", "pinky-finger-phalanx-distal", "pinky-finger-tip",
-)  # fmt: skip
+    "thumb-metacarpal",
+    "thumb-phalanx-proximal",
+    "thumb-phalanx-distal",
+    "thumb-tip",
+    "index-finger-metacarpal",
+    "index-finger-phalanx-proximal",
+    "index-finger-phalanx-intermediate",
+    "index-finger-phalanx-distal",
+    "index-finger-tip",
+    "middle-finger-metacarpal",
+    "middle-finger-phalanx-proximal",
+    "middle-finger-phalanx-intermediate",
+    "middle-finger-phalanx-distal",
+    "middle-finger-tip",
+    "ring-finger-metacarpal",
+    "ring-finger-phalanx-proximal",
+    "ring-finger-phalanx-intermediate",
+    "ring-finger-phalanx-distal",
+    "ring-finger-tip",
+    "pinky-finger-metacarpal",
+    "pinky-finger-phalanx-proximal",
+    "pinky-finger-phalanx-intermediate",
+    "pinky-finger-phalanx-distal",
+    "pinky-finger-tip",
+)
 
 # The paper's 21 keypoints: 0 wrist; 1-4 thumb CMC, MCP, IP, tip; then index, middle, ring and
 # little finger, each MCP, PIP, DIP, tip. Each is the rig joint at the same anatomical place.
 KEYPOINT_NAMES = (
     "wrist",
-    "thumb_cmc", "thumb_mcp", "thumb_ip", "thumb_tip",
-    "index_mcp", "index_pip", "index_dip", "index_tip",
-    "middle_mcp", "middle_pip", "middle_dip", "middle_tip",
-    "ring_mcp", "ring_pip", "ring_dip", "ring_tip",
-    "little_mcp", "little_pip", "little_dip", "little_tip",
-)  # fmt: skip
+    "thumb_cmc",
+    "thumb_mcp",
+    "thumb_ip",
+    "thumb_tip",
+    "index_mcp",
+    "index_pip",
+    "index_dip",
+    "index_tip",
+    "middle_mcp",
+    "middle_pip",
+    "middle_dip",
+    "middle_tip",
+    "ring_mcp",
+    "ring_pip",
+    "ring_dip",
+    "ring_tip",
+    "little_mcp",
+    "little_pip",
+    "little_dip",
+    "little_tip",
+)
 KEYPOINT_RIG_JOINTS = ("wrist",) + tuple(
-    name
-    for name in RIG_JOINT_NAMES[1:]
-    if not (name.endswith("metacarpal") and not name.startswith("thumb"))
+    name for name in RIG_JOINT_NAMES[1:] if not (name.endswith("metacarpal") and not name.startswith("thumb"))
 )
 ROOT_KEYPOINT = 0
 # Hand scale s of the paper: length of the middle finger's MCP-PIP bone.
@@ -112,7 +140,7 @@ class HandTemplate:
         pairs = np.sort(pairs, axis=1)
         return np.unique(pairs, axis=0).astype(np.int32)
 
-    def mirrored(self) -> "HandTemplate":
+    def mirrored(self) -> HandTemplate:
         """The other hand: x -> -x on vertices and joint frames, faces re-wound to stay outward."""
         flip = np.diag([-1.0, 1.0, 1.0, 1.0]).astype(np.float32)
         # Conjugating by the reflection keeps each joint frame a proper rotation.

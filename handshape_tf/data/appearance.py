@@ -38,22 +38,36 @@ import numpy as np
 from handshape_tf.assets.template import HandTemplate
 
 # Monk Skin Tone scale (Ellis Monk, 2019; published by Google under CC-BY 4.0), tones 1-10, sRGB.
-MONK_SKIN_TONES_SRGB = np.array(
-    [
-        [246, 237, 228], [243, 231, 219], [247, 234, 208], [234, 218, 186], [215, 189, 150],
-        [160, 126, 86], [130, 92, 67], [96, 65, 52], [58, 49, 42], [41, 36, 32],
-    ],
-    np.float32,
-) / 255.0  # fmt: skip
+MONK_SKIN_TONES_SRGB = (
+    np.array(
+        [
+            [246, 237, 228],
+            [243, 231, 219],
+            [247, 234, 208],
+            [234, 218, 186],
+            [215, 189, 150],
+            [160, 126, 86],
+            [130, 92, 67],
+            [96, 65, 52],
+            [58, 49, 42],
+            [41, 36, 32],
+        ],
+        np.float32,
+    )
+    / 255.0
+)
 # Palmar skin and nail beds, sRGB (lighter and pinker than the back of the hand).
 _PALM_SRGB = np.array([222, 168, 148], np.float32) / 255.0
 _NAIL_SRGB = np.array([238, 196, 190], np.float32) / 255.0
 # Approximate colours of a black body (sRGB, normalised to the brightest channel) by temperature.
 _KELVIN = np.array([2500.0, 3500.0, 4500.0, 5500.0, 6500.0, 8000.0])
-_KELVIN_SRGB = np.array(
-    [[255, 161, 72], [255, 196, 137], [255, 219, 186], [255, 236, 224], [255, 249, 253], [227, 233, 255]],
-    np.float32,
-) / 255.0  # fmt: skip
+_KELVIN_SRGB = (
+    np.array(
+        [[255, 161, 72], [255, 196, 137], [255, 219, 186], [255, 236, 224], [255, 249, 253], [227, 233, 255]],
+        np.float32,
+    )
+    / 255.0
+)
 MAX_LIGHTS = 3
 _LUMINANCE = np.array([0.2126, 0.7152, 0.0722], np.float32)  # Rec. 709 weights of linear RGB
 # Rig joint name fragments whose dorsal skin gets a knuckle tint.
@@ -446,8 +460,9 @@ def cast_shadow(rng: np.random.Generator, size: int) -> np.ndarray:
         shadow = ((along / period) % 1.0 < rng.uniform(0.3, 0.7)).astype(np.float32)
     elif kind == 1:
         cells = int(rng.integers(3, 9))
-        field = cv2.resize(rng.uniform(0, 1, (cells, cells)).astype(np.float32), (size, size),
-                           interpolation=cv2.INTER_CUBIC)  # fmt: skip
+        field = cv2.resize(
+            rng.uniform(0, 1, (cells, cells)).astype(np.float32), (size, size), interpolation=cv2.INTER_CUBIC
+        )
         shadow = (field > rng.uniform(0.4, 0.6)).astype(np.float32)
     else:
         shadow = (along > rng.uniform(0.3, 1.0) * (np.cos(angle) + np.sin(angle))).astype(np.float32)

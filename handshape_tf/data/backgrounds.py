@@ -34,8 +34,9 @@ logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 # Photos shipped inside matplotlib's mpl-data/sample_data (found at run time, optional).
-_PACKAGED_PHOTOS = {"matplotlib": ("mpl-data/sample_data/grace_hopper.jpg",
-                                   "mpl-data/sample_data/Minduka_Present_Blue_Pack.png")}  # fmt: skip
+_PACKAGED_PHOTOS = {
+    "matplotlib": ("mpl-data/sample_data/grace_hopper.jpg", "mpl-data/sample_data/Minduka_Present_Blue_Pack.png")
+}
 _PACKAGED_PHOTO_PROBABILITY = 0.1
 # Crop side as a fraction of the photo's shorter side, aspect ratio (width / height) range.
 _CROP_FRACTION = (0.25, 1.0)
@@ -123,8 +124,10 @@ class BackgroundSource:
             paths = find_images(self.folder)
             self._paths = [p for p in paths if in_split(str(p.relative_to(self.folder)), split)]
             if not self._paths:
-                raise BackgroundError(f"background folder {self.folder} holds no images in the {split!r} split "
-                                      f"({len(paths)} images in all); expected more images")  # fmt: skip
+                raise BackgroundError(
+                    f"background folder {self.folder} holds no images in the {split!r} split "
+                    f"({len(paths)} images in all); expected more images"
+                )
         else:
             self._paths = packaged_photos()
         self._bad: set[int] = set()

@@ -29,8 +29,9 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from handshape_tf.data import synthetic
 
@@ -71,11 +72,20 @@ def benchmark(
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="handshape-benchmark-") as folder:
         tasks = [
-            synthetic.ShardTask(folder, i, num_shards, i * samples_per_shard,
-                                min(samples_per_shard, num - i * samples_per_shard), seed, image_size, photos,
-                                domain=domain, split=split)
+            synthetic.ShardTask(
+                folder,
+                i,
+                num_shards,
+                i * samples_per_shard,
+                min(samples_per_shard, num - i * samples_per_shard),
+                seed,
+                image_size,
+                photos,
+                domain=domain,
+                split=split,
+            )
             for i in range(num_shards)
-        ]  # fmt: skip
+        ]
         start = time.perf_counter()
         results = [(time.perf_counter() - start, r) for r in synthetic.render_shards(tasks, workers)]
     total = results[-1][0]
@@ -110,16 +120,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--domain", default=synthetic.PHOTO.name, help="image domain (default photo)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    result = benchmark(args.num, image_size=args.size, workers=args.workers,
-                       samples_per_shard=args.samples_per_shard, backgrounds=args.backgrounds,
-                       domain=args.domain)  # fmt: skip
+    result = benchmark(
+        args.num,
+        image_size=args.size,
+        workers=args.workers,
+        samples_per_shard=args.samples_per_shard,
+        backgrounds=args.backgrounds,
+        domain=args.domain,
+    )
     steady, idle = ("n/a" if result[k] is None else f"{result[k]:.1f}" for k in ("steady", "idle_machine_estimate"))
     logger.info(
         "%s domain, %d samples at %dx%d with %d workers: %.1f samples/s end to end (%.1f s), %s samples/s steady, "
-        "%s samples/s on an idle machine (from CPU time); load average %.1f -> %.1f", result["domain"], result["num"],
-        result["image_size"], result["image_size"], result["workers"], result["end_to_end"], result["seconds"],
-        steady, idle, result["load_before"], result["load_after"],
-    )  # fmt: skip
+        "%s samples/s on an idle machine (from CPU time); load average %.1f -> %.1f",
+        result["domain"],
+        result["num"],
+        result["image_size"],
+        result["image_size"],
+        result["workers"],
+        result["end_to_end"],
+        result["seconds"],
+        steady,
+        idle,
+        result["load_before"],
+        result["load_after"],
+    )
     print(json.dumps(result, indent=2))
     return 0
 

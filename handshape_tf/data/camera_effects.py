@@ -71,7 +71,7 @@ class CameraEffects:
     jpeg_probability: float = 0.7
     jpeg_quality: tuple[int, int] = (45, 95)
 
-    def without(self, *effects: str) -> "CameraEffects":
+    def without(self, *effects: str) -> CameraEffects:
         """A copy with the named effects' probabilities (e.g. "jpeg", "defocus") set to 0; the
         white balance and exposure errors are "white_balance" and "exposure"."""
         changes = {}
@@ -83,8 +83,10 @@ class CameraEffects:
             elif f"{effect}_probability" in {f.name for f in dataclasses.fields(self)}:
                 changes[f"{effect}_probability"] = 0.0
             else:
-                raise ValueError(f"unknown camera effect {effect!r}; expected white_balance, exposure, vignetting, "
-                                 "defocus, motion, noise, chromatic or jpeg")  # fmt: skip
+                raise ValueError(
+                    f"unknown camera effect {effect!r}; expected white_balance, exposure, vignetting, "
+                    "defocus, motion, noise, chromatic or jpeg"
+                )
         return dataclasses.replace(self, **changes)
 
 
@@ -113,8 +115,9 @@ def chromatic_aberration(image: np.ndarray, offset_px: float) -> np.ndarray:
     for channel, sign in ((0, 1.0), (2, -1.0)):
         scale = 1.0 + sign * offset_px / (size / 2)
         matrix = cv2.getRotationMatrix2D((size / 2, size / 2), 0.0, scale)
-        out[..., channel] = cv2.warpAffine(image[..., channel], matrix, (size, size), flags=cv2.INTER_LINEAR,
-                                           borderMode=cv2.BORDER_REFLECT)  # fmt: skip
+        out[..., channel] = cv2.warpAffine(
+            image[..., channel], matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+        )
     return out
 
 
@@ -131,8 +134,9 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def apply_camera(rng: np.random.Generator, radiance: np.ndarray, effects: CameraEffects,
-                 source_pixels: float) -> np.ndarray:  # fmt: skip
+def apply_camera(
+    rng: np.random.Generator, radiance: np.ndarray, effects: CameraEffects, source_pixels: float
+) -> np.ndarray:
     """The camera's uint8 sRGB image of a linear-RGB crop (module docstring, steps 1-7).
 
     Args:

@@ -77,7 +77,7 @@ class DataConfig:
     prefetch: int = 0
     augment: AugmentConfig = AugmentConfig()
 
-    def validated(self) -> "DataConfig":
+    def validated(self) -> DataConfig:
         """Returns self after checking the values; raises ConfigError."""
         a = self.augment
         problems = [
@@ -97,10 +97,9 @@ class DataConfig:
                 ("data.augment.hue", a.hue, 0 <= a.hue <= 0.5, "in [0, 0.5]"),
                 ("data.augment.blur_probability", a.blur_probability, 0 <= a.blur_probability <= 1, "in [0, 1]"),
                 ("data.augment.blur_sigma_max", a.blur_sigma_max, a.blur_sigma_max >= 0.3, ">= 0.3"),
-                ("data.augment.noise_probability", a.noise_probability, 0 <= a.noise_probability <= 1,
-                 "in [0, 1]"),
+                ("data.augment.noise_probability", a.noise_probability, 0 <= a.noise_probability <= 1, "in [0, 1]"),
                 ("data.augment.noise_std_max", a.noise_std_max, a.noise_std_max >= 0, ">= 0"),
-            )  # fmt: skip
+            )
             if not ok
         ]
         if problems:

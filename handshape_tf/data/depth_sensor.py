@@ -153,8 +153,9 @@ def pixel_rays(size: int, intrinsics) -> np.ndarray:
     return np.stack([(columns - cx) / fx, (rows - cy) / fy, np.ones_like(columns)], -1)
 
 
-def background_plane(rng: np.random.Generator, rays: np.ndarray, farthest_mm: float | None,
-                     sensor: SensorModel) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def background_plane(
+    rng: np.random.Generator, rays: np.ndarray, farthest_mm: float | None, sensor: SensorModel
+) -> tuple[np.ndarray, np.ndarray]:
     """Depth and |cos| of the surface behind the hand: a tilted plane `sensor.background_gap_mm`
     behind the farthest drawn point, or nothing (with probability 1 - background_probability,
     or when nothing is drawn: farthest_mm None).

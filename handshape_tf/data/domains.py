@@ -123,7 +123,7 @@ class Domain:
         """The domain as plain JSON values (tuples become lists)."""
         return json_ready(dataclasses.asdict(self))
 
-    def without(self, *effects: str) -> "Domain":
+    def without(self, *effects: str) -> Domain:
         """The domain with effects switched off, for ablations: "photos" (procedural
         backgrounds), "skin_detail", "extra_light", "environment_light", "occluders",
         "framing" (no cut boxes), "camera" (every camera effect), or a camera effect's name
@@ -228,12 +228,21 @@ REAL_LIKE = Domain(
     ),
     sensor=SensorModel(),
 )
-DOMAINS = {d.name: d for d in (PHOTO, dataclasses.replace(PHOTO.without("photos"), name="procedural"), UNSEEN, REAL_LIKE)}
+DOMAINS = {
+    d.name: d for d in (PHOTO, dataclasses.replace(PHOTO.without("photos"), name="procedural"), UNSEEN, REAL_LIKE)
+}
 
 # The parts of "unseen" that no training domain ("photo", "procedural") reaches: checked by
 # `check_disjoint` (and the tests), besides the background photos (other bank sources).
-UNSEEN_DISJOINT = ("skin", "skin_texture", "lighting", "light_tint", "cast_shadow_strength", "camera.shot_noise",
-                   "camera.jpeg_quality")
+UNSEEN_DISJOINT = (
+    "skin",
+    "skin_texture",
+    "lighting",
+    "light_tint",
+    "cast_shadow_strength",
+    "camera.shot_noise",
+    "camera.jpeg_quality",
+)
 
 
 def _range(domain: Domain, field: str) -> Any:
@@ -264,8 +273,10 @@ def get_domain(name: str) -> Domain:
     """The built-in domain `name`, optionally with ablated effects: "photo-without-jpeg-occluders"."""
     base, _, rest = name.partition("-without-")
     if base not in DOMAINS:
-        raise ValueError(f"unknown domain {name!r}; expected one of {sorted(DOMAINS)} (optionally "
-                         f"followed by -without-EFFECT[-EFFECT...], effects {list(ABLATIONS + CAMERA_EFFECTS)})")  # fmt: skip
+        raise ValueError(
+            f"unknown domain {name!r}; expected one of {sorted(DOMAINS)} (optionally "
+            f"followed by -without-EFFECT[-EFFECT...], effects {list(ABLATIONS + CAMERA_EFFECTS)})"
+        )
     effects = _split_effects(rest) if rest else ()
     return DOMAINS[base].without(*effects) if effects else DOMAINS[base]
 

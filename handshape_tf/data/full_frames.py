@@ -42,7 +42,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -97,7 +98,9 @@ class FrameConfig:
             raise ValueError(f"frame is {self.width} x {self.height}; expected at least 32 x 32 pixels")
         counts = np.asarray(self.hand_counts, np.float64)
         if counts.ndim != 1 or len(counts) < 1 or np.any(counts < 0) or abs(counts.sum() - 1.0) > 1e-6:
-            raise ValueError(f"hand_counts is {self.hand_counts!r}; expected probabilities of 0, 1, ... hands summing to 1")
+            raise ValueError(
+                f"hand_counts is {self.hand_counts!r}; expected probabilities of 0, 1, ... hands summing to 1"
+            )
         low, high = self.hand_size
         if not 0 < low <= high:
             raise ValueError(f"hand_size is {self.hand_size!r}; expected 0 < low <= high")
@@ -147,7 +150,7 @@ class HandPool:
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path) -> "HandPool":
+    def load(cls, path) -> HandPool:
         with np.load(path) as data:
             return cls(rgba=data["rgba"], joints_uv=data["joints_uv"], is_left=data["is_left"].astype(bool))
 
@@ -223,8 +226,14 @@ def _band(start: np.ndarray, direction: np.ndarray, length: float, widths: tuple
     """Corners (4 x 2) of a tapered band from `start` along unit `direction`."""
     normal = np.array([-direction[1], direction[0]])
     end = start + length * direction
-    return np.array([start + widths[0] / 2 * normal, end + widths[1] / 2 * normal,
-                     end - widths[1] / 2 * normal, start - widths[0] / 2 * normal])  # fmt: skip
+    return np.array(
+        [
+            start + widths[0] / 2 * normal,
+            end + widths[1] / 2 * normal,
+            end - widths[1] / 2 * normal,
+            start - widths[0] / 2 * normal,
+        ]
+    )
 
 
 def _shaded(colour: np.ndarray, alpha: np.ndarray, rng: np.random.Generator, direction: np.ndarray) -> np.ndarray:
@@ -251,7 +260,9 @@ class FrameComposer:
       frame["image"], frame["boxes"], frame["is_left"]
     """
 
-    def __init__(self, pool: HandPool, backgrounds: BackgroundSource, domain: Domain, config: FrameConfig = FrameConfig()):
+    def __init__(
+        self, pool: HandPool, backgrounds: BackgroundSource, domain: Domain, config: FrameConfig = FrameConfig()
+    ):
         self.pool = pool
         self.backgrounds = backgrounds
         self.domain = domain
@@ -348,7 +359,9 @@ class FrameComposer:
         # Rotate about the crop box's centre; the rotated box's extent sets the scale.
         centre = crop_box[:2] + crop_box[2:] / 2
         cos, sin = np.cos(np.radians(angle)), np.sin(np.radians(angle))
-        extent = np.array([abs(cos) * crop_box[2] + abs(sin) * crop_box[3], abs(sin) * crop_box[2] + abs(cos) * crop_box[3]])
+        extent = np.array(
+            [abs(cos) * crop_box[2] + abs(sin) * crop_box[3], abs(sin) * crop_box[2] + abs(cos) * crop_box[3]]
+        )
         scale = size / extent.max()
         box_size = extent * scale
         for _ in range(10):
@@ -367,8 +380,17 @@ class FrameComposer:
         continuous = matrix
         pixel_matrix = matrix.copy()
         pixel_matrix[:, 2] += matrix[:, :2] @ [0.5, 0.5] - 0.5
-        warped = cv2.warpAffine(rgba, pixel_matrix, (width, height), flags=cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0)).astype(np.float32) / 255.0  # fmt: skip
+        warped = (
+            cv2.warpAffine(
+                rgba,
+                pixel_matrix,
+                (width, height),
+                flags=cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_CONSTANT,
+                borderValue=(0, 0, 0, 0),
+            ).astype(np.float32)
+            / 255.0
+        )
         alpha = warped[..., 3]
         colour = srgb_to_linear(warped[..., :3]).astype(np.float32)
         joints_frame = (np.hstack([joints, np.ones((NUM_KEYPOINTS, 1))]) @ continuous.T).astype(np.float32)
@@ -389,8 +411,14 @@ class FrameComposer:
         start = joints[WRIST] - 0.3 * length * direction
         widths = (palm * rng.uniform(0.8, 1.1), palm * rng.uniform(1.0, 1.5))
         corners = _band(start, direction, size * rng.uniform(1.5, 4.0), widths)
-        alpha = _layer(height, width, lambda canvas, f: cv2.fillConvexPoly(canvas, np.round(corners * f).astype(np.int32), 255))
-        colour = skin * np.exp(rng.normal(0.0, 0.08, 3)) if rng.uniform() < 0.5 else srgb_to_linear(rng.uniform(0.05, 0.9, 3))
+        alpha = _layer(
+            height, width, lambda canvas, f: cv2.fillConvexPoly(canvas, np.round(corners * f).astype(np.int32), 255)
+        )
+        colour = (
+            skin * np.exp(rng.normal(0.0, 0.08, 3))
+            if rng.uniform() < 0.5
+            else srgb_to_linear(rng.uniform(0.05, 0.9, 3))
+        )
         return _shaded(np.asarray(colour, np.float32), alpha, rng, np.array([-direction[1], direction[0]])), alpha
 
     def _distractor(self, rng, height: int, width: int):
@@ -405,8 +433,16 @@ class FrameComposer:
             colour = skin
 
             def draw(canvas, f):
-                cv2.ellipse(canvas, (int(centre[0] * f), int(centre[1] * f)), (int(axes[0] * f), int(axes[1] * f)),
-                            angle, 0, 360, 255, -1)  # fmt: skip
+                cv2.ellipse(
+                    canvas,
+                    (int(centre[0] * f), int(centre[1] * f)),
+                    (int(axes[0] * f), int(axes[1] * f)),
+                    angle,
+                    0,
+                    360,
+                    255,
+                    -1,
+                )
         elif kind < 0.7:  # an arm without a hand
             direction = np.array([np.cos(np.radians(angle)), np.sin(np.radians(angle))])
             corners = _band(centre, direction, extent * rng.uniform(2.0, 5.0), (extent * 0.4, extent * 0.6))
@@ -437,5 +473,13 @@ def draw_labels(image: np.ndarray, boxes: np.ndarray, is_left: np.ndarray, score
     return canvas
 
 
-__all__ = ["FrameComposer", "FrameConfig", "HandPool", "box_iou", "draw_labels", "frame_rng", "mask_box",
-           "render_hand_pool"]  # fmt: skip
+__all__ = [
+    "FrameComposer",
+    "FrameConfig",
+    "HandPool",
+    "box_iou",
+    "draw_labels",
+    "frame_rng",
+    "mask_box",
+    "render_hand_pool",
+]

@@ -57,7 +57,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 from scipy.special import ndtr
@@ -66,8 +67,13 @@ from handshape_tf.assets.template import RIG_JOINT_NAMES, HandTemplate
 
 FINGERS = ("thumb", "index", "middle", "ring", "little")
 # WebXR joint names of each finger start with these.
-WEBXR_FINGER_PREFIX = {"thumb": "thumb", "index": "index-finger", "middle": "middle-finger",
-                       "ring": "ring-finger", "little": "pinky-finger"}  # fmt: skip
+WEBXR_FINGER_PREFIX = {
+    "thumb": "thumb",
+    "index": "index-finger",
+    "middle": "middle-finger",
+    "ring": "ring-finger",
+    "little": "pinky-finger",
+}
 
 
 def _joint(finger: str, part: str) -> int:
@@ -224,8 +230,11 @@ PALM_PENETRATION = 0.5
 
 def _chain(finger: str) -> list[int]:
     """Rig joints of a finger from its MCP joint to its tip."""
-    parts = ("phalanx-proximal", "phalanx-distal", "tip") if finger == "thumb" else (
-        "phalanx-proximal", "phalanx-intermediate", "phalanx-distal", "tip")  # fmt: skip
+    parts = (
+        ("phalanx-proximal", "phalanx-distal", "tip")
+        if finger == "thumb"
+        else ("phalanx-proximal", "phalanx-intermediate", "phalanx-distal", "tip")
+    )
     return [_joint(finger, part) for part in parts]
 
 
@@ -556,6 +565,4 @@ def sample_pose(
         collisions = pose_collisions(joint_positions(template, rotations), capsules)
         if not collisions:
             return HandPose(rotations=rotations, angles=angles, gesture=gesture)
-    raise RuntimeError(
-        f"no collision-free pose for {gesture!r} in {max_tries} draws; last draw: {collisions[:3]}"
-    )
+    raise RuntimeError(f"no collision-free pose for {gesture!r} in {max_tries} draws; last draw: {collisions[:3]}")

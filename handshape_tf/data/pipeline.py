@@ -146,9 +146,7 @@ class ShardSource:
         sample["is_left"] = example["is_left"] > 0
         if images:
             sample["image"] = tf.ensure_shape(tf.io.decode_png(example["image"], channels=3), (size, size, 3))
-            sample["image_rgba"] = tf.ensure_shape(
-                tf.io.decode_png(example["image_rgba"], channels=4), (size, size, 4)
-            )
+            sample["image_rgba"] = tf.ensure_shape(tf.io.decode_png(example["image_rgba"], channels=4), (size, size, 4))
         return sample
 
 
@@ -286,7 +284,9 @@ def background_bank(config: DataConfig, size: int, seed: int) -> np.ndarray:
     bank = np.stack([np.asarray(source.sample(rng, size), np.uint8) for _ in range(config.background_bank)])
     if bank.shape[1:] != (size, size, 3):
         raise ValueError(f"BackgroundSource.sample gave shape {bank.shape[1:]}; expected ({size}, {size}, 3)")
-    logger.info("drew %d backgrounds of %d px from %s", len(bank), size, config.background_folder or "BackgroundSource()")
+    logger.info(
+        "drew %d backgrounds of %d px from %s", len(bank), size, config.background_folder or "BackgroundSource()"
+    )
     return bank
 
 
@@ -362,16 +362,21 @@ def warp_image(image, matrix, shift, fill_mode: str) -> tf.Tensor:
     offset = tf.linalg.matvec(inverse, 0.5 - centre - shift) + centre - 0.5
     transform = tf.stack([inverse[0, 0], inverse[0, 1], offset[0], inverse[1, 0], inverse[1, 1], offset[1], 0.0, 0.0])
     warped = tf.raw_ops.ImageProjectiveTransformV3(
-        images=image[tf.newaxis], transforms=transform[tf.newaxis], output_shape=tf.constant([size, size]),
-        fill_value=0.0, interpolation="BILINEAR", fill_mode=fill_mode,
-    )  # fmt: skip
+        images=image[tf.newaxis],
+        transforms=transform[tf.newaxis],
+        output_shape=tf.constant([size, size]),
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode=fill_mode,
+    )
     return tf.ensure_shape(warped[0], image.shape)
 
 
 def _background(bank: tf.Tensor, key) -> tf.Tensor:
     """One bank background, randomly flipped and turned by k x 90 degrees (float, [0, 1])."""
-    choice = tf.random.stateless_uniform((), tf.random.experimental.stateless_fold_in(key, 10), 0,
-                                         tf.shape(bank, out_type=tf.int64)[0], dtype=tf.int64)  # fmt: skip
+    choice = tf.random.stateless_uniform(
+        (), tf.random.experimental.stateless_fold_in(key, 10), 0, tf.shape(bank, out_type=tf.int64)[0], dtype=tf.int64
+    )
     background = tf.image.convert_image_dtype(tf.gather(bank, choice), tf.float32)
     turns = tf.random.stateless_uniform((), tf.random.experimental.stateless_fold_in(key, 11), 0, 4, dtype=tf.int32)
     background = tf.image.rot90(background, turns)
@@ -445,8 +450,20 @@ def make_labels(joints_xyz, vertices_xyz, intrinsics, size: int, heatmap_size: i
     return labels
 
 
-def prepare_sample(sample, index, *, stored_size: int, image_size: int, heatmap_size: int, config: DataConfig, seed: int,
-                   augment: bool, composite: bool, images: bool = True, bank=None) -> dict[str, tf.Tensor]:  # fmt: skip
+def prepare_sample(
+    sample,
+    index,
+    *,
+    stored_size: int,
+    image_size: int,
+    heatmap_size: int,
+    config: DataConfig,
+    seed: int,
+    augment: bool,
+    composite: bool,
+    images: bool = True,
+    bank=None,
+) -> dict[str, tf.Tensor]:
     """One decoded sample -> one output element (module docstring, steps 2-6).
 
     Args:
@@ -520,9 +537,20 @@ def samples_per_pipeline(num_samples: int, num_shards: int, shard_index: int) ->
     return len(range(shard_index, num_samples, num_shards))
 
 
-def training_dataset(source, config: DataConfig, *, image_size: int, heatmap_size: int, batch_size: int,
-                     seed: int = 0, start: int = 0, num_shards: int = 1, shard_index: int = 0,
-                     images: bool = True, bank: np.ndarray | None = None) -> tf.data.Dataset:  # fmt: skip
+def training_dataset(
+    source,
+    config: DataConfig,
+    *,
+    image_size: int,
+    heatmap_size: int,
+    batch_size: int,
+    seed: int = 0,
+    start: int = 0,
+    num_shards: int = 1,
+    shard_index: int = 0,
+    images: bool = True,
+    bank: np.ndarray | None = None,
+) -> tf.data.Dataset:
     """Endless shuffled, augmented batches (module docstring), resumable at `start`.
 
     Args:
@@ -566,9 +594,19 @@ def training_dataset(source, config: DataConfig, *, image_size: int, heatmap_siz
 
     @tf.autograph.experimental.do_not_convert  # plain TF ops, no Python control flow on tensors
     def decode_and_prepare(index, element):
-        return prepare_sample(source.decode(element, images), index, stored_size=size, image_size=image_size,
-                              heatmap_size=heatmap_size, config=config, seed=seed, augment=True,
-                              composite=composite, images=images, bank=bank_tensor)  # fmt: skip
+        return prepare_sample(
+            source.decode(element, images),
+            index,
+            stored_size=size,
+            image_size=image_size,
+            heatmap_size=heatmap_size,
+            config=config,
+            seed=seed,
+            augment=True,
+            composite=composite,
+            images=images,
+            bank=bank_tensor,
+        )
 
     calls = config.parallel_calls or tf.data.AUTOTUNE
     dataset = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(epoch_elements)
@@ -577,8 +615,9 @@ def training_dataset(source, config: DataConfig, *, image_size: int, heatmap_siz
     return dataset.prefetch(config.prefetch or tf.data.AUTOTUNE)
 
 
-def evaluation_dataset(source, config: DataConfig, *, image_size: int, heatmap_size: int, batch_size: int,
-                       limit: int | None = None) -> tf.data.Dataset:  # fmt: skip
+def evaluation_dataset(
+    source, config: DataConfig, *, image_size: int, heatmap_size: int, batch_size: int, limit: int | None = None
+) -> tf.data.Dataset:
     """One pass over the source in order: stored images, no augmentation, same labels.
 
     Args:
@@ -602,10 +641,19 @@ def evaluation_dataset(source, config: DataConfig, *, image_size: int, heatmap_s
 
     @tf.autograph.experimental.do_not_convert  # plain TF ops, no Python control flow on tensors
     def decode_and_prepare(index, element):
-        return prepare_sample(source.decode(element, True), index, stored_size=size, image_size=image_size,
-                              heatmap_size=heatmap_size, config=config, seed=0, augment=False,
-                              composite=False)  # fmt: skip
+        return prepare_sample(
+            source.decode(element, True),
+            index,
+            stored_size=size,
+            image_size=image_size,
+            heatmap_size=heatmap_size,
+            config=config,
+            seed=0,
+            augment=False,
+            composite=False,
+        )
 
-    dataset = elements.map(decode_and_prepare, num_parallel_calls=config.parallel_calls or tf.data.AUTOTUNE,
-                           deterministic=True)  # fmt: skip
+    dataset = elements.map(
+        decode_and_prepare, num_parallel_calls=config.parallel_calls or tf.data.AUTOTUNE, deterministic=True
+    )
     return dataset.batch(batch_size).prefetch(config.prefetch or tf.data.AUTOTUNE)

@@ -20,8 +20,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -98,15 +99,15 @@ def read_samples(folder: str | Path, count: int) -> list[dict[str, np.ndarray]]:
     """The first `count` samples of a shard folder, as numpy dicts."""
     from handshape_tf.data.shards import read_dataset
 
-    return [
-        {name: value.numpy() for name, value in sample.items()} for sample in read_dataset(folder).take(count)
-    ]
+    return [{name: value.numpy() for name, value in sample.items()} for sample in read_dataset(folder).take(count)]
 
 
 _TITLE_HEIGHT = 28
 
 
-def domain_sheet(blocks: Sequence[tuple[str, Sequence[np.ndarray]]], *, columns: int = 4, tile: int = 160) -> np.ndarray:
+def domain_sheet(
+    blocks: Sequence[tuple[str, Sequence[np.ndarray]]], *, columns: int = 4, tile: int = 160
+) -> np.ndarray:
     """Blocks of images side by side, each under its title.
 
     Args:
@@ -125,7 +126,9 @@ def domain_sheet(blocks: Sequence[tuple[str, Sequence[np.ndarray]]], *, columns:
     sheet = np.full((_TITLE_HEIGHT + rows * tile, len(blocks) * (width + gap) - gap, 3), 255, np.uint8)
     for b, (title, images) in enumerate(blocks):
         left = b * (width + gap)
-        cv2.putText(sheet, title, (left + 4, _TITLE_HEIGHT - 9), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(
+            sheet, title, (left + 4, _TITLE_HEIGHT - 9), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA
+        )
         for i, image in enumerate(images):
             r, c = divmod(i, columns)
             top = _TITLE_HEIGHT + r * tile
@@ -148,8 +151,9 @@ def write_preview(folder: str | Path, path: str | Path, *, count: int = 16, colu
     return _write_png(contact_sheet(read_samples(folder, count), columns=columns, tile=tile), path)
 
 
-def write_domain_sheet(folders: Sequence[str | Path], path: str | Path, *, count: int = 16, columns: int = 4,
-                       tile: int = 128) -> Path:  # fmt: skip
+def write_domain_sheet(
+    folders: Sequence[str | Path], path: str | Path, *, count: int = 16, columns: int = 4, tile: int = 128
+) -> Path:
     """Writes the `domain_sheet` PNG of the first `count` images of each shard folder. Returns its path."""
     from handshape_tf.data.shards import read_metadata
 
@@ -163,8 +167,13 @@ def write_domain_sheet(folders: Sequence[str | Path], path: str | Path, *, count
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m handshape_tf.data.preview", description=__doc__.split("\n")[0])
-    parser.add_argument("folders", type=Path, nargs="+", metavar="folder",
-                        help="shard folder (with metadata.json); several: their images side by side")
+    parser.add_argument(
+        "folders",
+        type=Path,
+        nargs="+",
+        metavar="folder",
+        help="shard folder (with metadata.json); several: their images side by side",
+    )
     parser.add_argument("--out", type=Path, default=None, help="PNG path (default: FOLDER/preview.png)")
     parser.add_argument("--count", type=int, default=16)
     parser.add_argument("--columns", type=int, default=4)

@@ -29,8 +29,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -44,8 +45,15 @@ STB_GENERATOR_VERSION = 1  # bump whenever the crops of a frame change (resuming
 STB_SAMPLES_PER_SHARD = 256
 STB_FIELDS = shards.REQUIRED_FIELDS + ("sensor_depth",)
 STB_DEPTH_WINDOW_MM = 400.0
-_STB_RESUME_KEYS = ("generator", "generator_version", "source", "num_samples", "samples_per_shard", "image_size",
-                    "fields")  # fmt: skip
+_STB_RESUME_KEYS = (
+    "generator",
+    "generator_version",
+    "source",
+    "num_samples",
+    "samples_per_shard",
+    "image_size",
+    "fields",
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,9 +118,13 @@ def stb_crop(dataset, index: int, image_size: int) -> dict[str, Any]:
     windowed = np.zeros_like(depth)
     windowed[rows, columns] = depth[rows, columns]
     registered = register_depth(
-        windowed, calibration.continuous(calibration.depth_intrinsics), sample["intrinsics"],
-        calibration.rotation, np.asarray(calibration.translation), sample["image"].shape[:2],
-    )  # fmt: skip
+        windowed,
+        calibration.continuous(calibration.depth_intrinsics),
+        sample["intrinsics"],
+        calibration.rotation,
+        np.asarray(calibration.translation),
+        sample["image"].shape[:2],
+    )
     box = sample["crop_box"]
     image, _ = crop_and_resize(sample["image"], box, image_size)
     intrinsics = crop_intrinsics_np(sample["intrinsics"], box, image_size)
@@ -120,10 +132,15 @@ def stb_crop(dataset, index: int, image_size: int) -> dict[str, Any]:
     joints = sample["joints_xyz"].astype(np.float64)
     uv = np.stack([fx * joints[:, 0] / joints[:, 2] + cx, fy * joints[:, 1] / joints[:, 2] + cy], axis=1)
     return {
-        "image": image, "sensor_depth": crop_depth_nearest(registered, box, image_size),
-        "joints_uv": uv.astype(np.float32), "joints_xyz": sample["joints_xyz"], "intrinsics": intrinsics,
-        "root_depth": sample["root_depth"], "scale": sample["scale"], "is_left": sample["is_left"],
-    }  # fmt: skip
+        "image": image,
+        "sensor_depth": crop_depth_nearest(registered, box, image_size),
+        "joints_uv": uv.astype(np.float32),
+        "joints_xyz": sample["joints_xyz"],
+        "intrinsics": intrinsics,
+        "root_depth": sample["root_depth"],
+        "scale": sample["scale"],
+        "is_left": sample["is_left"],
+    }
 
 
 def open_stb(root: str | Path, split: str, calibration=None, sequences: Sequence[str] | None = None):
@@ -153,8 +170,16 @@ def check_stb(root: str | Path, image_size: int, calibration=None) -> dict[str, 
     return sizes
 
 
-def prepare_stb(root: str | Path, folder: str | Path, split: str, image_size: int, *, stride: int = 1,
-                calibration=None, progress: bool = True) -> shards.ShardSamples:  # fmt: skip
+def prepare_stb(
+    root: str | Path,
+    folder: str | Path,
+    split: str,
+    image_size: int,
+    *,
+    stride: int = 1,
+    calibration=None,
+    progress: bool = True,
+) -> shards.ShardSamples:
     """Crops (or finishes cropping) every `stride`-th frame of an STB split into a shard folder.
 
     Args:
@@ -180,12 +205,24 @@ def prepare_stb(root: str | Path, folder: str | Path, split: str, image_size: in
     dataset = open_stb(root, split, calibration)
     frames = list(range(0, len(dataset), stride))
     folder = Path(folder)
-    source = {"dataset": "STB", "root": str(Path(root).resolve()), "split": split, "stride": stride,
-              "calibration": json.loads(json.dumps(dataclasses.asdict(dataset.calibration)))}  # fmt: skip
-    config = {"generator": STB_GENERATOR, "generator_version": STB_GENERATOR_VERSION, "source": source,
-              "num_samples": len(frames), "samples_per_shard": STB_SAMPLES_PER_SHARD, "image_size": int(image_size),
-              "fields": list(STB_FIELDS), "sensor_depth_unit_mm": shards.SENSOR_DEPTH_UNIT_MM,
-              "camera_convention": "OpenCV: x right, y down, z forward, mm; pixel centres at i + 0.5"}  # fmt: skip
+    source = {
+        "dataset": "STB",
+        "root": str(Path(root).resolve()),
+        "split": split,
+        "stride": stride,
+        "calibration": json.loads(json.dumps(dataclasses.asdict(dataset.calibration))),
+    }
+    config = {
+        "generator": STB_GENERATOR,
+        "generator_version": STB_GENERATOR_VERSION,
+        "source": source,
+        "num_samples": len(frames),
+        "samples_per_shard": STB_SAMPLES_PER_SHARD,
+        "image_size": int(image_size),
+        "fields": list(STB_FIELDS),
+        "sensor_depth_unit_mm": shards.SENSOR_DEPTH_UNIT_MM,
+        "camera_convention": "OpenCV: x right, y down, z forward, mm; pixel centres at i + 0.5",
+    }
     shards.check_resumable(folder, config, _STB_RESUME_KEYS)
     folder.mkdir(parents=True, exist_ok=True)
     counts = shards.plan_shards(len(frames), STB_SAMPLES_PER_SHARD)

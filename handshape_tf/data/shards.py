@@ -40,8 +40,9 @@ import json
 import logging
 import os
 import struct
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -176,8 +177,10 @@ def write_shard(path: Path, samples: Iterable[dict[str, Any]], fields: Sequence[
         with tf.io.TFRecordWriter(str(tmp)) as writer:
             for sample in samples:
                 if fields is not None and sample_fields(sample) != tuple(fields):
-                    raise ValueError(f"sample {count} of {path.name} has the fields {list(sample_fields(sample))}; "
-                                     f"the folder's are {list(fields)}")  # fmt: skip
+                    raise ValueError(
+                        f"sample {count} of {path.name} has the fields {list(sample_fields(sample))}; "
+                        f"the folder's are {list(fields)}"
+                    )
                 writer.write(encode_example(sample))
                 count += 1
     except BaseException:
@@ -258,7 +261,7 @@ def verify_shards(folder: str | Path, metadata: dict[str, Any] | None = None) ->
         records = tf.data.TFRecordDataset(str(path))
         try:
             count = int(records.reduce(np.int64(0), lambda n, _: n + 1))
-        except tf.errors.OpError as error:
+        except tf.errors.OpError:
             read = 0
             try:
                 for _ in records:
@@ -301,8 +304,14 @@ def _parse_spec(metadata: dict[str, Any], fields: Sequence[str]) -> dict[str, An
     return spec
 
 
-def read_dataset(folder: str | Path, *, image_size: int | None = None, shuffle_files: bool = False,
-                 seed: int | None = None, verify: bool = True):
+def read_dataset(
+    folder: str | Path,
+    *,
+    image_size: int | None = None,
+    shuffle_files: bool = False,
+    seed: int | None = None,
+    verify: bool = True,
+):
     """A `tf.data.Dataset` of decoded samples (dicts of tensors, see the module docstring; the
     folder's fields).
 
@@ -347,8 +356,9 @@ def read_dataset(folder: str | Path, *, image_size: int | None = None, shuffle_f
     files = tf.data.Dataset.from_tensor_slices([str(p) for p in shard_paths(folder, metadata)])
     if shuffle_files:
         files = files.shuffle(len(metadata["shards"]), seed=seed)
-    records = files.interleave(tf.data.TFRecordDataset, cycle_length=2, num_parallel_calls=tf.data.AUTOTUNE,
-                               deterministic=not shuffle_files)
+    records = files.interleave(
+        tf.data.TFRecordDataset, cycle_length=2, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle_files
+    )
     return records.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
 
 
@@ -360,8 +370,10 @@ def plan_shards(num_samples: int, samples_per_shard: int) -> dict[str, int]:
     """{shard name: samples} of a folder of num_samples in shards of samples_per_shard (the last
     one may be smaller); shard k holds samples k * samples_per_shard, ..."""
     num_shards = -(-int(num_samples) // int(samples_per_shard))
-    return {shard_name(i, num_shards): min(samples_per_shard, num_samples - i * samples_per_shard)
-            for i in range(num_shards)}  # fmt: skip
+    return {
+        shard_name(i, num_shards): min(samples_per_shard, num_samples - i * samples_per_shard)
+        for i in range(num_shards)
+    }
 
 
 def complete_shards(folder: str | Path, counts: dict[str, int]) -> set[str]:
@@ -384,8 +396,9 @@ def folder_metadata(config: dict[str, Any], counts: dict[str, int], done: set[st
     }
 
 
-def check_resumable(folder: str | Path, config: dict[str, Any], keys: Sequence[str],
-                    defaults: dict[str, Any] | None = None) -> None:  # fmt: skip
+def check_resumable(
+    folder: str | Path, config: dict[str, Any], keys: Sequence[str], defaults: dict[str, Any] | None = None
+) -> None:
     """Raises DatasetError if `folder` holds a dataset whose metadata differs from `config` in one
     of `keys` (a key missing from an older folder counts as `defaults`' value, else None), or
     shard files without metadata.json. An empty or missing folder passes."""
@@ -395,19 +408,26 @@ def check_resumable(folder: str | Path, config: dict[str, Any], keys: Sequence[s
     if not path.is_file():
         stray = sorted(p.name for p in folder.glob("shard-*.tfrecord"))
         if stray:
-            raise DatasetError(f"{folder} holds shard files ({stray[0]}, ...) but no {METADATA}; "
-                               "expected an empty folder or one made by this generator")  # fmt: skip
+            raise DatasetError(
+                f"{folder} holds shard files ({stray[0]}, ...) but no {METADATA}; "
+                "expected an empty folder or one made by this generator"
+            )
         return
     try:
         existing = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise DatasetError(f"{path} is not valid JSON ({error}); delete the folder or choose another") from None
-    different = {key: (existing.get(key, defaults.get(key)), config.get(key)) for key in keys
-                 if existing.get(key, defaults.get(key)) != config.get(key)}  # fmt: skip
+    different = {
+        key: (existing.get(key, defaults.get(key)), config.get(key))
+        for key in keys
+        if existing.get(key, defaults.get(key)) != config.get(key)
+    }
     if different:
         detail = ", ".join(f"{key}: folder has {old!r}, requested {new!r}" for key, (old, new) in different.items())
-        raise DatasetError(f"{folder} holds a dataset generated with other arguments ({detail}); "
-                           "rerun with the same arguments to resume it, or choose a new folder")  # fmt: skip
+        raise DatasetError(
+            f"{folder} holds a dataset generated with other arguments ({detail}); "
+            "rerun with the same arguments to resume it, or choose a new folder"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -496,15 +516,17 @@ class ShardSamples:
         self.metadata = read_metadata(self.folder)
         if self.metadata.get("complete") is False:
             have, total = self.metadata.get("num_complete_samples"), self.metadata.get("num_samples")
-            raise DatasetError(f"{self.folder} is incomplete ({have} of {total} samples written); rerun the command "
-                               "that writes it")  # fmt: skip
+            raise DatasetError(
+                f"{self.folder} is incomplete ({have} of {total} samples written); rerun the command that writes it"
+            )
         self._paths = shard_paths(self.folder, self.metadata)
         if verify:
             verify_shards(self.folder, self.metadata)
         self.image_size = int(self.metadata["image_size"])
         self.fields = folder_fields(self.metadata)
-        self._records = [(file, offset, length) for file, path in enumerate(self._paths)
-                         for offset, length in _record_offsets(path)]  # fmt: skip
+        self._records = [
+            (file, offset, length) for file, path in enumerate(self._paths) for offset, length in _record_offsets(path)
+        ]
 
     def __len__(self) -> int:
         return len(self._records)

@@ -82,10 +82,11 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
@@ -187,9 +188,13 @@ class SampleParams:
 
 
 def _sample_view(
-    rng: np.random.Generator, template: HandTemplate, rotations: np.ndarray, is_left: bool, views: str,
+    rng: np.random.Generator,
+    template: HandTemplate,
+    rotations: np.ndarray,
+    is_left: bool,
+    views: str,
     distance_mm: tuple[float, float],
-) -> tuple[np.ndarray, float]:  # fmt: skip
+) -> tuple[np.ndarray, float]:
     """A view direction (palm frame) and a distance (mm) that keep the camera out of the forearm cone.
 
     The direction is uniform on the sphere ("full") or on the two FRONTAL_CONE_DEG cones around
@@ -206,7 +211,9 @@ def _sample_view(
         if views == "full":  # uniform height along the distal axis: uniform on the sphere
             height = rng.uniform(-1.0, 1.0)
             azimuth = rng.uniform(0.0, 2.0 * np.pi)
-            view = np.array([height, np.sqrt(1 - height**2) * np.cos(azimuth), np.sqrt(1 - height**2) * np.sin(azimuth)])
+            view = np.array(
+                [height, np.sqrt(1 - height**2) * np.cos(azimuth), np.sqrt(1 - height**2) * np.sin(azimuth)]
+            )
         else:  # uniform height along the palmar axis within the cone: uniform on the two caps
             side = 1.0 if rng.uniform() < 0.5 else -1.0
             height = rng.uniform(np.cos(np.radians(FRONTAL_CONE_DEG)), 1.0)
@@ -258,7 +265,9 @@ def sample_params(
         angles=pose.angles,
         gesture=pose.gesture,
         view=view,
-        roll=float(rng.uniform(-np.pi, np.pi) if views == "full" else np.radians(rng.uniform(-1, 1) * FRONTAL_ROLL_DEG)),
+        roll=float(
+            rng.uniform(-np.pi, np.pi) if views == "full" else np.radians(rng.uniform(-1, 1) * FRONTAL_ROLL_DEG)
+        ),
         distance_mm=distance,
         frame_size=(width, height),
         frame_intrinsics=intrinsics,
@@ -527,9 +536,13 @@ class HandRenderer:
         self._pose, self._normals, self._render = pose, normals, render
 
     def _forearm(
-        self, params: SampleParams, rest_vertices: np.ndarray, rest_transforms: np.ndarray,
-        camera: np.ndarray, rng: np.random.Generator,
-    ) -> np.ndarray:  # fmt: skip
+        self,
+        params: SampleParams,
+        rest_vertices: np.ndarray,
+        rest_transforms: np.ndarray,
+        camera: np.ndarray,
+        rng: np.random.Generator,
+    ) -> np.ndarray:
         """Forearm and sleeve vertices (A x 3, model frame, metres) of one posed hand.
 
         The wrist has no pose parameter, so its posed frame is its (shaped) rest frame: +z
@@ -610,9 +623,15 @@ class HandRenderer:
         outward = np.where([p.is_left for p in params], -1.0, 1.0).astype(np.float32)[:, None, None]
         normals = self._normals(camera_mm).numpy() * outward
         return Scene(
-            model=model, vertices=camera_mm, normals=normals, keypoints=to_camera_mm(keypoints), cameras=cameras,
-            intrinsics=intrinsics, rngs=rngs, skins=skins,
-        )  # fmt: skip
+            model=model,
+            vertices=camera_mm,
+            normals=normals,
+            keypoints=to_camera_mm(keypoints),
+            cameras=cameras,
+            intrinsics=intrinsics,
+            rngs=rngs,
+            skins=skins,
+        )
 
     def render(self, params: Sequence[SampleParams]) -> list[dict[str, Any]]:
         """Shard samples (`handshape_tf.data.shards` schema) for a batch of parameters.
@@ -646,9 +665,16 @@ class HandRenderer:
             albedo[b, skin_end:], specular[b, skin_end:] = appearance.cloth_albedo(rng, everything[b, skin_end:])
         is_skin = (np.arange(everything_mm.shape[1]) < skin_end).astype(np.float32)
         attributes = np.concatenate(
-            [everything_mm[..., 2:], normals, albedo, specular[..., None], occlusion[..., None],
-             np.broadcast_to(is_skin[None, :, None], occlusion.shape + (1,))], axis=-1
-        )  # B x (V + A) x 10: z, normal, albedo, specular, occlusion, skin  # fmt: skip
+            [
+                everything_mm[..., 2:],
+                normals,
+                albedo,
+                specular[..., None],
+                occlusion[..., None],
+                np.broadcast_to(is_skin[None, :, None], occlusion.shape + (1,)),
+            ],
+            axis=-1,
+        )  # B x (V + A) x 10: z, normal, albedo, specular, occlusion, skin
         triangles = self._render(everything_mm, intrinsics.astype(np.float32)).numpy()  # B x N x N
         batch, pixel_rows, pixel_columns, values = interpolate_covered(
             everything_mm, self._faces, triangles, intrinsics, attributes
@@ -696,8 +722,9 @@ class HandRenderer:
             samples.append(
                 {
                     "image": image,
-                    "image_rgba": np.concatenate([to_uint8(appearance.linear_to_srgb(hand_colour)),
-                                                  to_uint8(hand_alpha[..., None])], axis=-1),
+                    "image_rgba": np.concatenate(
+                        [to_uint8(appearance.linear_to_srgb(hand_colour)), to_uint8(hand_alpha[..., None])], axis=-1
+                    ),
                     "mask": mask,
                     "depth": depth,
                     "joints_uv": project(joints_xyz, intrinsics[b]).astype(np.float32),
@@ -719,9 +746,14 @@ class HandRenderer:
         return samples
 
     def _sensor_depth(
-        self, params: SampleParams, rows: np.ndarray, columns: np.ndarray, values: np.ndarray,
-        intrinsics: np.ndarray, occluded: np.ndarray | None,
-    ) -> np.ndarray:  # fmt: skip
+        self,
+        params: SampleParams,
+        rows: np.ndarray,
+        columns: np.ndarray,
+        values: np.ndarray,
+        intrinsics: np.ndarray,
+        occluded: np.ndarray | None,
+    ) -> np.ndarray:
         """N x N float32 depth (mm, 0 = missing) the domain's sensor measures (module docstring,
         step 5): hand, forearm and sleeve at the covered pixels (`values` as in `render`), the
         sensor's background plane elsewhere; pixels an occluder hides are missing."""
@@ -776,8 +808,12 @@ class HandRenderer:
                 count = int(rng.integers(3, 8))
                 turns = np.sort(rng.uniform(0, 2 * np.pi, count))
                 corners = np.stack([np.cos(turns), np.sin(turns)], 1) * radius * rng.uniform(0.5, 1.0, (count, 1))
-            rotation = np.array([[np.cos(np.radians(angle)), -np.sin(np.radians(angle))],
-                                 [np.sin(np.radians(angle)), np.cos(np.radians(angle))]])  # fmt: skip
+            rotation = np.array(
+                [
+                    [np.cos(np.radians(angle)), -np.sin(np.radians(angle))],
+                    [np.sin(np.radians(angle)), np.cos(np.radians(angle))],
+                ]
+            )
             points = ((corners @ rotation.T + centre) * scale).astype(np.int32)
             cv2.fillPoly(cover, [points], 1.0, cv2.LINE_AA, 4)
         if rng.uniform() < 0.6:
@@ -792,9 +828,12 @@ class HandRenderer:
 
     @staticmethod
     def _shade(
-        rows: np.ndarray, columns: np.ndarray, values: np.ndarray, intrinsics: np.ndarray,
+        rows: np.ndarray,
+        columns: np.ndarray,
+        values: np.ndarray,
+        intrinsics: np.ndarray,
         lighting: appearance.Lighting,
-    ) -> np.ndarray:  # fmt: skip
+    ) -> np.ndarray:
         """M x 3 linear RGB radiance of covered pixels.
 
         Args:
@@ -890,7 +929,9 @@ def sample_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(index)])
 
 
-def render_range(renderer: HandRenderer, seed: int, start: int, count: int, views: str = "full") -> Iterator[dict[str, Any]]:
+def render_range(
+    renderer: HandRenderer, seed: int, start: int, count: int, views: str = "full"
+) -> Iterator[dict[str, Any]]:
     """Samples start .. start + count - 1 of the dataset seeded with `seed`, rendered in batches."""
     for first in range(start, start + count, RENDER_BATCH):
         indices = range(first, min(first + RENDER_BATCH, start + count))
@@ -967,8 +1008,9 @@ def _run_shard(task: ShardTask) -> ShardResult:
     key = (task.image_size, task.backgrounds, task.split, task.domain)
     renderer = _WORKER_RENDERERS.get(key)
     if renderer is None:
-        renderer = HandRenderer(task.image_size, BackgroundSource(task.backgrounds, split=task.split),
-                                get_domain(task.domain))  # fmt: skip
+        renderer = HandRenderer(
+            task.image_size, BackgroundSource(task.backgrounds, split=task.split), get_domain(task.domain)
+        )
         _WORKER_RENDERERS[key] = renderer
     skipped = renderer.backgrounds.num_skipped
     path = Path(task.folder) / shards.shard_name(task.index, task.num_shards)
@@ -1009,16 +1051,32 @@ def stored_fields(domain: Domain) -> tuple[str, ...]:
 
 
 # metadata.json keys that must match to resume a folder (with their value in older folders).
-_RESUME_KEYS = ("generator_version", "template_version", "seed", "num_samples", "samples_per_shard", "image_size",
-                "backgrounds", "views", "domain", "domain_values", "sensor")  # fmt: skip
+_RESUME_KEYS = (
+    "generator_version",
+    "template_version",
+    "seed",
+    "num_samples",
+    "samples_per_shard",
+    "image_size",
+    "backgrounds",
+    "views",
+    "domain",
+    "domain_values",
+    "sensor",
+)
 _RESUME_DEFAULTS = {"views": "full"}
 
 
 def _dataset_config(num_samples, seed, image_size, samples_per_shard, backgrounds, views, domain) -> dict[str, Any]:
     template = load_template()
-    sensor = {} if domain.sensor is None else {
-        "sensor": domain.as_dict()["sensor"], "sensor_depth_unit_mm": shards.SENSOR_DEPTH_UNIT_MM,
-    }  # fmt: skip
+    sensor = (
+        {}
+        if domain.sensor is None
+        else {
+            "sensor": domain.as_dict()["sensor"],
+            "sensor_depth_unit_mm": shards.SENSOR_DEPTH_UNIT_MM,
+        }
+    )
     return {
         "generator": "handshape_tf.data.synthetic",
         "generator_version": GENERATOR_VERSION,
@@ -1113,19 +1171,41 @@ def generate_dataset(
         return metadata()
     folder, split = resolve_backgrounds(resolved, backgrounds)
     tasks = [
-        ShardTask(str(out_dir), i, num_shards, i * samples_per_shard, counts[name], int(seed), int(image_size),
-                  folder, views, domain, split)
+        ShardTask(
+            str(out_dir),
+            i,
+            num_shards,
+            i * samples_per_shard,
+            counts[name],
+            int(seed),
+            int(image_size),
+            folder,
+            views,
+            domain,
+            split,
+        )
         for i, name in enumerate(names)
         if name not in done
-    ]  # fmt: skip
-    logger.info("%s: rendering %d of %d shards (%d samples) with %d workers", out_dir, len(tasks), num_shards,
-                sum(t.count for t in tasks), workers)  # fmt: skip
+    ]
+    logger.info(
+        "%s: rendering %d of %d shards (%d samples) with %d workers",
+        out_dir,
+        len(tasks),
+        num_shards,
+        sum(t.count for t in tasks),
+        workers,
+    )
 
     from tqdm import tqdm
 
     skipped = 0
-    with tqdm(total=num_samples, initial=num_samples - sum(t.count for t in tasks), unit="sample",
-              disable=not progress, desc="rendering") as bar:  # fmt: skip
+    with tqdm(
+        total=num_samples,
+        initial=num_samples - sum(t.count for t in tasks),
+        unit="sample",
+        disable=not progress,
+        desc="rendering",
+    ) as bar:
         for result in render_shards(tasks, workers):
             done.add(names[result.index])
             skipped += result.skipped_backgrounds
@@ -1226,14 +1306,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=256, help="crop size in pixels")
     parser.add_argument("--workers", type=int, default=2, help="parallel processes (0: this process)")
     parser.add_argument("--samples-per-shard", type=int, default=256)
-    parser.add_argument("--backgrounds", type=Path, default=None,
-                        help="folder of photos for backgrounds (its train or test part, by the domain; default: the "
-                             "domain's own, the photo bank or procedural textures)")
-    parser.add_argument("--domain", default=PHOTO.name,
-                        help="image domain: photo (default), procedural, unseen or real_like; append "
-                             "-without-EFFECT[-EFFECT] to switch effects off (handshape_tf.data.domains)")  # fmt: skip
-    parser.add_argument("--views", choices=VIEWS, default="full",
-                        help="camera views: full sphere (default) or frontal (palm or back towards the camera, fingers up +-60 deg)")
+    parser.add_argument(
+        "--backgrounds",
+        type=Path,
+        default=None,
+        help="folder of photos for backgrounds (its train or test part, by the domain; default: the "
+        "domain's own, the photo bank or procedural textures)",
+    )
+    parser.add_argument(
+        "--domain",
+        default=PHOTO.name,
+        help="image domain: photo (default), procedural, unseen or real_like; append "
+        "-without-EFFECT[-EFFECT] to switch effects off (handshape_tf.data.domains)",
+    )
+    parser.add_argument(
+        "--views",
+        choices=VIEWS,
+        default="full",
+        help="camera views: full sphere (default) or frontal (palm or back towards the camera, fingers up +-60 deg)",
+    )
     parser.add_argument("--preview", action="store_true", help="also write DIR/preview.png (a contact sheet)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_verbose_argument(parser)
@@ -1243,10 +1334,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         metadata = generate_dataset(
-            args.out, args.num, seed=args.seed, image_size=args.size, workers=args.workers,
-            samples_per_shard=args.samples_per_shard, progress=not args.quiet, backgrounds=args.backgrounds,
-            views=args.views, domain=args.domain,
-        )  # fmt: skip
+            args.out,
+            args.num,
+            seed=args.seed,
+            image_size=args.size,
+            workers=args.workers,
+            samples_per_shard=args.samples_per_shard,
+            progress=not args.quiet,
+            backgrounds=args.backgrounds,
+            views=args.views,
+            domain=args.domain,
+        )
     except (ValueError, OSError, PhotoBankError) as error:
         parser.exit(2, f"error: {error}\n")
     logger.info("%s: %d samples in %d shards", args.out, metadata["num_complete_samples"], len(metadata["shards"]))

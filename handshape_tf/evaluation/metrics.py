@@ -39,8 +39,7 @@ def _check_points(pred, target) -> tuple[np.ndarray, np.ndarray]:
     target = np.asarray(target, np.float64)
     if pred.ndim < 2 or pred.shape[-1] != 3 or pred.shape != target.shape:
         raise ValueError(
-            f"pred has shape {pred.shape} and target {target.shape}; expected the same shape "
-            "B x P x 3 (or P x 3)"
+            f"pred has shape {pred.shape} and target {target.shape}; expected the same shape B x P x 3 (or P x 3)"
         )
     return pred, target
 
@@ -110,8 +109,9 @@ def pck_curve(errors, thresholds=PCK_THRESHOLDS_MM) -> np.ndarray:
     return per_keypoint.mean(axis=1)
 
 
-def area_under_curve(pck, thresholds=PCK_THRESHOLDS_MM, low: float = AUC_RANGE_MM[0],
-                     high: float = AUC_RANGE_MM[1]) -> float:
+def area_under_curve(
+    pck, thresholds=PCK_THRESHOLDS_MM, low: float = AUC_RANGE_MM[0], high: float = AUC_RANGE_MM[1]
+) -> float:
     """Normalised area under a PCK curve between two thresholds of its grid.
 
     Args:
@@ -137,7 +137,7 @@ def area_under_curve(pck, thresholds=PCK_THRESHOLDS_MM, low: float = AUC_RANGE_M
             f"{thresholds[0]:g}..{thresholds[-1]:g} mm ({thresholds.size} values)"
         )
     first, last = on_grid[0][0], on_grid[1][0]
-    x, y = thresholds[first:last + 1], pck[first:last + 1]
+    x, y = thresholds[first : last + 1], pck[first : last + 1]
     return float(np.sum(0.5 * (y[1:] + y[:-1]) * np.diff(x)) / (high - low))
 
 
@@ -218,8 +218,9 @@ class ErrorAccumulator:
             self._mesh_aligned.append(aligned_point_errors(pred_vertices, gt_vertices).mean(axis=1))
         return errors.mean(axis=1)
 
-    def update_uvd(self, pose_uvd, joints_xyz, intrinsics, crop_box, root_depth, scale, mesh_uvd=None,
-                   vertices_xyz=None) -> np.ndarray:
+    def update_uvd(
+        self, pose_uvd, joints_xyz, intrinsics, crop_box, root_depth, scale, mesh_uvd=None, vertices_xyz=None
+    ) -> np.ndarray:
         """Adds a batch of predictions in uvd, converted to camera mm with the ground-truth root
         depth and scale (the paper's protocol), e.g. for a validation pass during training.
 

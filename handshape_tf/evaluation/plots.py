@@ -54,8 +54,7 @@ def plot_pck_curves(curves: dict[str, dict[str, Any]], path: str | Path, title: 
         values = np.asarray(summary["pck"]["values"], np.float64)
         if thresholds.shape != values.shape:
             raise ValueError(
-                f"curve {label!r}: {thresholds.size} thresholds and {values.size} values; expected "
-                "the same number"
+                f"curve {label!r}: {thresholds.size} thresholds and {values.size} values; expected the same number"
             )
         axes.plot(thresholds, values, linewidth=2, label=f"{label} (AUC 20-50 mm: {summary['auc_20_50']:.3f})")
     axes.axvspan(*AUC_RANGE_MM, color="0.94", zorder=0, label="AUC range")
@@ -135,7 +134,7 @@ def prediction_sheet(tiles: list[dict[str, Any]], path: str | Path, columns: int
         row, column = divmod(index, columns)
         top = header + row * (side + caption + gap)
         left = gap + column * (side + gap)
-        sheet[top:top + side, left:left + side] = image
+        sheet[top : top + side, left : left + side] = image
         _put_text(sheet, tile["caption"], (left, top + side + 13), side)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

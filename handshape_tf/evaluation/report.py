@@ -23,8 +23,9 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -55,7 +56,7 @@ _EVALUATION_SPLITS = {
 _MESH_NOTES = {
     "PaperSyntheticDataset": "the paper's synthetic meshes have another topology than our hand template",
     "PaperRealWorldDataset": "the paper's real-world meshes have another topology than our hand template",
-}  # fmt: skip
+}
 
 
 class EvaluationData:
@@ -74,8 +75,16 @@ class EvaluationData:
       mesh_note: why the mesh error is not computed, or None.
     """
 
-    def __init__(self, samples: Callable[[], Iterator[dict[str, Any]]], *, kind: str, path: Path | None,
-                 split: str, size: int | None, mesh_note: str | None):
+    def __init__(
+        self,
+        samples: Callable[[], Iterator[dict[str, Any]]],
+        *,
+        kind: str,
+        path: Path | None,
+        split: str,
+        size: int | None,
+        mesh_note: str | None,
+    ):
         self._samples = samples
         self.kind = kind
         self.path = path
@@ -87,8 +96,12 @@ class EvaluationData:
         return self._samples()
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "path": None if self.path is None else str(self.path),
-                "split": self.split, "size": self.size}  # fmt: skip
+        return {
+            "kind": self.kind,
+            "path": None if self.path is None else str(self.path),
+            "split": self.split,
+            "size": self.size,
+        }
 
 
 def _shard_sample(sample: dict[str, Any], index: int) -> dict[str, Any]:
@@ -124,8 +137,14 @@ def _from_external(dataset, *, path: Path | None) -> EvaluationData:
         for index in range(len(dataset)):
             yield dataset[index]
 
-    return EvaluationData(samples, kind=kind, path=path, split=str(getattr(dataset, "split", "")),
-                          size=len(dataset), mesh_note=_MESH_NOTES.get(kind))  # fmt: skip
+    return EvaluationData(
+        samples,
+        kind=kind,
+        path=path,
+        split=str(getattr(dataset, "split", "")),
+        size=len(dataset),
+        mesh_note=_MESH_NOTES.get(kind),
+    )
 
 
 def open_evaluation_data(path: str | Path) -> EvaluationData:
@@ -236,9 +255,11 @@ def _sheet_tile(sample: dict[str, Any], prediction, error_mm: float, side: int) 
         return (np.asarray(points, np.float64) @ affine[:, :2].T + affine[:, 2]).astype(np.float32)
 
     in_tile = dataclasses.replace(
-        prediction, box=np.array([0, 0, side, side], np.float32), joints_uv=to_tile(prediction.joints_uv),
+        prediction,
+        box=np.array([0, 0, side, side], np.float32),
+        joints_uv=to_tile(prediction.joints_uv),
         mesh_uv=to_tile(prediction.mesh_uv),
-    )  # fmt: skip
+    )
     return {
         "image": image,
         "prediction": in_tile,
@@ -299,13 +320,18 @@ def evaluate_model(
 
     def run(batch: list[dict[str, Any]]) -> None:
         nonlocal use_mesh, mesh_note
-        stacked = {key: np.stack([s[key] for s in batch]) for key in
-                   ("crop_box", "intrinsics", "root_depth", "scale", "joints_xyz")}  # fmt: skip
+        stacked = {
+            key: np.stack([s[key] for s in batch])
+            for key in ("crop_box", "intrinsics", "root_depth", "scale", "joints_xyz")
+        }
         predictions = predictor.predict(
-            [s["image"] for s in batch], boxes=stacked["crop_box"], intrinsics=stacked["intrinsics"],
-            root_depth=stacked["root_depth"], scale=stacked["scale"],
+            [s["image"] for s in batch],
+            boxes=stacked["crop_box"],
+            intrinsics=stacked["intrinsics"],
+            root_depth=stacked["root_depth"],
+            scale=stacked["scale"],
             is_left=[bool(s["is_left"]) and mirror_left for s in batch],
-        )  # fmt: skip
+        )
         pred_vertices = np.stack([p.vertices_xyz for p in predictions])  # B x V x 3
         if use_mesh is None:
             if mesh_note is None and "vertices_xyz" not in batch[0]:
@@ -361,8 +387,9 @@ def evaluate_model(
     return report
 
 
-def fit_mean_uvd(data, image_size: int, *, limit: int | None = None, mirror_left: bool = True,
-                 batch_size: int = 64) -> MeanUVDPredictor:
+def fit_mean_uvd(
+    data, image_size: int, *, limit: int | None = None, mirror_left: bool = True, batch_size: int = 64
+) -> MeanUVDPredictor:
     """The trivial baseline fitted on a training set: mean ground-truth pose and mesh in uvd.
 
     Args:
@@ -388,13 +415,22 @@ def fit_mean_uvd(data, image_size: int, *, limit: int | None = None, mirror_left
     for batch in _batches(data, limit, batch_size):
         if "vertices_xyz" not in batch[0]:
             raise ValueError(f"dataset {data.describe()} has no meshes; expected vertices_xyz to fit the mesh mean")
-        stacked = {key: np.stack([s[key] for s in batch]) for key in
-                   ("intrinsics", "crop_box", "root_depth", "scale", "joints_xyz", "vertices_xyz")}  # fmt: skip
+        stacked = {
+            key: np.stack([s[key] for s in batch])
+            for key in ("intrinsics", "crop_box", "root_depth", "scale", "joints_xyz", "vertices_xyz")
+        }
         left = np.array([bool(s["is_left"]) and mirror_left for s in batch])
         uvd = []
         for points in (stacked["joints_xyz"], stacked["vertices_xyz"]):
-            values = np.array(xyz_to_uvd(points, stacked["intrinsics"], stacked["crop_box"],
-                                         scale=stacked["scale"], root_depth=stacked["root_depth"]))  # fmt: skip
+            values = np.array(
+                xyz_to_uvd(
+                    points,
+                    stacked["intrinsics"],
+                    stacked["crop_box"],
+                    scale=stacked["scale"],
+                    root_depth=stacked["root_depth"],
+                )
+            )
             values[left] = crop_utils.mirror_uv(values[left])
             uvd.append(values)
         baseline.update(*uvd)

@@ -43,11 +43,14 @@ def palm_side_scores(joints: np.ndarray) -> np.ndarray:
     normal /= np.maximum(np.linalg.norm(normal, axis=-1, keepdims=True), 1e-12)
     palm_length = np.maximum(np.linalg.norm(middle - wrist, axis=-1), 1e-12)
     thumb = np.sum((joints[..., _THUMB_TIP, :] - wrist) * normal, axis=-1) / palm_length
-    flexion = np.mean([
-        np.sum((joints[..., tip, :] - joints[..., mcp, :]) * normal, axis=-1)
-        / np.maximum(np.linalg.norm(joints[..., tip, :] - joints[..., mcp, :], axis=-1), 1e-12)
-        for mcp, tip in _FINGERS
-    ], axis=0)  # fmt: skip
+    flexion = np.mean(
+        [
+            np.sum((joints[..., tip, :] - joints[..., mcp, :]) * normal, axis=-1)
+            / np.maximum(np.linalg.norm(joints[..., tip, :] - joints[..., mcp, :], axis=-1), 1e-12)
+            for mcp, tip in _FINGERS
+        ],
+        axis=0,
+    )
     return thumb + flexion
 
 

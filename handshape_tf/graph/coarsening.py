@@ -79,9 +79,7 @@ def _pool(adjacency: scipy.sparse.csr_matrix, cluster: np.ndarray) -> scipy.spar
     return coarse
 
 
-def graclus_levels(
-    adjacency, levels: int, seed: int = 0
-) -> tuple[list[scipy.sparse.csr_matrix], list[np.ndarray]]:
+def graclus_levels(adjacency, levels: int, seed: int = 0) -> tuple[list[scipy.sparse.csr_matrix], list[np.ndarray]]:
     """Coarsens a graph `levels` times by Graclus matching (seeded, deterministic).
 
     Args:
@@ -168,16 +166,12 @@ def permute_adjacency(adjacency, permutation: np.ndarray) -> scipy.sparse.csr_ma
     size = len(permutation)
     position = np.empty(size, np.int64)
     position[permutation] = np.arange(size)
-    permuted = scipy.sparse.csr_matrix(
-        (graph.data, (position[graph.row], position[graph.col])), shape=(size, size)
-    )
+    permuted = scipy.sparse.csr_matrix((graph.data, (position[graph.row], position[graph.col])), shape=(size, size))
     permuted.sort_indices()
     return permuted
 
 
-def coarsen(
-    adjacency, levels: int, seed: int = 0
-) -> tuple[list[scipy.sparse.csr_matrix], list[np.ndarray]]:
+def coarsen(adjacency, levels: int, seed: int = 0) -> tuple[list[scipy.sparse.csr_matrix], list[np.ndarray]]:
     """Graclus coarsening arranged as a binary tree (see module docstring).
 
     Args:

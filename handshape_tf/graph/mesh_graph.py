@@ -46,9 +46,7 @@ def adjacency_from_faces(faces: np.ndarray, num_vertices: int) -> scipy.sparse.c
     keep = first != second
     rows = np.concatenate([first[keep], second[keep]]).astype(np.int64)
     cols = np.concatenate([second[keep], first[keep]]).astype(np.int64)
-    adjacency = scipy.sparse.csr_matrix(
-        (np.ones(len(rows)), (rows, cols)), shape=(num_vertices, num_vertices)
-    )
+    adjacency = scipy.sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(num_vertices, num_vertices))
     adjacency.data[:] = 1.0  # An edge shared by two faces was summed twice.
     adjacency.sort_indices()
     return adjacency

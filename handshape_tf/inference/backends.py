@@ -55,7 +55,9 @@ def load_keras_model(path):
         with zipfile.ZipFile(path) as archive:
             damaged = archive.testzip()
     except (zipfile.BadZipFile, OSError, EOFError) as error:
-        raise CorruptModelError(path, f"not a readable .keras zip archive ({error}); the file may be truncated") from None
+        raise CorruptModelError(
+            path, f"not a readable .keras zip archive ({error}); the file may be truncated"
+        ) from None
     if damaged is not None:
         raise CorruptModelError(path, f"member {damaged} of the .keras archive fails its checksum")
     import keras

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -55,8 +56,12 @@ class Detection:
         return "left" if self.is_left else "right"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"box": [float(v) for v in self.box], "score": float(self.score),
-                "handedness": self.handedness, "left_probability": float(self.left_probability)}  # fmt: skip
+        return {
+            "box": [float(v) for v in self.box],
+            "score": float(self.score),
+            "handedness": self.handedness,
+            "left_probability": float(self.left_probability),
+        }
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -68,7 +73,9 @@ def _sigma(box: np.ndarray, stride: int) -> float:
     return max(_MIN_SIGMA, _SIGMA_FRACTION * float(np.sqrt(max(box[2], 1e-6) * max(box[3], 1e-6))) / stride)
 
 
-def encode_targets(boxes: np.ndarray, is_left: np.ndarray, output_shape: tuple[int, int], stride: int) -> dict[str, np.ndarray]:
+def encode_targets(
+    boxes: np.ndarray, is_left: np.ndarray, output_shape: tuple[int, int], stride: int
+) -> dict[str, np.ndarray]:
     """Training targets of one frame.
 
     Args:
@@ -148,9 +155,12 @@ def non_maximum_suppression(boxes: np.ndarray, scores: np.ndarray, iou_threshold
 
 
 def decode(
-    output: np.ndarray, stride: int, score_threshold: float = DEFAULT_SCORE_THRESHOLD,
-    iou_threshold: float = DEFAULT_IOU_THRESHOLD, max_detections: int = 10,
-) -> list[Detection]:  # fmt: skip
+    output: np.ndarray,
+    stride: int,
+    score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+    iou_threshold: float = DEFAULT_IOU_THRESHOLD,
+    max_detections: int = 10,
+) -> list[Detection]:
     """Detections in one h x w x 6 detector output (raw logits and regressions).
 
     Args:
@@ -192,8 +202,15 @@ class Letterbox:
 
     def to_frame(self, box: np.ndarray) -> np.ndarray:
         box = np.asarray(box, np.float64)
-        return np.array([(box[0] - self.left) / self.scale, (box[1] - self.top) / self.scale,
-                         box[2] / self.scale, box[3] / self.scale], np.float32)  # fmt: skip
+        return np.array(
+            [
+                (box[0] - self.left) / self.scale,
+                (box[1] - self.top) / self.scale,
+                box[2] / self.scale,
+                box[3] / self.scale,
+            ],
+            np.float32,
+        )
 
 
 def letterbox(image: np.ndarray, height: int, width: int) -> tuple[np.ndarray, Letterbox]:
@@ -226,8 +243,14 @@ class HandDetector:
           detection.box, detection.score, detection.handedness
     """
 
-    def __init__(self, model, stride: int | None = None, score_threshold: float = DEFAULT_SCORE_THRESHOLD,
-                 iou_threshold: float = DEFAULT_IOU_THRESHOLD, num_threads: int | None = None):  # fmt: skip
+    def __init__(
+        self,
+        model,
+        stride: int | None = None,
+        score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+        iou_threshold: float = DEFAULT_IOU_THRESHOLD,
+        num_threads: int | None = None,
+    ):
         self.score_threshold = score_threshold
         self.iou_threshold = iou_threshold
         self._interpreter = None
@@ -318,7 +341,9 @@ def average_precision(
     return float(np.sum((recall_steps[1:] - recall_steps[:-1]) * envelope))
 
 
-def match_detections(found: Sequence[Detection], boxes: np.ndarray, iou_threshold: float = 0.5) -> list[tuple[int, int]]:
+def match_detections(
+    found: Sequence[Detection], boxes: np.ndarray, iou_threshold: float = 0.5
+) -> list[tuple[int, int]]:
     """Greedy (by score) one-to-one matches (detection index, truth index) with IoU >= threshold."""
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     matched = np.zeros(len(boxes), bool)

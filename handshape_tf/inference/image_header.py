@@ -20,7 +20,7 @@ class ImageHeaderError(ValueError):
 
 
 def image_format(data: bytes) -> str | None:
-    """"png", "jpeg", "gif", "bmp", "webp" or "jxl" from the leading bytes; None otherwise."""
+    """ "png", "jpeg", "gif", "bmp", "webp" or "jxl" from the leading bytes; None otherwise."""
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         return "png"
     if data.startswith(b"\xff\xd8"):

@@ -78,6 +78,14 @@ def draw_hands(image, hands, draw_mesh: bool = True, channel_order: str = "rgb")
         canvas = draw_overlay(canvas, hand.prediction, box_colour=colour, draw_mesh=draw_mesh)
         x0, y0 = (int(round(v)) for v in np.asarray(hand.box, np.float64)[:2])
         scale = max(0.4, max(canvas.shape[:2]) / 1000.0)
-        cv2.putText(canvas, f"{hand.handedness} {hand.confidence:.2f}", (max(x0, 0) + 3, max(y0, 0) + int(16 * scale) + 2),
-                    cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv2.LINE_AA)  # fmt: skip
+        cv2.putText(
+            canvas,
+            f"{hand.handedness} {hand.confidence:.2f}",
+            (max(x0, 0) + 3, max(y0, 0) + int(16 * scale) + 2),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale,
+            colour,
+            1,
+            cv2.LINE_AA,
+        )
     return canvas

@@ -113,8 +113,9 @@ def box_from_joints(joints_uv, margin: float = JOINT_MARGIN, min_side: float = 8
     return square_box_around(joints_uv, margin=margin, min_side=min_side)
 
 
-def next_box(previous, joints_uv, margin: float = JOINT_MARGIN, smoothing: float = 0.3,
-             max_change: float = 1.25) -> np.ndarray:  # fmt: skip
+def next_box(
+    previous, joints_uv, margin: float = JOINT_MARGIN, smoothing: float = 0.3, max_change: float = 1.25
+) -> np.ndarray:
     """The next frame's crop of a tracked hand from this frame's predicted joints.
 
     Args:
@@ -192,9 +193,15 @@ class TrackedHand:
         return self.handedness == "left"
 
     def to_dict(self, include_mesh: bool = True) -> dict:
-        result = {"track_id": self.track_id, "box": [float(v) for v in self.box], "handedness": self.handedness,
-                  "left_probability": float(self.left_probability), "score": float(self.score),
-                  "confidence": float(self.confidence), "detected": bool(self.detected)}  # fmt: skip
+        result = {
+            "track_id": self.track_id,
+            "box": [float(v) for v in self.box],
+            "handedness": self.handedness,
+            "left_probability": float(self.left_probability),
+            "score": float(self.score),
+            "confidence": float(self.confidence),
+            "detected": bool(self.detected),
+        }
         hand = self.prediction.to_dict()
         if not include_mesh:
             hand = {k: v for k, v in hand.items() if k not in ("mesh_uv", "mesh_uvd", "vertices_xyz")}
@@ -225,10 +232,22 @@ class HandTracker:
       frames: frames processed; detector_runs: frames on which the detector ran.
     """
 
-    def __init__(self, predictor, detector, max_hands: int = 2, redetect_every: int = 10, min_confidence: float = 0.2,
-                 filter_joints: bool = True, min_cutoff: float = 1.0, beta: float = 0.05, box_smoothing: float = 0.3,
-                 max_box_change: float = 1.25, fps: float = 30.0, always_detect: bool = False,
-                 duplicate_iou: float = 0.5):  # fmt: skip
+    def __init__(
+        self,
+        predictor,
+        detector,
+        max_hands: int = 2,
+        redetect_every: int = 10,
+        min_confidence: float = 0.2,
+        filter_joints: bool = True,
+        min_cutoff: float = 1.0,
+        beta: float = 0.05,
+        box_smoothing: float = 0.3,
+        max_box_change: float = 1.25,
+        fps: float = 30.0,
+        always_detect: bool = False,
+        duplicate_iou: float = 0.5,
+    ):
         if isinstance(max_hands, bool) or not isinstance(max_hands, int) or max_hands < 1:
             raise ValueError(f"max_hands is {max_hands!r}; expected an int >= 1")
         if isinstance(redetect_every, bool) or not isinstance(redetect_every, int) or redetect_every < 1:
@@ -349,11 +368,18 @@ class HandTracker:
                     parts[name] = smooth[start : start + value.size].reshape(value.shape).astype(np.float32)
                     start += value.size
                 prediction = dataclasses.replace(prediction, **parts)
-            results.append(TrackedHand(
-                track_id=track.track_id, box=track.box.copy(), handedness="left" if prediction.is_left else "right",
-                left_probability=track.left_probability, score=track.score, confidence=track.confidence,
-                detected=new, prediction=prediction,
-            ))  # fmt: skip
+            results.append(
+                TrackedHand(
+                    track_id=track.track_id,
+                    box=track.box.copy(),
+                    handedness="left" if prediction.is_left else "right",
+                    left_probability=track.left_probability,
+                    score=track.score,
+                    confidence=track.confidence,
+                    detected=new,
+                    prediction=prediction,
+                )
+            )
             track.box = next_box(track.box, raw.joints_uv, smoothing=self.box_smoothing, max_change=self.max_box_change)
             if not overlaps_frame(track.box, width, height):
                 track.lost = True
@@ -366,8 +392,10 @@ class HandTracker:
         order = sorted(self.tracks, key=lambda t: -t.confidence)
         kept: list[Track] = []
         for track in order:
-            if all(float(iou(track.box.astype(np.float64), other.box[None].astype(np.float64))[0]) <= self.duplicate_iou
-                   for other in kept):  # fmt: skip
+            if all(
+                float(iou(track.box.astype(np.float64), other.box[None].astype(np.float64))[0]) <= self.duplicate_iou
+                for other in kept
+            ):
                 kept.append(track)
         self.tracks = sorted(kept, key=lambda t: t.track_id)
 

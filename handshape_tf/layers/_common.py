@@ -13,9 +13,7 @@ BATCH_NORM_EPSILON = 1e-5
 
 def batch_norm(**kwargs) -> keras.layers.BatchNormalization:
     """A BatchNormalization layer over the last axis with the project's settings."""
-    return keras.layers.BatchNormalization(
-        momentum=BATCH_NORM_MOMENTUM, epsilon=BATCH_NORM_EPSILON, **kwargs
-    )
+    return keras.layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM, epsilon=BATCH_NORM_EPSILON, **kwargs)
 
 
 def build_sequence(layers, input_shape):
@@ -32,14 +30,10 @@ def check_node_of_vertex(node_of_vertex, num_nodes: int) -> np.ndarray:
     table = np.asarray(node_of_vertex)
     if table.ndim != 1 or not np.issubdtype(table.dtype, np.integer):
         raise ValueError(
-            f"node_of_vertex must be a 1-D integer array (V,), got dtype {table.dtype} and "
-            f"shape {table.shape}"
+            f"node_of_vertex must be a 1-D integer array (V,), got dtype {table.dtype} and shape {table.shape}"
         )
     if table.size and (table.min() < 0 or table.max() >= num_nodes):
-        raise ValueError(
-            f"node_of_vertex values must be in [0, {num_nodes}), got range "
-            f"[{table.min()}, {table.max()}]"
-        )
+        raise ValueError(f"node_of_vertex values must be in [0, {num_nodes}), got range [{table.min()}, {table.max()}]")
     if np.unique(table).size != table.size:
         raise ValueError("node_of_vertex maps two vertices to the same graph node")
     return table.astype(np.int32)
@@ -61,6 +55,5 @@ def check_laplacian_sizes(laplacians, level_nodes, levels) -> None:
     for laplacian, nodes, level in zip(laplacians, level_nodes, levels):
         if laplacian is not None and tuple(laplacian.shape) != (nodes, nodes):
             raise ValueError(
-                f"the level-{level} laplacian must be {nodes} x {nodes}, got shape "
-                f"{tuple(laplacian.shape)}"
+                f"the level-{level} laplacian must be {nodes} x {nodes}, got shape {tuple(laplacian.shape)}"
             )

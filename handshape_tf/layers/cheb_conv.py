@@ -180,10 +180,7 @@ class ChebConv(keras.layers.Layer):
         if laplacian is not None:
             neighbors, weights = neighbor_tables(laplacian, max_degree)
             if num_nodes is not None and num_nodes != neighbors.shape[0]:
-                raise ValueError(
-                    f"num_nodes={num_nodes} does not match the laplacian shape "
-                    f"{laplacian.shape}"
-                )
+                raise ValueError(f"num_nodes={num_nodes} does not match the laplacian shape {laplacian.shape}")
             num_nodes, max_degree = neighbors.shape
             self._initial_tables = (neighbors, weights)
         elif num_nodes is None or max_degree is None:
@@ -211,25 +208,32 @@ class ChebConv(keras.layers.Layer):
             )
         table_shape = (self.num_nodes, self.max_degree)
         self.neighbors = self.add_weight(
-            name="neighbors", shape=table_shape, dtype="int32", initializer="zeros",
+            name="neighbors",
+            shape=table_shape,
+            dtype="int32",
+            initializer="zeros",
             trainable=False,
-        )  # fmt: skip
+        )
         self.neighbor_weights = self.add_weight(
-            name="neighbor_weights", shape=table_shape, dtype="float32", initializer="zeros",
-            trainable=False, autocast=False,
-        )  # fmt: skip
+            name="neighbor_weights",
+            shape=table_shape,
+            dtype="float32",
+            initializer="zeros",
+            trainable=False,
+            autocast=False,
+        )
         if self._initial_tables is not None:
             self.neighbors.assign(self._initial_tables[0])
             self.neighbor_weights.assign(self._initial_tables[1])
             self._initial_tables = None
         self.kernel = self.add_weight(
-            name="kernel", shape=(self.order, input_shape[2], self.filters),
-            initializer=self.kernel_initializer, regularizer=self.kernel_regularizer,
-        )  # fmt: skip
+            name="kernel",
+            shape=(self.order, input_shape[2], self.filters),
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+        )
         if self.use_bias:
-            self.bias = self.add_weight(
-                name="bias", shape=(self.filters,), initializer=self.bias_initializer
-            )
+            self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer=self.bias_initializer)
         else:
             self.bias = None
 

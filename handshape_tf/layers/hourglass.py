@@ -41,8 +41,7 @@ class Hourglass(keras.layers.Layer):
         super().__init__(**kwargs)
         if depth < 1 or num_modules < 1:
             raise ValueError(
-                f"Hourglass needs depth >= 1 and num_modules >= 1, got depth={depth}, "
-                f"num_modules={num_modules}"
+                f"Hourglass needs depth >= 1 and num_modules >= 1, got depth={depth}, num_modules={num_modules}"
             )
         self.depth = int(depth)
         self.filters = int(filters)
@@ -64,9 +63,7 @@ class Hourglass(keras.layers.Layer):
     def build(self, input_shape):
         _check_divisible(input_shape, 2**self.depth, f"Hourglass(depth={self.depth})")
         build_sequence(self.upper, input_shape)
-        build_sequence(
-            [self.pool, *self.lower_in, *self.inner, *self.lower_out, self.upsample], input_shape
-        )
+        build_sequence([self.pool, *self.lower_in, *self.inner, *self.lower_out, self.upsample], input_shape)
 
     def call(self, inputs):
         upper = inputs
@@ -82,19 +79,14 @@ class Hourglass(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {"depth": self.depth, "filters": self.filters, "num_modules": self.num_modules}
-        )
+        config.update({"depth": self.depth, "filters": self.filters, "num_modules": self.num_modules})
         return config
 
 
 def _check_divisible(shape, divisor, what):
     height, width = shape[1], shape[2]
     if any(size is not None and size % divisor for size in (height, width)):
-        raise ValueError(
-            f"{what} needs image height and width divisible by {divisor}, got input shape "
-            f"{tuple(shape)}"
-        )
+        raise ValueError(f"{what} needs image height and width divisible by {divisor}, got input shape {tuple(shape)}")
 
 
 @keras.saving.register_keras_serializable(package="handshape_tf")
@@ -178,9 +170,7 @@ class StackedHourglass(keras.layers.Layer):
                 self.heatmap_remaps.append(keras.layers.Conv2D(self.filters, 1))
 
     def build(self, input_shape):
-        _check_divisible(
-            input_shape, 4 * 2**self.depth, f"StackedHourglass(depth={self.depth})"
-        )
+        _check_divisible(input_shape, 4 * 2**self.depth, f"StackedHourglass(depth={self.depth})")
         shape = build_sequence(self.stem, input_shape)
         for stack in range(self.num_stacks):
             self.stacks[stack].build(shape)

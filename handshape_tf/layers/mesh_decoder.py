@@ -79,9 +79,7 @@ class MeshDecoder(keras.layers.Layer):
         self.level_sizes = check_level_sizes(level_sizes)
         num_levels = len(self.level_sizes)
         if len(widths) != num_levels:
-            raise ValueError(
-                f"widths needs one entry per level ({num_levels}), got {list(widths)}"
-            )
+            raise ValueError(f"widths needs one entry per level ({num_levels}), got {list(widths)}")
         conv_levels = num_levels - 1
         if laplacians is not None and len(laplacians) != conv_levels:
             raise ValueError(
@@ -97,16 +95,13 @@ class MeshDecoder(keras.layers.Layer):
             max_degrees = [None] * conv_levels
         elif len(max_degrees) != conv_levels:
             raise ValueError(
-                f"max_degrees needs {conv_levels} values (levels 0 ... {conv_levels - 1}), got "
-                f"{list(max_degrees)}"
+                f"max_degrees needs {conv_levels} values (levels 0 ... {conv_levels - 1}), got {list(max_degrees)}"
             )
         self._initial_node_of_vertex = None
         if node_of_vertex is not None:
             table = check_node_of_vertex(node_of_vertex, self.level_sizes[0])
             if num_vertices is not None and num_vertices != table.size:
-                raise ValueError(
-                    f"num_vertices={num_vertices} but node_of_vertex has {table.size} entries"
-                )
+                raise ValueError(f"num_vertices={num_vertices} but node_of_vertex has {table.size} entries")
             num_vertices = table.size
             self._initial_node_of_vertex = table
         elif num_vertices is None:
@@ -134,27 +129,37 @@ class MeshDecoder(keras.layers.Layer):
             self.body += [
                 GraphUpsample(2),
                 ChebConv(
-                    self.widths[level], order=self.order, laplacian=laplacians[level],
-                    num_nodes=self.level_sizes[level], max_degree=max_degrees[level],
-                    formulation=self.formulation, use_bias=False,
-                ),  # fmt: skip
+                    self.widths[level],
+                    order=self.order,
+                    laplacian=laplacians[level],
+                    num_nodes=self.level_sizes[level],
+                    max_degree=max_degrees[level],
+                    formulation=self.formulation,
+                    use_bias=False,
+                ),
                 batch_norm(),
                 keras.layers.ReLU(),
             ]
         self.output_conv = ChebConv(
-            self.output_channels, order=self.order, laplacian=laplacians[0],
-            num_nodes=self.level_sizes[0], max_degree=max_degrees[0],
+            self.output_channels,
+            order=self.order,
+            laplacian=laplacians[0],
+            num_nodes=self.level_sizes[0],
+            max_degree=max_degrees[0],
             formulation=self.formulation,
-        )  # fmt: skip
+        )
         graph_convs = [layer for layer in self.body if isinstance(layer, ChebConv)]
         self.max_degrees = tuple(conv.max_degree for conv in reversed(graph_convs))
 
     def build(self, input_shape):
         build_sequence([*self.head, *self.body, self.output_conv], input_shape)
         self.node_of_vertex = self.add_weight(
-            name="node_of_vertex", shape=(self.num_vertices,), dtype="int32",
-            initializer="zeros", trainable=False,
-        )  # fmt: skip
+            name="node_of_vertex",
+            shape=(self.num_vertices,),
+            dtype="int32",
+            initializer="zeros",
+            trainable=False,
+        )
         if self._initial_node_of_vertex is not None:
             self.node_of_vertex.assign(self._initial_node_of_vertex)
             self._initial_node_of_vertex = None

@@ -85,9 +85,7 @@ class PoseRegressor(keras.layers.Layer):
             if max_degrees is None:
                 raise ValueError("PoseRegressor needs laplacians or max_degrees, got neither")
         elif len(laplacians) != 2:
-            raise ValueError(
-                f"laplacians needs 2 matrices (levels 0 and 2), got {len(laplacians)}"
-            )
+            raise ValueError(f"laplacians needs 2 matrices (levels 0 and 2), got {len(laplacians)}")
         check_laplacian_sizes(laplacians, (num_nodes, num_nodes // POOL_FACTOR), (0, 2))
         if max_degrees is None:
             max_degrees = (None, None)
@@ -97,9 +95,7 @@ class PoseRegressor(keras.layers.Layer):
         if node_of_vertex is not None:
             table = check_node_of_vertex(node_of_vertex, num_nodes)
             if num_vertices is not None and num_vertices != table.size:
-                raise ValueError(
-                    f"num_vertices={num_vertices} but node_of_vertex has {table.size} entries"
-                )
+                raise ValueError(f"num_vertices={num_vertices} but node_of_vertex has {table.size} entries")
             num_vertices = table.size
             vertex_of_node = np.full(num_nodes, num_vertices, np.int32)  # Fake -> zero row.
             vertex_of_node[table] = np.arange(num_vertices)
@@ -116,19 +112,19 @@ class PoseRegressor(keras.layers.Layer):
 
         level_nodes = (self.num_nodes, self.num_nodes // POOL_FACTOR)
         self.graph_layers = []
-        for width, laplacian, nodes, max_degree in zip(
-            self.widths, laplacians, level_nodes, max_degrees
-        ):
+        for width, laplacian, nodes, max_degree in zip(self.widths, laplacians, level_nodes, max_degrees):
             self.graph_layers += [
                 ChebConv(
-                    width, order=self.order, laplacian=laplacian, num_nodes=nodes,
-                    max_degree=max_degree, formulation=self.formulation,
-                ),  # fmt: skip
+                    width,
+                    order=self.order,
+                    laplacian=laplacian,
+                    num_nodes=nodes,
+                    max_degree=max_degree,
+                    formulation=self.formulation,
+                ),
                 GraphPool(POOL_FACTOR),
             ]
-        self.max_degrees = tuple(
-            layer.max_degree for layer in self.graph_layers if isinstance(layer, ChebConv)
-        )
+        self.max_degrees = tuple(layer.max_degree for layer in self.graph_layers if isinstance(layer, ChebConv))
         self.head = [
             keras.layers.Flatten(),
             keras.layers.Dense(3 * self.num_joints),
@@ -138,13 +134,15 @@ class PoseRegressor(keras.layers.Layer):
     def build(self, input_shape):
         if input_shape[1] != self.num_vertices:
             raise ValueError(
-                f"PoseRegressor expects {self.num_vertices} vertices, got input shape "
-                f"{tuple(input_shape)}"
+                f"PoseRegressor expects {self.num_vertices} vertices, got input shape {tuple(input_shape)}"
             )
         self.vertex_of_node = self.add_weight(
-            name="vertex_of_node", shape=(self.num_nodes,), dtype="int32",
-            initializer="zeros", trainable=False,
-        )  # fmt: skip
+            name="vertex_of_node",
+            shape=(self.num_nodes,),
+            dtype="int32",
+            initializer="zeros",
+            trainable=False,
+        )
         if self._initial_vertex_of_node is not None:
             self.vertex_of_node.assign(self._initial_vertex_of_node)
             self._initial_vertex_of_node = None

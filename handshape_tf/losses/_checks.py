@@ -5,9 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 
-def check_pair(
-    pred: tf.Tensor, target: tf.Tensor, expected: str, rank: int, last_dim: int | None = None
-) -> None:
+def check_pair(pred: tf.Tensor, target: tf.Tensor, expected: str, rank: int, last_dim: int | None = None) -> None:
     """Raises ValueError unless pred and target have compatible static shapes of `rank`.
 
     Args:
@@ -24,17 +22,13 @@ def check_pair(
         if shape.rank != rank or (last_dim is not None and shape[-1] is not None and shape[-1] != last_dim):
             raise ValueError(f"{name} has shape {shape}; expected {expected}")
     if not pred.shape.is_compatible_with(target.shape):
-        raise ValueError(
-            f"prediction has shape {pred.shape} and target {target.shape}; expected the same {expected}"
-        )
+        raise ValueError(f"prediction has shape {pred.shape} and target {target.shape}; expected the same {expected}")
 
 
 def check_vertex_count(tensor: tf.Tensor, num_vertices: int) -> None:
     """Raises ValueError if the static vertex dimension (axis -2) differs from the topology's."""
     if tensor.shape.rank is not None and tensor.shape[-2] is not None and tensor.shape[-2] != num_vertices:
-        raise ValueError(
-            f"mesh has shape {tensor.shape}; expected B x {num_vertices} x 3 to match the topology"
-        )
+        raise ValueError(f"mesh has shape {tensor.shape}; expected B x {num_vertices} x 3 to match the topology")
 
 
 def select_terms(terms, allowed: tuple[str, ...], name: str = "terms") -> tuple[str, ...]:

@@ -25,9 +25,7 @@ from handshape_tf.losses.topology import MeshTopology
 FULLY_SUPERVISED_TERMS = ("heatmap", "mesh", "pose")
 FULLY_SUPERVISED_WEIGHTS = types.MappingProxyType({"heatmap": 0.5, "mesh": 1.0, "pose": 1.0})
 WEAKLY_SUPERVISED_TERMS = ("heatmap", "depth", "pseudo_mesh", "pose")
-WEAKLY_SUPERVISED_WEIGHTS = types.MappingProxyType(
-    {"heatmap": 0.1, "depth": 0.1, "pseudo_mesh": 1.0, "pose": 10.0}
-)
+WEAKLY_SUPERVISED_WEIGHTS = types.MappingProxyType({"heatmap": 0.1, "depth": 0.1, "pseudo_mesh": 1.0, "pose": 10.0})
 
 
 def _require(term: str, **inputs) -> None:
@@ -138,9 +136,7 @@ def weakly_supervised_loss(
         _require("heatmap", heatmaps_pred=heatmaps_pred, heatmaps_target=heatmaps_target)
         values["heatmap"] = heatmap_loss(heatmaps_pred, heatmaps_target)
     if "depth" in terms:
-        _require(
-            "depth", rendered_depth=rendered_depth, reference_depth=reference_depth, depth_valid=depth_valid
-        )
+        _require("depth", rendered_depth=rendered_depth, reference_depth=reference_depth, depth_valid=depth_valid)
         values["depth"] = depth_map_loss(rendered_depth, reference_depth, depth_valid, depth_delta)
     if "pseudo_mesh" in terms:
         _require("pseudo_mesh", mesh_pred=mesh_pred, mesh_pseudo_target=mesh_pseudo_target, topology=topology)

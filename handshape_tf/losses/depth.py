@@ -57,9 +57,7 @@ def depth_map_loss(rendered, reference, valid_mask, delta: float = 1.0) -> tf.Te
     rank = rendered.shape.rank if rendered.shape.rank in (3, 4) else 3
     check_pair(rendered, reference, "B x H x W (x 1) depth maps", rank=rank)
     if not valid.shape.is_compatible_with(rendered.shape):
-        raise ValueError(
-            f"valid_mask has shape {valid.shape}; expected the depth maps' shape {rendered.shape}"
-        )
+        raise ValueError(f"valid_mask has shape {valid.shape}; expected the depth maps' shape {rendered.shape}")
     difference = tf.where(valid, rendered - reference, tf.zeros_like(rendered))
     per_pixel = tf.where(valid, smooth_l1(difference, delta), tf.zeros_like(rendered))
     count = tf.reduce_sum(tf.cast(valid, tf.float32))

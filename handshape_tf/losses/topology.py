@@ -43,7 +43,7 @@ class MeshTopology:
         return np.divide(1.0, counts, out=np.zeros_like(counts), where=counts > 0)[:, np.newaxis]
 
     @classmethod
-    def from_faces(cls, faces, num_vertices: int) -> "MeshTopology":
+    def from_faces(cls, faces, num_vertices: int) -> MeshTopology:
         """Builds the tables from triangles.
 
         Args:
@@ -61,24 +61,20 @@ class MeshTopology:
         is_integer = np.issubdtype(faces.dtype, np.integer)
         if faces.ndim != 2 or faces.shape[1] != 3 or faces.shape[0] == 0 or not is_integer:
             raise ValueError(
-                f"faces has dtype {faces.dtype} and shape {faces.shape}; "
-                f"expected a non-empty F x 3 integer array"
+                f"faces has dtype {faces.dtype} and shape {faces.shape}; expected a non-empty F x 3 integer array"
             )
         is_count = isinstance(num_vertices, (int, np.integer)) and not isinstance(num_vertices, bool)
         if not is_count or num_vertices < 1:
             raise ValueError(f"num_vertices is {num_vertices!r}; expected a positive int")
         if faces.min() < 0 or faces.max() >= num_vertices:
             raise ValueError(
-                f"faces index vertices in [{faces.min()}, {faces.max()}]; "
-                f"expected indices in [0, {num_vertices})"
+                f"faces index vertices in [{faces.min()}, {faces.max()}]; expected indices in [0, {num_vertices})"
             )
         sides = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
         sides = np.sort(sides[sides[:, 0] != sides[:, 1]], axis=1)
         edges = np.unique(sides, axis=0).astype(np.int32).reshape(-1, 2)
         if len(edges) == 0:
-            raise ValueError(
-                f"faces {faces.tolist()[:4]} have no side between distinct vertices; expected triangles"
-            )
+            raise ValueError(f"faces {faces.tolist()[:4]} have no side between distinct vertices; expected triangles")
         # Both directions of every edge, sorted by (vertex, neighbour).
         directed = np.concatenate([edges, edges[:, ::-1]])
         directed = directed[np.lexsort((directed[:, 1], directed[:, 0]))]

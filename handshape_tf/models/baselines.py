@@ -59,9 +59,11 @@ def _rig_structure():
             children[parent] = joint
     children[RIG_JOINT_NAMES.index("thumb-metacarpal")] = RIG_JOINT_NAMES.index("thumb-phalanx-proximal")
     swung = [
-        children[j] >= 0 and parents[j] >= 0 and not (RIG_JOINT_NAMES[j].endswith("metacarpal") and "thumb" not in RIG_JOINT_NAMES[j])
+        children[j] >= 0
+        and parents[j] >= 0
+        and not (RIG_JOINT_NAMES[j].endswith("metacarpal") and "thumb" not in RIG_JOINT_NAMES[j])
         for j in range(len(parents))
-    ]  # fmt: skip
+    ]
     return parents, children, swung
 
 
@@ -76,8 +78,9 @@ def _normalised_template():
 
 
 def _constant_weight(layer, name: str, value: np.ndarray):
-    weight = layer.add_weight(name=name, shape=value.shape, dtype=str(value.dtype), initializer="zeros",
-                              trainable=False)  # fmt: skip
+    weight = layer.add_weight(
+        name=name, shape=value.shape, dtype=str(value.dtype), initializer="zeros", trainable=False
+    )
     weight.assign(value)
     return weight
 
@@ -89,11 +92,14 @@ def _swing(a, b) -> tf.Tensor:
     v = tf.linalg.cross(a, b)
     c = tf.reduce_sum(a * b, axis=-1)[:, None, None]
     zero = tf.zeros_like(v[:, 0])
-    cross = tf.stack([
-        tf.stack([zero, -v[:, 2], v[:, 1]], -1),
-        tf.stack([v[:, 2], zero, -v[:, 0]], -1),
-        tf.stack([-v[:, 1], v[:, 0], zero], -1),
-    ], axis=-2)  # fmt: skip
+    cross = tf.stack(
+        [
+            tf.stack([zero, -v[:, 2], v[:, 1]], -1),
+            tf.stack([v[:, 2], zero, -v[:, 0]], -1),
+            tf.stack([-v[:, 1], v[:, 0], zero], -1),
+        ],
+        axis=-2,
+    )
     # Antiparallel directions (c = -1) have no unique smallest rotation: clamp (the IK singularity).
     return tf.eye(3, batch_shape=tf.shape(a)[:1]) + cross + tf.matmul(cross, cross) / tf.maximum(1.0 + c, 1e-6)
 
@@ -201,8 +207,12 @@ def shape_space(num_components: int, num_samples: int, seed: int):
     num_vertices = len(template.vertices)
     mean = mean.reshape(-1, 3)
     basis = basis.reshape(num_components, -1, 3)
-    return (mean[:num_vertices].astype(np.float32), mean[num_vertices:].astype(np.float32),
-            basis[:, :num_vertices].astype(np.float32), basis[:, num_vertices:].astype(np.float32))  # fmt: skip
+    return (
+        mean[:num_vertices].astype(np.float32),
+        mean[num_vertices:].astype(np.float32),
+        basis[:, :num_vertices].astype(np.float32),
+        basis[:, num_vertices:].astype(np.float32),
+    )
 
 
 def rotation_from_6d(values) -> tf.Tensor:
@@ -270,17 +280,22 @@ class RigSkinning(keras.layers.Layer):
         batch = tf.shape(params)[0]
         count = len(self.swung_joints)
         root = rotation_from_6d(params[:, :6] + tf.constant([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]))
-        local = axis_angle_to_matrix(tf.reshape(params[:, 6:6 + 3 * count], [-1, count, 3]))  # B x n x 3 x 3
-        coefficients = params[:, 6 + 3 * count:]
+        local = axis_angle_to_matrix(tf.reshape(params[:, 6 : 6 + 3 * count], [-1, count, 3]))  # B x n x 3 x 3
+        coefficients = params[:, 6 + 3 * count :]
         identity = tf.eye(3, batch_shape=[batch])
         by_joint = {joint: local[:, i] for i, joint in enumerate(self.swung_joints)}
         rotations = tf.stack([root if j == 0 else by_joint.get(j, identity) for j in range(len(self.parents))], axis=1)
         vertices = self.mean_vertices + tf.einsum("bk,kvc->bvc", coefficients, self.vertex_basis)  # B x V x 3
         joints = self.mean_joints + tf.einsum("bk,krc->brc", coefficients, self.joint_basis)  # B x R x 3
-        rest = tf.concat([
-            tf.concat([tf.broadcast_to(self.rest_rotations, [batch, len(self.parents), 3, 3]), joints[..., None]], -1),
-            tf.broadcast_to(tf.constant([[0.0, 0.0, 0.0, 1.0]]), [batch, len(self.parents), 1, 4]),
-        ], axis=-2)  # fmt: skip
+        rest = tf.concat(
+            [
+                tf.concat(
+                    [tf.broadcast_to(self.rest_rotations, [batch, len(self.parents), 3, 3]), joints[..., None]], -1
+                ),
+                tf.broadcast_to(tf.constant([[0.0, 0.0, 0.0, 1.0]]), [batch, len(self.parents), 1, 4]),
+            ],
+            axis=-2,
+        )
         transforms = forward_kinematics(rotations, rest, self.parents)
         posed = linear_blend_skinning(vertices, self.skin_weights, rest, transforms)
         keypoints = tf.gather(transforms[..., :3, 3], KEYPOINT_JOINTS, axis=1)
@@ -305,8 +320,15 @@ def _mlp(units: tuple[int, ...], outputs: int, zero_output: bool = False) -> ker
     return keras.Sequential(layers, name=MLP)
 
 
-def build_baseline(kind: str, config: ModelConfig | None = None, *, mlp_units=(512, 512), shape_components: int = 10,
-                   shape_samples: int = 256, seed: int = 0) -> keras.Model:  # fmt: skip
+def build_baseline(
+    kind: str,
+    config: ModelConfig | None = None,
+    *,
+    mlp_units=(512, 512),
+    shape_components: int = 10,
+    shape_samples: int = 256,
+    seed: int = 0,
+) -> keras.Model:
     """Builds a Table 2 baseline (module docstring).
 
     Args:
@@ -329,9 +351,13 @@ def build_baseline(kind: str, config: ModelConfig | None = None, *, mlp_units=(5
     images = keras.Input((size, size, 3), name="image")
     centred = keras.layers.Rescaling(1.0, offset=-0.5, name="centre")(images)
     heatmaps, features = StackedHourglass(
-        config.num_stacks, depth=config.hourglass_depth, filters=config.hourglass_filters,
-        num_heatmaps=config.num_keypoints, num_modules=config.hourglass_modules, name=HOURGLASS,
-    )(centred)  # fmt: skip
+        config.num_stacks,
+        depth=config.hourglass_depth,
+        filters=config.hourglass_filters,
+        num_heatmaps=config.num_keypoints,
+        num_modules=config.hourglass_modules,
+        name=HOURGLASS,
+    )(centred)
     latent = ResidualEncoder(
         config.encoder_filters, num_residual=config.encoder_residuals, num_pools=config.encoder_pools, name=ENCODER
     )(heatmaps[-1], features)

@@ -99,9 +99,14 @@ def train_step_time(model, batch: int, runs: int) -> np.ndarray:
         with tf.GradientTape() as tape:
             out = model(images, training=True)
             loss, _ = fully_supervised_loss(
-                heatmaps_pred=out["heatmaps"], heatmaps_target=heatmaps, mesh_pred=out["mesh_uvd"],
-                mesh_target=mesh, pose_pred=out["pose_uvd"], pose_target=pose, topology=topology,
-            )  # fmt: skip
+                heatmaps_pred=out["heatmaps"],
+                heatmaps_target=heatmaps,
+                mesh_pred=out["mesh_uvd"],
+                mesh_target=mesh,
+                pose_pred=out["pose_uvd"],
+                pose_target=pose,
+                topology=topology,
+            )
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply(grads, model.trainable_variables)
         return loss
@@ -122,11 +127,20 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--presets", nargs="+", default=["paper", "cpu"])
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32])
-    parser.add_argument("--train-presets", nargs="*", default=["cpu"],
-                        help="presets whose training step is timed (the paper preset takes ~15 s per step on CPU)")
+    parser.add_argument(
+        "--train-presets",
+        nargs="*",
+        default=["cpu"],
+        help="presets whose training step is timed (the paper preset takes ~15 s per step on CPU)",
+    )
     parser.add_argument("--train-batch", type=int, default=32)
-    parser.add_argument("--precisions", nargs="+", choices=("float32", "mixed_bfloat16"), default=["float32"],
-                        help="trunk precision of the model (build_model's trunk_precision)")
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=("float32", "mixed_bfloat16"),
+        default=["float32"],
+        help="trunk precision of the model (build_model's trunk_precision)",
+    )
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--threads", type=int, default=0, help="TF intra-op threads (0: TensorFlow's default)")
     add_verbose_argument(parser)
@@ -134,10 +148,18 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging(args.verbose)
 
     # (preset, precision, batch, is a training step): one table row each.
-    tasks = [(name, precision, batch, False) for name in args.presets for precision in args.precisions
-             for batch in args.batch_sizes]  # fmt: skip
-    tasks += [(name, precision, args.train_batch, True) for name in args.presets for precision in args.precisions
-              if name in args.train_presets]  # fmt: skip
+    tasks = [
+        (name, precision, batch, False)
+        for name in args.presets
+        for precision in args.precisions
+        for batch in args.batch_sizes
+    ]
+    tasks += [
+        (name, precision, args.train_batch, True)
+        for name in args.presets
+        for precision in args.precisions
+        if name in args.train_presets
+    ]
     tasks.sort(key=lambda task: (args.presets.index(task[0]), args.precisions.index(task[1])))  # one build each
     logger.info("%d measurements; loading TensorFlow", len(tasks))
 
@@ -149,18 +171,23 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     print(f"TensorFlow {tf.__version__}, {len(tf.config.list_physical_devices('GPU'))} GPU(s)", flush=True)
-    peaks = {precision: matmul_peak("bfloat16" if "bfloat16" in precision else "float32")
-             for precision in args.precisions}  # fmt: skip
+    peaks = {
+        precision: matmul_peak("bfloat16" if "bfloat16" in precision else "float32") for precision in args.precisions
+    }
     print("matmul peak: " + ", ".join(f"{p} {v:.0f} GFLOP/s" for p, v in peaks.items()), flush=True)
-    print(f"{'preset':8} {'precision':>15} {'params':>12} {'GFLOP/img':>9} {'what':>16} {'median ms':>10} "
-          f"{'p90 ms':>8} {'images/s':>9} {'GFLOP/s':>8} {'of peak':>7}", flush=True)  # fmt: skip
+    print(
+        f"{'preset':8} {'precision':>15} {'params':>12} {'GFLOP/img':>9} {'what':>16} {'median ms':>10} "
+        f"{'p90 ms':>8} {'images/s':>9} {'GFLOP/s':>8} {'of peak':>7}",
+        flush=True,
+    )
     start, model, built, flops = time.perf_counter(), None, None, 0
     for index, (name, precision, batch, train) in enumerate(tasks):
         what = f"{'train' if train else 'forward'} b={batch}"
         elapsed = time.perf_counter() - start
         eta = f", about {_duration(elapsed / index * (len(tasks) - index))} left" if index else ""
-        logger.info("[%d/%d] %s %s %s (%s elapsed%s)", index + 1, len(tasks), name, precision, what,
-                    _duration(elapsed), eta)  # fmt: skip
+        logger.info(
+            "[%d/%d] %s %s %s (%s elapsed%s)", index + 1, len(tasks), name, precision, what, _duration(elapsed), eta
+        )
         if built != (name, precision):
             model, built = build_model(ModelConfig.preset(name), trunk_precision=precision), (name, precision)
             flops = forward_flops(model)
@@ -170,9 +197,12 @@ def main(argv: list[str] | None = None) -> None:
             times = forward_latency(model, batch, args.runs)
         median = np.median(times)
         rate = (3 if train else 1) * flops * batch / median / 1e9
-        print(f"{name:8} {precision:>15} {model.count_params():>12,} {flops / 1e9:>9.3f} {what:>16} "
-              f"{1e3 * median:>10.1f} {1e3 * np.percentile(times, 90):>8.1f} {batch / median:>9.1f} "
-              f"{rate:>8.1f} {rate / peaks[precision]:>7.0%}", flush=True)  # fmt: skip
+        print(
+            f"{name:8} {precision:>15} {model.count_params():>12,} {flops / 1e9:>9.3f} {what:>16} "
+            f"{1e3 * median:>10.1f} {1e3 * np.percentile(times, 90):>8.1f} {batch / median:>9.1f} "
+            f"{rate:>8.1f} {rate / peaks[precision]:>7.0%}",
+            flush=True,
+        )
     logger.info("done in %s", _duration(time.perf_counter() - start))
 
 

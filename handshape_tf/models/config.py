@@ -80,25 +80,33 @@ class ModelConfig:
         return tuple(_PRESETS)
 
     @classmethod
-    def preset(cls, name: str, **overrides) -> "ModelConfig":
+    def preset(cls, name: str, **overrides) -> ModelConfig:
         """A named preset ("paper", "cpu", "tiny"), optionally with fields overridden."""
         if name not in _PRESETS:
             raise ConfigError(f"unknown model preset {name!r}; choose one of {list(_PRESETS)}")
         return merge(_PRESETS[name], overrides).validated()
 
-    def validated(self) -> "ModelConfig":
+    def validated(self) -> ModelConfig:
         """Returns self after checking that the sizes fit together; raises ConfigError."""
         problems = []
-        for name in ("image_size", "num_stacks", "hourglass_depth", "hourglass_filters", "hourglass_modules", "num_keypoints",
-                     "encoder_filters", "encoder_residuals", "decoder_fc_units", "decoder_coarse_features",
-                     "cheb_order"):  # fmt: skip
+        for name in (
+            "image_size",
+            "num_stacks",
+            "hourglass_depth",
+            "hourglass_filters",
+            "hourglass_modules",
+            "num_keypoints",
+            "encoder_filters",
+            "encoder_residuals",
+            "decoder_fc_units",
+            "decoder_coarse_features",
+            "cheb_order",
+        ):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} must be >= 1")
         multiple = 4 * 2**self.hourglass_depth
         if self.image_size % multiple:
-            problems.append(
-                f"image_size={self.image_size} must be a multiple of 4 * 2**hourglass_depth = {multiple}"
-            )
+            problems.append(f"image_size={self.image_size} must be a multiple of 4 * 2**hourglass_depth = {multiple}")
         if self.encoder_pools < 0 or self.heatmap_size % 2**self.encoder_pools:
             problems.append(
                 f"encoder_pools={self.encoder_pools} does not divide the {self.heatmap_size}-pixel heat-maps "

@@ -117,7 +117,10 @@ def build_detector(config: DetectorConfig = DetectorConfig(), name: str = "hand_
     head = _conv_bn(top, config.head_width, 3, 1, "head")
     bias = [_CENTRE_PRIOR, 0.0, 0.0, 0.0, math.log(8.0), math.log(8.0)]
     outputs = keras.layers.Conv2D(
-        len(CHANNELS), 1, name="detections", bias_initializer=keras.initializers.Constant(bias),
+        len(CHANNELS),
+        1,
+        name="detections",
+        bias_initializer=keras.initializers.Constant(bias),
         kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
-    )(head)  # fmt: skip
+    )(head)
     return keras.Model(inputs, {"detections": outputs}, name=name)

@@ -71,13 +71,19 @@ def build_model(config: ModelConfig | None = None, trunk_precision: Precision = 
     centred = keras.layers.Rescaling(1.0, offset=-0.5, name="centre")(images)
     with dtype_policy(trunk_precision):
         hourglass = StackedHourglass(
-            config.num_stacks, depth=config.hourglass_depth, filters=config.hourglass_filters,
-            num_heatmaps=config.num_keypoints, num_modules=config.hourglass_modules, name=HOURGLASS,
-        )  # fmt: skip
+            config.num_stacks,
+            depth=config.hourglass_depth,
+            filters=config.hourglass_filters,
+            num_heatmaps=config.num_keypoints,
+            num_modules=config.hourglass_modules,
+            name=HOURGLASS,
+        )
         encoder = ResidualEncoder(
-            config.encoder_filters, num_residual=config.encoder_residuals, num_pools=config.encoder_pools,
+            config.encoder_filters,
+            num_residual=config.encoder_residuals,
+            num_pools=config.encoder_pools,
             name=ENCODER,
-        )  # fmt: skip
+        )
     heatmaps, features = hourglass(centred)
     latent = encoder(heatmaps[-1], features)
     mesh_uvd = MeshDecoder(

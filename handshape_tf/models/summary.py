@@ -1,6 +1,6 @@
 """Prints a preset's parameter counts per sub-network, its sizes and output shapes.
 
-    python -m handshape_tf.models.summary --preset paper
+python -m handshape_tf.models.summary --preset paper
 """
 
 from __future__ import annotations
@@ -30,10 +30,12 @@ def main(argv: list[str] | None = None) -> None:
     config = ModelConfig.preset(args.preset, **parse_overrides(args.set))
     model = build_model(config)
     hierarchy = model_hierarchy(config)
-    print(f"preset {args.preset}: input {config.image_size}x{config.image_size}x3, heat-maps "
-          f"{config.heatmap_size}x{config.heatmap_size}x{config.num_keypoints}, latent {config.latent_size}, "
-          f"graph levels {' -> '.join(map(str, reversed(hierarchy.level_sizes)))} nodes "
-          f"({hierarchy.num_vertices} mesh vertices)")  # fmt: skip
+    print(
+        f"preset {args.preset}: input {config.image_size}x{config.image_size}x3, heat-maps "
+        f"{config.heatmap_size}x{config.heatmap_size}x{config.num_keypoints}, latent {config.latent_size}, "
+        f"graph levels {' -> '.join(map(str, reversed(hierarchy.level_sizes)))} nodes "
+        f"({hierarchy.num_vertices} mesh vertices)"
+    )
     print(f"{'sub-network':16} {'parameters':>12} {'trainable':>12}")
     for layer in model.layers:
         if layer.count_params():

@@ -192,9 +192,7 @@ def _rasterize(
     )
 
 
-def _barycentrics(
-    clip: tf.Tensor, faces: tf.Tensor, triangle_ids: tf.Tensor, covered: tf.Tensor
-) -> tf.Tensor:
+def _barycentrics(clip: tf.Tensor, faces: tf.Tensor, triangle_ids: tf.Tensor, covered: tf.Tensor) -> tf.Tensor:
     """Differentiable perspective-correct barycentrics of the covered pixel centres.
 
     Olano & Greer's 2D homogeneous formulation, as in tfg's `differentiable_barycentrics`:
@@ -283,9 +281,7 @@ def render_depth(
       B x H x W float32 depth, in the unit of `vertices`.
     """
     vertices = tf.cast(vertices, tf.float32)
-    fragments = rasterize(
-        vertices, faces, intrinsics, image_size, near=near, far=far, cull_backfaces=cull_backfaces
-    )
+    fragments = rasterize(vertices, faces, intrinsics, image_size, near=near, far=far, cull_backfaces=cull_backfaces)
     return interpolate(vertices[..., 2:], fragments)[..., 0]
 
 
@@ -335,9 +331,7 @@ def render_normals(
       B x H x W x 3 unit outward normals in the camera frame (z < 0 facing the camera).
     """
     vertices = tf.cast(vertices, tf.float32)
-    fragments = rasterize(
-        vertices, faces, intrinsics, image_size, near=near, far=far, cull_backfaces=cull_backfaces
-    )
+    fragments = rasterize(vertices, faces, intrinsics, image_size, near=near, far=far, cull_backfaces=cull_backfaces)
     return tf.math.l2_normalize(interpolate(vertex_normals(vertices, faces), fragments), axis=-1)
 
 

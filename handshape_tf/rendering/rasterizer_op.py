@@ -182,10 +182,10 @@ def load_rasterizer_op(cache_dir: str | Path | None = None) -> types.ModuleType:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m handshape_tf.rendering.rasterizer_op", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--cache-dir", type=Path, default=None, help=f"default: ${CACHE_ENV} or ~/.cache/handshape_tf"
+    parser = argparse.ArgumentParser(
+        prog="python -m handshape_tf.rendering.rasterizer_op", description=__doc__.splitlines()[0]
     )
+    parser.add_argument("--cache-dir", type=Path, default=None, help=f"default: ${CACHE_ENV} or ~/.cache/handshape_tf")
     parser.add_argument("--force", action="store_true", help="rebuild even if a cached build exists")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

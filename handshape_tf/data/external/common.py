@@ -140,9 +140,7 @@ def make_sample(
     """
     joints_xyz = np.asarray(joints_xyz, np.float32)
     if joints_xyz.shape != (NUM_KEYPOINTS, 3):
-        raise ValueError(
-            f"{name}: joints have shape {joints_xyz.shape}; expected ({NUM_KEYPOINTS}, 3)"
-        )
+        raise ValueError(f"{name}: joints have shape {joints_xyz.shape}; expected ({NUM_KEYPOINTS}, 3)")
     intrinsics = np.asarray(intrinsics, np.float32)
     joints_uv = project(joints_xyz, intrinsics)
     if crop_margin is None:
@@ -189,18 +187,14 @@ def load_obj_vertices(path: Path, drop_range: tuple[int, int] | None) -> np.ndar
                 except ValueError:
                     rows.append([])
                 if len(rows[-1]) != 3:
-                    raise ValueError(
-                        f"{path}:{line_number}: got {line.strip()!r}; expected a vertex 'v x y z'"
-                    )
+                    raise ValueError(f"{path}:{line_number}: got {line.strip()!r}; expected a vertex 'v x y z'")
     if not rows:
         raise ValueError(f"{path}: no vertex ('v x y z') lines found")
     vertices = np.array(rows, np.float64)
     if drop_range is not None:
         start, stop = drop_range
         if not 0 <= start <= stop <= len(vertices):
-            raise ValueError(
-                f"{path}: has {len(vertices)} vertices; cannot drop range [{start}, {stop})"
-            )
+            raise ValueError(f"{path}: has {len(vertices)} vertices; cannot drop range [{start}, {stop})")
         vertices = np.delete(vertices, np.arange(start, stop), axis=0)
     return vertices
 
@@ -224,9 +218,7 @@ class ExternalDataset(collections.abc.Sequence):
         if position < 0:
             position += size
         if not 0 <= position < size:
-            raise IndexError(
-                f"index {index} out of range for {type(self).__name__} of {size} samples"
-            )
+            raise IndexError(f"index {index} out of range for {type(self).__name__} of {size} samples")
         return self._load(position)
 
     @abc.abstractmethod

@@ -14,15 +14,23 @@ from handshape_tf.data.external.stb import STBDataset
 
 # (reader, what identifies it, test on the folder), tried in this order.
 LAYOUTS = (
-    (PaperSyntheticDataset, "3D_labels/camPosition.txt (paper synthetic set)",
-     lambda p: (p / "3D_labels" / "camPosition.txt").is_file()),
-    (PaperRealWorldDataset, "params.mat + pose_gt.mat (paper real-world set)",
-     lambda p: (p / "params.mat").is_file() and (p / "pose_gt.mat").is_file()),
-    (STBDataset, "labels/*_SK.mat (STB)",
-     lambda p: (p / "labels").is_dir() and any((p / "labels").glob("*_SK.mat"))),
-    (RHDDataset, "training/anno_training.pickle or evaluation/anno_evaluation.pickle (RHD)",
-     lambda p: any((p / s / f"anno_{s}.pickle").is_file() for s in RHD_SPLITS)),
-)  # fmt: skip
+    (
+        PaperSyntheticDataset,
+        "3D_labels/camPosition.txt (paper synthetic set)",
+        lambda p: (p / "3D_labels" / "camPosition.txt").is_file(),
+    ),
+    (
+        PaperRealWorldDataset,
+        "params.mat + pose_gt.mat (paper real-world set)",
+        lambda p: (p / "params.mat").is_file() and (p / "pose_gt.mat").is_file(),
+    ),
+    (STBDataset, "labels/*_SK.mat (STB)", lambda p: (p / "labels").is_dir() and any((p / "labels").glob("*_SK.mat"))),
+    (
+        RHDDataset,
+        "training/anno_training.pickle or evaluation/anno_evaluation.pickle (RHD)",
+        lambda p: any((p / s / f"anno_{s}.pickle").is_file() for s in RHD_SPLITS),
+    ),
+)
 
 
 def open_dataset(path: str | Path, **kwargs: Any) -> ExternalDataset:

@@ -107,9 +107,7 @@ class PaperRealWorldDataset(ExternalDataset):
         self.root = require_dir(Path(root), "real-world test set folder")
         self.with_mesh = with_mesh
         self.arm_vertex_range = arm_vertex_range
-        self._mesh_dir = (
-            require_dir(self.root / "real_hand_3D_mesh", "real-world mesh folder") if with_mesh else None
-        )
+        self._mesh_dir = require_dir(self.root / "real_hand_3D_mesh", "real-world mesh folder") if with_mesh else None
         params_path = require_file(self.root / "params.mat", "real-world params.mat")
         pose_path = require_file(self.root / "pose_gt.mat", "real-world pose_gt.mat")
         params = _load_mat(params_path, ("image_path", "cam_param", "bbox"))
@@ -139,9 +137,7 @@ class PaperRealWorldDataset(ExternalDataset):
         fx, fy, u0, v0 = self._cameras[index]
         x0, y0, box_w, box_h = self._boxes[index]
         scale_x, scale_y = width / box_w, height / box_h
-        intrinsics = np.array(
-            [fx * scale_x, fy * scale_y, (u0 + 0.5 - x0) * scale_x, (v0 + 0.5 - y0) * scale_y]
-        )
+        intrinsics = np.array([fx * scale_x, fy * scale_y, (u0 + 0.5 - x0) * scale_x, (v0 + 0.5 - y0) * scale_y])
         vertices = None
         if self.with_mesh:
             mesh_path = self._mesh_dir / f"{Path(name).stem}.obj"

@@ -38,7 +38,6 @@ from typing import Any
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from handshape_tf.geometry.chirality import dataset_is_left
 from handshape_tf.data.external.common import (
     ExternalDataset,
     load_obj_vertices,
@@ -47,6 +46,7 @@ from handshape_tf.data.external.common import (
     require_dir,
     require_file,
 )
+from handshape_tf.geometry.chirality import dataset_is_left
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +88,7 @@ def _read_named_rows(path: Path, num_values: int) -> tuple[list[str], np.ndarray
                 values = []
             if len(values) != num_values:
                 raise ValueError(
-                    f"{path}:{line_number}: got {line.strip()!r}; expected a name and "
-                    f"{num_values} numbers"
+                    f"{path}:{line_number}: got {line.strip()!r}; expected a name and {num_values} numbers"
                 )
             names.append(fields[0])
             rows.append(values)
@@ -130,9 +129,14 @@ def resolve_hand(hand: str, joints: np.ndarray, what: str) -> bool:
     if hand != "auto":
         return hand == "left"
     is_left, agreement = dataset_is_left(joints)
-    logger.info("%s: %d skeletons, %s hands by their ground-truth joints (%.0f%% agree); pass hand='%s' "
-                "to override", what, len(joints), "left" if is_left else "right", 100 * agreement,
-                "right" if is_left else "left")  # fmt: skip
+    logger.info(
+        "%s: %d skeletons, %s hands by their ground-truth joints (%.0f%% agree); pass hand='%s' to override",
+        what,
+        len(joints),
+        "left" if is_left else "right",
+        100 * agreement,
+        "right" if is_left else "left",
+    )
     return is_left
 
 
@@ -178,9 +182,7 @@ class PaperSyntheticDataset(ExternalDataset):
         self.arm_vertex_range = arm_vertex_range
         images_dir = require_dir(self.root / "images", "synthetic images folder")
         labels_dir = require_dir(self.root / "3D_labels", "synthetic 3D_labels folder")
-        self._mesh_dir = (
-            require_dir(self.root / "hand_3D_mesh", "synthetic mesh folder") if with_mesh else None
-        )
+        self._mesh_dir = require_dir(self.root / "hand_3D_mesh", "synthetic mesh folder") if with_mesh else None
         # Gestures are shared by 750 images each: keep recent meshes (global frame, cm).
         self._global_mesh = functools.lru_cache(maxsize=16)(self._read_mesh)
         camera_path = require_file(labels_dir / "camPosition.txt", "camera parameter file")
@@ -190,9 +192,7 @@ class PaperSyntheticDataset(ExternalDataset):
         self._cameras = _group(camera_path, *_read_named_rows(camera_path, 7), "camera")
         self._gestures = _group(gesture_path, *_read_named_rows(gesture_path, 3), "joint")
         if self._gestures.shape[1] != 21:
-            raise ValueError(
-                f"{gesture_path}: {self._gestures.shape[1]} joints per gesture; expected 21"
-            )
+            raise ValueError(f"{gesture_path}: {self._gestures.shape[1]} joints per gesture; expected 21")
         val_cameras = {line.strip() for line in val_path.read_text().splitlines() if line.strip()}
         self._paths: list[Path] = []
         self._keys: list[tuple[int, int]] = []
@@ -204,9 +204,7 @@ class PaperSyntheticDataset(ExternalDataset):
                     self._paths.append(path)
                     self._keys.append(self._parse_name(path))
         self._names = [str(p.relative_to(self.root)) for p in self._paths]
-        logger.info(
-            "paper synthetic %s: %d images (validation cameras %s)", split, len(self), sorted(val_cameras)
-        )
+        logger.info("paper synthetic %s: %d images (validation cameras %s)", split, len(self), sorted(val_cameras))
         picks = self._keys[:: max(1, len(self._keys) // _HAND_SAMPLES)] or [(0, 0)]
         skeletons = np.stack([global_to_camera(self._gestures[g], self._cameras[g, c]) for g, c in picks])
         self.is_left = resolve_hand(hand, skeletons, f"paper synthetic {split}")
@@ -231,8 +229,7 @@ class PaperSyntheticDataset(ExternalDataset):
         matches = sorted(self._mesh_dir.glob(f"*.{gesture + 1:04d}.obj"))
         if len(matches) != 1:
             raise FileNotFoundError(
-                f"expected exactly one mesh *.{gesture + 1:04d}.obj in {self._mesh_dir}; found "
-                f"{len(matches)}"
+                f"expected exactly one mesh *.{gesture + 1:04d}.obj in {self._mesh_dir}; found {len(matches)}"
             )
         return load_obj_vertices(matches[0], self.arm_vertex_range)
 

@@ -101,17 +101,12 @@ class RHDDataset(ExternalDataset):
         self.with_depth = with_depth
         self.crop_margin = check_margin(crop_margin)
         self._folder = require_dir(self.root / split, f"RHD {split} folder")
-        pickle_path = require_file(
-            self._folder / f"anno_{split}.pickle", f"RHD {split} annotations"
-        )
+        pickle_path = require_file(self._folder / f"anno_{split}.pickle", f"RHD {split} annotations")
         with open(pickle_path, "rb") as stream:
             # The pickle was written by Python 2: numpy arrays need latin1 to load.
             annotations = pickle.load(stream, encoding="latin1")
         if not isinstance(annotations, dict):
-            raise ValueError(
-                f"{pickle_path}: holds a {type(annotations).__name__}; expected a dict "
-                "id -> annotation"
-            )
+            raise ValueError(f"{pickle_path}: holds a {type(annotations).__name__}; expected a dict id -> annotation")
         self._ids = sorted(annotations)
         self._annotations = [self._check(pickle_path, i, annotations[i]) for i in self._ids]
         self._names = [f"{split}/color/{i:05d}.png" for i in self._ids]
@@ -122,16 +117,11 @@ class RHDDataset(ExternalDataset):
         expected = {"xyz": (42, 3), "uv_vis": (42, 3), "K": (3, 3)}
         if not isinstance(annotation, dict) or any(key not in annotation for key in expected):
             found = sorted(annotation) if isinstance(annotation, dict) else type(annotation).__name__
-            raise ValueError(
-                f"{path}: sample {sample_id!r} has {found}; expected keys {sorted(expected)}"
-            )
+            raise ValueError(f"{path}: sample {sample_id!r} has {found}; expected keys {sorted(expected)}")
         arrays = {key: np.asarray(annotation[key], np.float64) for key in expected}
         for key, shape in expected.items():
             if arrays[key].shape != shape:
-                raise ValueError(
-                    f"{path}: sample {sample_id!r} {key} has shape {arrays[key].shape}; "
-                    f"expected {shape}"
-                )
+                raise ValueError(f"{path}: sample {sample_id!r} {key} has shape {arrays[key].shape}; expected {shape}")
         return arrays
 
     def _choose_left(self, labels: np.ndarray, visible: np.ndarray) -> bool:
@@ -156,13 +146,12 @@ class RHDDataset(ExternalDataset):
             labels = labels[..., 0]
         if labels.shape != (height, width):
             raise ValueError(
-                f"RHD mask {mask_path}: got shape {labels.shape}; expected {(height, width)} like "
-                "the colour image"
+                f"RHD mask {mask_path}: got shape {labels.shape}; expected {(height, width)} like the colour image"
             )
         is_left = self._choose_left(labels, annotation["uv_vis"][:, 2] == 1)
         low, high = LEFT_LABELS if is_left else RIGHT_LABELS
         offset = 0 if is_left else 21
-        joints_xyz = annotation["xyz"][offset:offset + 21][list(RHD_TO_PAPER)] * 1000.0
+        joints_xyz = annotation["xyz"][offset : offset + 21][list(RHD_TO_PAPER)] * 1000.0
         K = annotation["K"]
         intrinsics = np.array([K[0, 0], K[1, 1], K[0, 2], K[1, 2]])
         depth = None

@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import scipy.io
@@ -210,9 +211,7 @@ class STBDataset(ExternalDataset):
             sequences = SPLITS[split]
         unknown = [s for s in sequences if s not in SEQUENCES]
         if unknown or not sequences:
-            raise ValueError(
-                f"unknown STB sequences {unknown or '(none given)'}; expected names from {SEQUENCES}"
-            )
+            raise ValueError(f"unknown STB sequences {unknown or '(none given)'}; expected names from {SEQUENCES}")
         self.sequences = tuple(sequences)
         self.with_depth = with_depth
         self.crop_margin = check_margin(crop_margin)
@@ -224,9 +223,7 @@ class STBDataset(ExternalDataset):
         needed += [labels_dir / f"{s}_SK.mat" for s in self.sequences]
         missing = [str(path) for path in needed if not path.exists()]
         if missing:
-            raise FileNotFoundError(
-                f"STB data missing for sequences {list(self.sequences)}: " + ", ".join(missing)
-            )
+            raise FileNotFoundError(f"STB data missing for sequences {list(self.sequences)}: " + ", ".join(missing))
         self._folders: list[Path] = []
         self._frames: list[int] = []
         self._names = []
