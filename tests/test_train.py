@@ -289,6 +289,12 @@ def test_cosine_schedule_follows_the_stage_progress_the_loop_sets(data, tmp_path
     logged = [row["learning_rate"] for row in trainer.history.rows()]
     # The rate of step k (progress (k - 1) / 4) is read after it, when progress is still (k - 1) / 4.
     np.testing.assert_allclose(logged, [1e-3 * 0.5 * (1 + np.cos(np.pi * k / 4)) for k in range(4)], rtol=1e-5)
+    held = StageSchedule(1e-3, 0, progress, 0.0, decay_start=0.6)
+    rates = []
+    for value in (0.3, 0.6, 0.8, 1.0):
+        progress.assign(value)
+        rates.append(float(held(10)))
+    np.testing.assert_allclose(rates, [1e-3, 1e-3, 5e-4, 0.0], atol=1e-9)  # held, then cosine over the last 40%
     with pytest.raises(ConfigError, match=r"optimizer.decay='linear': expected one of \['constant', 'cosine'\]"):
         resolve_config("tiny", overrides={"optimizer.decay": "linear"})
 

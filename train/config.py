@@ -94,6 +94,8 @@ class OptimizerConfig:
         cosine from the stage's rate to `final_rate_fraction` of it as the stage uses up its
         time share (or its max_steps), so a run of any budget ends at the low rate.
       final_rate_fraction: where "cosine" ends, as a fraction of the stage's rate.
+      decay_start: the share of a stage after which "cosine" starts to lower the rate (0: from
+        the start; e.g. 0.7 holds the rate for 70% of the stage, then decays).
     """
 
     name: Literal["rmsprop", "adam"] = "rmsprop"
@@ -104,6 +106,7 @@ class OptimizerConfig:
     warmup_steps: int = 0
     decay: Literal["constant", "cosine"] = "constant"
     final_rate_fraction: float = 0.01
+    decay_start: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,6 +222,7 @@ def check_common(config: Any, stages: Sequence[str], problems: Problems) -> None
     need("optimizer.clipnorm", o.clipnorm, o.clipnorm >= 0, ">= 0")
     need("optimizer.warmup_steps", o.warmup_steps, o.warmup_steps >= 0, ">= 0")
     need("optimizer.final_rate_fraction", o.final_rate_fraction, 0 <= o.final_rate_fraction <= 1, "in [0, 1]")
+    need("optimizer.decay_start", o.decay_start, 0 <= o.decay_start < 1, "in [0, 1)")
     need("checkpoint.every_steps", c.every_steps, c.every_steps >= 1, ">= 1")
     need("checkpoint.every_seconds", c.every_seconds, c.every_seconds > 0, "> 0")
     need("checkpoint.keep", c.keep, c.keep >= 1, ">= 1")

@@ -148,23 +148,33 @@ class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
 
 class StageSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """A stage's learning rate: linear warm-up over the optimizer's first `warmup_steps` steps
-    times a cosine from 1 to `final_fraction` over the stage's `progress` (a variable in [0, 1]
-    the training loop sets before each step: the share of the stage's time or steps used)."""
+    times 1 until the stage's `progress` (a variable in [0, 1] the training loop sets before each
+    step: the share of the stage's time or steps used) reaches `decay_start`, then half a cosine
+    down to `final_fraction` at progress 1 (decay_start 0: cosine over the whole stage)."""
 
-    def __init__(self, rate: float, warmup_steps: int, progress: tf.Variable, final_fraction: float):
+    def __init__(
+        self, rate: float, warmup_steps: int, progress: tf.Variable, final_fraction: float, decay_start: float = 0.0
+    ):
         self.rate = rate
         self.warmup_steps = warmup_steps
         self.progress = progress
         self.final_fraction = final_fraction
+        self.decay_start = decay_start
 
     def __call__(self, step):
         warmup = keras.ops.minimum(1.0, (keras.ops.cast(step, "float32") + 1.0) / max(self.warmup_steps, 1))
-        progress = keras.ops.clip(keras.ops.cast(self.progress, "float32"), 0.0, 1.0)
-        cosine = self.final_fraction + (1.0 - self.final_fraction) * 0.5 * (1.0 + keras.ops.cos(math.pi * progress))
+        progress = keras.ops.cast(self.progress, "float32")
+        phase = keras.ops.clip((progress - self.decay_start) / max(1.0 - self.decay_start, 1e-6), 0.0, 1.0)
+        cosine = self.final_fraction + (1.0 - self.final_fraction) * 0.5 * (1.0 + keras.ops.cos(math.pi * phase))
         return self.rate * warmup * cosine
 
     def get_config(self) -> dict[str, Any]:
-        return {"rate": self.rate, "warmup_steps": self.warmup_steps, "final_fraction": self.final_fraction}
+        return {
+            "rate": self.rate,
+            "warmup_steps": self.warmup_steps,
+            "final_fraction": self.final_fraction,
+            "decay_start": self.decay_start,
+        }
 
 
 def batch_norm_layers(model: keras.Model) -> list[keras.layers.BatchNormalization]:
@@ -308,7 +318,7 @@ class StagedTrainer(abc.ABC):
         o = self.config.optimizer
         rate = self.config.stage(name).learning_rate
         if o.decay == "cosine":
-            rate = StageSchedule(rate, o.warmup_steps, self.stage_progress, o.final_rate_fraction)
+            rate = StageSchedule(rate, o.warmup_steps, self.stage_progress, o.final_rate_fraction, o.decay_start)
         elif o.warmup_steps:
             rate = LinearWarmup(rate, o.warmup_steps)
         common = dict(learning_rate=rate, epsilon=o.epsilon, clipnorm=o.clipnorm or None, name=f"{o.name}_{name}")
