@@ -15,6 +15,11 @@ def test_presets_are_valid_and_distinct():
     assert paper.heatmap_size == 64 and paper.latent_size == 4096 and paper.cheb_order == 3
     assert cpu.image_size == 64 and cpu.heatmap_size == 16
     assert set(ModelConfig.preset_names()) >= {"paper", "cpu"}
+    assert (paper.preset_name(), cpu.preset_name(), ModelConfig.preset("cpu", image_size=128).preset_name()) == (
+        "paper",
+        "cpu",
+        "custom",
+    )
 
 
 def test_unknown_preset_names_the_choices():

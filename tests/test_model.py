@@ -45,10 +45,16 @@ def test_keras_round_trip_gives_equal_outputs(tiny_model, tmp_path):
     for key in ("mesh_uvd", "pose_uvd"):
         np.testing.assert_array_equal(before[key].numpy(), after[key].numpy())
     np.testing.assert_array_equal(before["heatmaps"][0].numpy(), after["heatmaps"][0].numpy())
+    # The loaded model knows its sizes: nothing needs the run's config.yaml.
+    assert type(reloaded).__name__ == "HandshapeModel" and reloaded.model_config == ModelConfig.preset("tiny")
+    custom = ModelConfig.preset("tiny", pose_widths=(6, 4), graph_formulation="gather")
+    build_model(custom).save(tmp_path / "custom.keras")
+    assert keras.models.load_model(tmp_path / "custom.keras").model_config == custom
 
 
 def test_gather_formulation_gives_the_same_numbers(tiny_model):
     gather = with_graph_formulation(tiny_model, "gather")
+    assert gather.model_config.graph_formulation == "gather" and tiny_model.model_config.graph_formulation == "sparse"
     images = _images(64, seed=2)
     a, b = tiny_model(images, training=False), gather(images, training=False)
     np.testing.assert_allclose(a["mesh_uvd"], b["mesh_uvd"], atol=1e-5)

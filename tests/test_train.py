@@ -134,6 +134,7 @@ def test_baselines_round_trip_through_keras_files(kind, tmp_path):
     model.save(tmp_path / "model.keras")
     loaded = keras.models.load_model(tmp_path / "model.keras")
     np.testing.assert_allclose(loaded(images)["mesh_xyz"], outputs["mesh_xyz"], atol=1e-5)
+    assert (loaded.kind, loaded.model_config, loaded.get_config()["mlp_units"]) == (kind, model.model_config, [16, 16])
     with pytest.raises(ValueError, match=r"baseline 'mano'; expected one of \('direct_lbs', 'parametric'\)"):
         build_baseline("mano")
 

@@ -262,14 +262,6 @@ class InitRun:
         }
 
 
-def preset_name(model: ModelConfig) -> str:
-    """The name of the preset `model` equals, or "custom"."""
-    for name in ModelConfig.preset_names():
-        if ModelConfig.preset(name) == model:
-            return name
-    return "custom"
-
-
 def open_init(
     folder: str | Path, preset: str | None = None, command: str | None = None, flag: str = "--init"
 ) -> InitRun:
@@ -306,7 +298,7 @@ def open_init(
             detail = ", ".join(f"{key}={a!r} (preset {preset!r}: {b!r})" for key, (a, b) in list(different.items())[:6])
             raise ConfigError(
                 f"{flag} {folder} holds a model of another preset ({detail}); pass the run's own --preset "
-                f"({preset_name(config.model)!r}) or a {flag} run trained with --preset {preset}"
+                f"({config.model.preset_name()!r}) or a {flag} run trained with --preset {preset}"
             )
     return InitRun(folder, folder / checkpoints.MODEL_FILE, config)
 
@@ -1099,7 +1091,7 @@ def main(argv: list[str] | None = None) -> int:
         init, config, runs = resolve_command(args)
         data = prepare_data(args.data, args.workdir, config, progress)
         suffix = "-pose3d" if config.loss.pose else ""
-        run_dir = args.run_dir or args.workdir / f"weak-{data.name}-{args.preset or preset_name(config.model)}{suffix}"
+        run_dir = args.run_dir or args.workdir / f"weak-{data.name}-{args.preset or config.model.preset_name()}{suffix}"
         keep = config.evaluation.figure_samples
         report = run_weak(config, run_dir, init, data, progress=progress, keep_meshes=keep)
         comparison = None

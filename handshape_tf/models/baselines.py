@@ -26,15 +26,17 @@ space, and turning it into uvd needs the camera, which is not a model input:
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 import numpy as np
 import tensorflow as tf
 
 from handshape_tf.assets.template import KEYPOINT_RIG_JOINTS, RIG_JOINT_NAMES, SCALE_BONE, load_template
+from handshape_tf.config_utils import to_dict
 from handshape_tf.geometry.skinning import axis_angle_to_matrix, forward_kinematics, linear_blend_skinning
-from handshape_tf.layers import ResidualEncoder, StackedHourglass
 from handshape_tf.models.config import ModelConfig
-from handshape_tf.models.network import ENCODER, HOURGLASS
+from handshape_tf.models.network import build_trunk, heatmap_outputs, model_config_from
 
 BASELINES = ("direct_lbs", "parametric")
 MLP = "mlp"
@@ -320,6 +322,70 @@ def _mlp(units: tuple[int, ...], outputs: int, zero_output: bool = False) -> ker
     return keras.Sequential(layers, name=MLP)
 
 
+@keras.saving.register_keras_serializable(package="handshape_tf")
+class BaselineModel(keras.Model):
+    """A Table 2 baseline (module docstring) as a functional Keras model that carries its
+    arguments (`get_config`), so a loaded baseline knows its kind and sizes.
+
+    Args:
+      kind: "direct_lbs" or "parametric".
+      model_config: the front end's sizes (hourglass, encoder; a ModelConfig or its dict),
+        default the "paper" preset.
+      mlp_units: hidden widths of the MLP (paper: three FC layers in all = two hidden + output).
+      shape_components, shape_samples, seed: the parametric rig's shape space.
+
+    Outputs: image B x S x S x 3 in [0, 1] -> dict heatmaps, mesh_xyz, pose_xyz.
+
+    Raises:
+      ValueError: unknown kind.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        model_config=None,
+        mlp_units=(512, 512),
+        shape_components: int = 10,
+        shape_samples: int = 256,
+        seed: int = 0,
+        **kwargs,
+    ):
+        if kind not in BASELINES:
+            raise ValueError(f"baseline {kind!r}; expected one of {BASELINES}")
+        config = model_config_from(model_config if model_config is not None else ModelConfig.preset("paper"))
+        images, heatmaps, latent = build_trunk(config)
+        if kind == "direct_lbs":
+            joints = _mlp(tuple(mlp_units), 3 * config.num_keypoints)(latent)
+            pose = keras.layers.Reshape((config.num_keypoints, 3), name="joints")(joints)
+            mesh = InverseKinematicsSkinning(name=RIG)(pose)
+        else:
+            rig = RigSkinning(shape_components, shape_samples, seed, name=RIG)
+            # Starts at the mean shape in the template's rest pose (all-zero parameters).
+            mesh, pose = rig(_mlp(tuple(mlp_units), rig.num_params, zero_output=True)(latent))
+        outputs = {
+            "heatmaps": heatmap_outputs(heatmaps),
+            "mesh_xyz": keras.layers.Identity(name="mesh_xyz")(mesh),
+            "pose_xyz": keras.layers.Identity(name="pose_xyz")(pose),
+        }
+        kwargs.setdefault("name", kind)
+        super().__init__(images, outputs, **kwargs)
+        self.kind = kind
+        self.model_config = config
+        self.arguments = dict(
+            mlp_units=[int(u) for u in mlp_units],
+            shape_components=int(shape_components),
+            shape_samples=int(shape_samples),
+            seed=int(seed),
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "model_config": to_dict(self.model_config), **self.arguments, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> BaselineModel:
+        return cls(**config)
+
+
 def build_baseline(
     kind: str,
     config: ModelConfig | None = None,
@@ -328,50 +394,13 @@ def build_baseline(
     shape_components: int = 10,
     shape_samples: int = 256,
     seed: int = 0,
-) -> keras.Model:
-    """Builds a Table 2 baseline (module docstring).
-
-    Args:
-      kind: "direct_lbs" or "parametric".
-      config: the front end's sizes (hourglass, encoder), default the "paper" preset.
-      mlp_units: hidden widths of the MLP (paper: three FC layers in all = two hidden + output).
-      shape_components, shape_samples, seed: the parametric rig's shape space.
-
-    Returns:
-      A functional keras.Model: image B x S x S x 3 in [0, 1] -> dict heatmaps, mesh_xyz,
-      pose_xyz.
-
-    Raises:
-      ValueError: unknown kind.
-    """
-    if kind not in BASELINES:
-        raise ValueError(f"baseline {kind!r}; expected one of {BASELINES}")
-    config = (config or ModelConfig.preset("paper")).validated()
-    size = config.image_size
-    images = keras.Input((size, size, 3), name="image")
-    centred = keras.layers.Rescaling(1.0, offset=-0.5, name="centre")(images)
-    heatmaps, features = StackedHourglass(
-        config.num_stacks,
-        depth=config.hourglass_depth,
-        filters=config.hourglass_filters,
-        num_heatmaps=config.num_keypoints,
-        num_modules=config.hourglass_modules,
-        name=HOURGLASS,
-    )(centred)
-    latent = ResidualEncoder(
-        config.encoder_filters, num_residual=config.encoder_residuals, num_pools=config.encoder_pools, name=ENCODER
-    )(heatmaps[-1], features)
-    if kind == "direct_lbs":
-        joints = _mlp(tuple(mlp_units), 3 * config.num_keypoints)(latent)
-        pose = keras.layers.Reshape((config.num_keypoints, 3), name="joints")(joints)
-        mesh = InverseKinematicsSkinning(name=RIG)(pose)
-    else:
-        rig = RigSkinning(shape_components, shape_samples, seed, name=RIG)
-        # Starts at the mean shape in the template's rest pose (all-zero parameters).
-        mesh, pose = rig(_mlp(tuple(mlp_units), rig.num_params, zero_output=True)(latent))
-    outputs = {
-        "heatmaps": [keras.layers.Identity(name=f"heatmaps_{i}")(h) for i, h in enumerate(heatmaps)],
-        "mesh_xyz": keras.layers.Identity(name="mesh_xyz")(mesh),
-        "pose_xyz": keras.layers.Identity(name="pose_xyz")(pose),
-    }
-    return keras.Model(images, outputs, name=kind)
+) -> BaselineModel:
+    """Builds the Table 2 baseline `kind` ("direct_lbs" or "parametric"; `BaselineModel`)."""
+    return BaselineModel(
+        kind,
+        config,
+        mlp_units=mlp_units,
+        shape_components=shape_components,
+        shape_samples=shape_samples,
+        seed=seed,
+    )

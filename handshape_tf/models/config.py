@@ -79,6 +79,10 @@ class ModelConfig:
     def preset_names() -> tuple[str, ...]:
         return tuple(_PRESETS)
 
+    def preset_name(self) -> str:
+        """The preset this config equals field for field, or "custom"."""
+        return next((name for name, preset in _PRESETS.items() if preset == self), "custom")
+
     @classmethod
     def preset(cls, name: str, **overrides) -> ModelConfig:
         """A named preset ("paper", "cpu", "tiny"), optionally with fields overridden."""
