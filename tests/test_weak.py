@@ -27,6 +27,10 @@ from handshape_tf.geometry.camera import xyz_to_uvd
 from handshape_tf.losses import MeshTopology, depth_map_loss
 from handshape_tf.models.config import ModelConfig
 from train import weak_stb
+from train.weak import config as weak_config
+from train.weak import data as weak_data
+from train.weak import evaluation
+from train.weak import objective as weak_objective
 
 TINY = 64
 
@@ -123,7 +127,9 @@ def test_rendered_mesh_depth_matches_ray_casting():
     intrinsics = np.array([100.0, 100.0, 32.0, 32.0], np.float32)
     root_depth, scale = np.float32(380.0), np.float32(40.0)
     uvd = xyz_to_uvd(xyz[None], intrinsics, [0.0, 0.0, TINY, TINY], scale=[scale], root_depth=[root_depth])
-    rendered = weak_stb.render_mesh_depth(uvd, intrinsics[None], [root_depth], [scale], TINY, 32, faces).numpy()[0]
+    rendered = weak_objective.render_mesh_depth(uvd, intrinsics[None], [root_depth], [scale], TINY, 32, faces).numpy()[
+        0
+    ]
     expected = ray_cast_depth(xyz, faces, intrinsics * 0.5, (32, 32))
     both = (rendered > 0) & (expected > 0)
     assert both.sum() > 100
@@ -141,8 +147,8 @@ def test_depth_loss_of_a_plane_moved_in_depth_is_hand_computed_and_its_gradient_
     reference = tf.fill([1, 32, 32], 520.0)
 
     def loss():
-        rendered = weak_stb.render_mesh_depth(uvd, intrinsics, [depth], [scale], TINY, 32, faces)
-        valid = weak_stb.depth_valid(rendered, reference, tf.constant([depth]), tf.constant([scale]), 3.0)
+        rendered = weak_objective.render_mesh_depth(uvd, intrinsics, [depth], [scale], TINY, 32, faces)
+        valid = weak_objective.depth_valid(rendered, reference, tf.constant([depth]), tf.constant([scale]), 3.0)
         return depth_map_loss(rendered / scale, reference / scale, valid), valid
 
     with tf.GradientTape() as tape:
@@ -162,9 +168,9 @@ def test_weak_objective_terms_and_total_match_a_numpy_computation():
     template = load_template()
     topology = MeshTopology.from_faces(template.faces, template.num_vertices)
     config = dataclasses.replace(
-        weak_stb.WeakConfig(model=ModelConfig.preset("tiny")), loss=weak_stb.WeakLossConfig(pose=True)
+        weak_config.WeakConfig(model=ModelConfig.preset("tiny")), loss=weak_config.WeakLossConfig(pose=True)
     ).validated()
-    objective = weak_stb.WeakObjective(config, topology, "uvd")
+    objective = weak_objective.WeakObjective(config, topology, "uvd")
     vertices, faces = posed_hand_mm()
     joints = (template.keypoints - template.vertices.mean(axis=0)) * 1000.0 + [0.0, 0.0, 400.0]
     intrinsics = np.array([100.0, 100.0, 32.0, 32.0], np.float32)
@@ -173,7 +179,9 @@ def test_weak_objective_terms_and_total_match_a_numpy_computation():
     mesh_uvd = xyz_to_uvd(vertices[None], intrinsics, box, scale=[scale], root_depth=[root_depth]).numpy()
     pose_uvd = xyz_to_uvd(joints[None], intrinsics, box, scale=[scale], root_depth=[root_depth]).numpy()
     pseudo_uvd = mesh_uvd * [1.0, 1.0, 1.5]
-    rendered = weak_stb.render_mesh_depth(mesh_uvd, intrinsics[None], [root_depth], [scale], TINY, 32, faces).numpy()
+    rendered = weak_objective.render_mesh_depth(
+        mesh_uvd, intrinsics[None], [root_depth], [scale], TINY, 32, faces
+    ).numpy()
     batch = {
         "joints_uv": pose_uvd[..., :2] * TINY,
         "intrinsics": intrinsics[None],
@@ -366,7 +374,7 @@ def test_real_like_sets_are_right_hands_with_consistent_labels(crop_sets):
     metadata = shards.read_metadata(crop_sets / "train")
     assert metadata["domain"] == "real_like" and metadata["sensor"]["noise_at_500mm"] == 1.2
     assert metadata["sensor_depth_unit_mm"] == 1.0 and metadata["fields"][-1] == "sensor_depth"
-    batch = weak_stb.read_batch(crops, np.arange(len(crops)))
+    batch = weak_data.read_batch(crops, np.arange(len(crops)))
     assert not batch["is_left"].any() and batch["mirrored"].any()
     fx, fy, cx, cy = np.moveaxis(batch["intrinsics"], -1, 0)[..., None]
     xyz = batch["joints_xyz"]
@@ -401,12 +409,12 @@ def test_rgbd_sets_resume_position_and_refuse_incomplete_folders(tmp_path):
     np.testing.assert_array_equal(batch["mirrored"], [False, False, True])
     with pytest.raises(DatasetError, match="holds no \\['vertices_xyz'\\]; its samples have"):
         crops.batch([0], ["image", "vertices_xyz"])
-    streamed = [b["index"] for _, b in zip(range(6), weak_stb.iterate_batches(crops, 2, seed=5))]
-    resumed = [b["index"] for _, b in zip(range(3), weak_stb.iterate_batches(crops, 2, seed=5, start=6))]
+    streamed = [b["index"] for _, b in zip(range(6), weak_data.iterate_batches(crops, 2, seed=5))]
+    resumed = [b["index"] for _, b in zip(range(3), weak_data.iterate_batches(crops, 2, seed=5, start=6))]
     np.testing.assert_array_equal(np.concatenate(streamed[3:]), np.concatenate(resumed))
     assert sorted(np.concatenate(streamed[:3]).tolist()[:3]) == [0, 1, 2]  # the first epoch is a permutation
     with pytest.raises(ValueError, match="batch_size 4 exceeds the 3 samples"):
-        next(weak_stb.iterate_batches(crops, 4, seed=0))
+        next(weak_data.iterate_batches(crops, 4, seed=0))
 
 
 def test_format_1_folders_read_as_synthetic_fields(tmp_path, renderer):
@@ -560,7 +568,7 @@ def test_weak_stb_resumes_an_interrupted_run_from_its_checkpoint(tmp_path, tiny_
         "stages.heatmap.time_fraction=0",
         "stages.full.max_steps=3",
     ]
-    stream = weak_stb.iterate_batches
+    stream = weak_data.iterate_batches
 
     def interrupted(*args, **kwargs):  # the process dies while fetching the second batch
         for count, batch in enumerate(stream(*args, **kwargs)):
@@ -568,12 +576,12 @@ def test_weak_stb_resumes_an_interrupted_run_from_its_checkpoint(tmp_path, tiny_
                 raise KeyboardInterrupt
             yield batch
 
-    monkeypatch.setattr(weak_stb, "iterate_batches", interrupted)
+    monkeypatch.setattr(weak_data, "iterate_batches", interrupted)
     with pytest.raises(KeyboardInterrupt):
         weak_stb.main([str(a) for a in argv])
     assert not (run / "report.json").exists()
     pseudo_gt = (run / "pseudo_gt" / "mesh_uvd.npy").stat().st_mtime_ns
-    monkeypatch.setattr(weak_stb, "iterate_batches", stream)
+    monkeypatch.setattr(weak_data, "iterate_batches", stream)
     assert weak_stb.main([str(a) for a in argv]) == 0
     report = json.loads((run / "report.json").read_text())
     assert report["training"]["resumed_from_step"] == 1 and report["training"]["global_step"] == 3
@@ -624,7 +632,7 @@ def test_weak_stb_resumes_an_interrupted_run_from_its_checkpoint(tmp_path, tiny_
 
 
 def test_weak_config_checks_name_every_bad_key():
-    config = weak_stb.WeakConfig(model=ModelConfig.preset("tiny"), architecture="direct_lbs")
+    config = weak_config.WeakConfig(model=ModelConfig.preset("tiny"), architecture="direct_lbs")
     bad = {
         "loss.pseudo_mesh": False,
         "stages.full.time_fraction": 1.5,
@@ -642,7 +650,7 @@ def test_weak_config_checks_name_every_bad_key():
     )
     with pytest.raises(ConfigError, match=message):
         merge(config, bad).validated()
-    assert weak_stb.WeakConfig(model=ModelConfig.preset("tiny")).validated().terms == (
+    assert weak_config.WeakConfig(model=ModelConfig.preset("tiny")).validated().terms == (
         "heatmap",
         "depth",
         "pseudo_mesh",
@@ -658,23 +666,23 @@ def test_weak_config_takes_the_init_runs_recipe(tmp_path, tiny_init):
     config["dataset"]["views"], config["data"]["heatmap_sigma"] = "frontal", 12.0
     config["batch_size"], config["optimizer"]["warmup_steps"] = 16, 50
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
-    init = weak_stb.open_init(folder)
-    resolved = weak_stb.resolve(init)
+    init = weak_config.open_init(folder)
+    resolved = weak_config.resolve(init)
     assert (resolved.data.views, resolved.data.heatmap_sigma) == ("frontal", 12.0)
     assert (resolved.batch_size, resolved.optimizer.warmup_steps) == (16, 50)
-    assert weak_stb.resolve(init, overrides={"data.views": "full"}).data.views == "full"
+    assert weak_config.resolve(init, overrides={"data.views": "full"}).data.views == "full"
 
 
 def test_mesh_plausibility_of_the_template_and_of_a_noisy_one():
     template = load_template()
-    plausibility = weak_stb.MeshPlausibility()
+    plausibility = evaluation.MeshPlausibility()
     keypoints = template.keypoints
     scale = np.linalg.norm(keypoints[10] - keypoints[9])
     plausibility.update(template.vertices[None] * 1000.0, [scale * 1000.0])  # same shape, other unit
     summary = plausibility.summary()
     assert summary["edge_log_ratio"] < 1e-6 and summary["edge_outliers"] == 0.0
     np.testing.assert_allclose(summary["laplacian_ratio"], 1.0, rtol=1e-6)
-    noisy = weak_stb.MeshPlausibility()
+    noisy = evaluation.MeshPlausibility()
     jitter = np.random.default_rng(0).normal(0.0, 0.003, template.vertices.shape)  # 3 mm
     noisy.update((template.vertices + jitter)[None], [scale])
     assert noisy.summary()["laplacian_ratio"] > 2.0 and noisy.summary()["edge_log_ratio"] > 0.2

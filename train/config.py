@@ -192,7 +192,7 @@ class Problems:
 
 
 def check_common(config: Any, stages: Sequence[str], problems: Problems) -> None:
-    """Checks the sections every staged run config has (`TrainConfig`, `train.weak_stb.WeakConfig`).
+    """Checks the sections every staged run config has (`TrainConfig`, `train.weak.config.WeakConfig`).
 
     Args:
       config: the config: batch_size, budget_minutes, log_every_steps, stage(name) ->

@@ -4,7 +4,7 @@ Shape shorthand: B global batch, b = B / replicas, S input side, M heat-map side
 V mesh vertices.
 
 `StagedTrainer` is the loop both training entry points share: `Trainer` below (train.synthetic,
-train.ablations) and `train.weak_trainer.WeakTrainer` (weakly supervised fine-tuning). It runs the
+train.ablations) and `train.weak.trainer.WeakTrainer` (weakly supervised fine-tuning). It runs the
 stages of its subclass in order, each with its own optimizer (their variables differ; all are in
 the checkpoint), until the stage's max_steps or its share of the time budget (`train.config`);
 a subclass says which variables, batches and step function a stage has.
@@ -237,7 +237,7 @@ class StagedTrainer(abc.ABC):
     `stage_variables`, `_batches` and `_step_fn`; it may narrow `_active`.
 
     Args:
-      config: the run's config (`TrainConfig`, `train.weak_stb.WeakConfig`): batch_size,
+      config: the run's config (`TrainConfig`, `train.weak.config.WeakConfig`): batch_size,
         budget_minutes, log_every_steps, model.num_stacks, stage(name) -> StageConfig,
         optimizer (OptimizerConfig) and checkpoint (CheckpointConfig).
       run_dir: the run folder (`train.checkpoints` layout); created by `prepare_run_dir`.

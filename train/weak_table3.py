@@ -34,7 +34,8 @@ from typing import Any
 
 from handshape_tf.cli import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, add_verbose_argument, print_error, setup_logging
 from handshape_tf.config_utils import ConfigError, parse_overrides
-from train import checkpoints, weak_stb
+from train import checkpoints
+from train.weak.config import InitRun, open_init, resolve
 
 logger = logging.getLogger("train.weak_table3")
 
@@ -124,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def open_inits(args, variants: list[str]) -> dict[str, weak_stb.InitRun]:
+def open_inits(args, variants: list[str]) -> dict[str, InitRun]:
     """The init runs the variants need, checked (architecture, preset) before anything runs.
 
     Raises:
@@ -135,11 +136,11 @@ def open_inits(args, variants: list[str]) -> dict[str, weak_stb.InitRun]:
     inits = {}
     if "graph" in needed:
         folder = args.init or args.workdir / f"synthetic-{args.preset}"
-        inits["graph"] = weak_stb.open_init(folder, args.preset)
+        inits["graph"] = open_init(folder, args.preset)
     if "baseline1" in needed:
         folder = args.baseline1_init or args.workdir / f"ablations-{args.preset}" / "direct_lbs"
         command = f"python -m train.ablations --preset {args.preset} --variants direct_lbs"
-        inits["baseline1"] = weak_stb.open_init(folder, args.preset, command, "--baseline1-init")
+        inits["baseline1"] = open_init(folder, args.preset, command, "--baseline1-init")
     for kind, architecture in (("graph", "graph"), ("baseline1", "direct_lbs")):
         if kind in inits and inits[kind].config.architecture != architecture:
             raise ConfigError(
@@ -178,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     from handshape_tf.data.shards import DatasetError
     from handshape_tf.evaluation.plots import plot_pck_curves
     from train.loop import TrainingDiverged
+    from train.weak.data import prepare_data
+    from train.weak.run import run_weak
 
     progress = not args.no_progress
     try:
@@ -186,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         configs = {}
         for name in args.variants:
             kind, variant_overrides, *_ = VARIANTS[name]
-            configs[name] = weak_stb.resolve(inits[kind], None, {**overrides, **variant_overrides})
-        data = weak_stb.prepare_data(args.data, args.workdir, next(iter(configs.values())), progress)
+            configs[name] = resolve(inits[kind], None, {**overrides, **variant_overrides})
+        data = prepare_data(args.data, args.workdir, next(iter(configs.values())), progress)
     except (ConfigError, DatasetError, FileNotFoundError, ValueError) as error:
         print_error(error)
         return EXIT_BAD_INPUT
@@ -199,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         kind, _, pipeline, depth_loss, pose3d = VARIANTS[name]
         logger.info("variant %s (%d of %d)", name, len(rows) + 1, len(args.variants))
         try:
-            report = weak_stb.run_weak(configs[name], folder / name, inits[kind], data, progress=progress)
+            report = run_weak(configs[name], folder / name, inits[kind], data, progress=progress)
         except TrainingDiverged as error:
             logger.error("variant %s diverged: %s", name, error)
             rows.append(

@@ -63,13 +63,11 @@ import tensorflow as tf
 from handshape_tf.data.data_config import AugmentConfig, DataConfig  # defined without TensorFlow; re-exported
 from handshape_tf.data.shards import DatasetError, read_metadata, shard_paths, verify_shards
 from handshape_tf.geometry.camera import project, root_depth_and_scale, xyz_to_uvd
-from handshape_tf.geometry.heatmaps import render_heatmaps
+from handshape_tf.geometry.heatmaps import render_heatmaps, sigma_for_side
 
 logger = logging.getLogger(__name__)
 
 NUM_KEYPOINTS = 21
-# Heat-map Gaussian of the paper: 4 px at 64 x 64 heat-maps.
-PAPER_HEATMAP_SIDE = 64
 
 
 # ----------------------------------------------------------------------------------------------
@@ -520,7 +518,7 @@ def prepare_sample(
         if augment and config.augment.enabled:
             image = photometric_augmentation(image, key, config.augment)
         element["image"] = tf.ensure_shape(tf.clip_by_value(image, 0.0, 1.0), (image_size, image_size, 3))
-    sigma = config.heatmap_sigma * heatmap_size / PAPER_HEATMAP_SIDE
+    sigma = sigma_for_side(config.heatmap_sigma, heatmap_size)
     element.update(make_labels(joints_xyz, vertices_xyz, intrinsics, image_size, heatmap_size, sigma))
     element.update(joints_xyz=joints_xyz, intrinsics=intrinsics, is_left=is_left, index=index)
     if vertices_xyz is not None:

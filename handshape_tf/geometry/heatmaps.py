@@ -14,6 +14,14 @@ import tensorflow as tf
 
 from handshape_tf.geometry.camera import _check_last_dim
 
+# The paper's heat-maps: 64 x 64 with a 4 px Gaussian; configs give sigma at that side.
+PAPER_HEATMAP_SIDE = 64
+
+
+def sigma_for_side(sigma_at_paper_side: float, heatmap_size: int) -> float:
+    """The Gaussian SD in pixels of `heatmap_size`-pixel maps for a config's sigma at 64 x 64."""
+    return sigma_at_paper_side * heatmap_size / PAPER_HEATMAP_SIDE
+
 
 def _check_heatmaps(heatmaps: tf.Tensor) -> None:
     if heatmaps.shape.rank is not None and heatmaps.shape.rank != 4:

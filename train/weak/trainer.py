@@ -1,8 +1,4 @@
-"""`WeakTrainer`: the training loop of `train.weak_stb` (weakly supervised fine-tuning).
-
-A module of its own because it subclasses `train.loop.StagedTrainer` (TensorFlow), while
-`train.weak_stb` imports without TensorFlow so its command line answers --help at once.
-"""
+"""`WeakTrainer`: the training loop of weakly supervised fine-tuning, on `train.loop.StagedTrainer`."""
 
 from __future__ import annotations
 
@@ -10,18 +6,37 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tensorflow as tf
 
-from train import weak_stb  # by module: what is patched on weak_stb (tests) is what runs
-from train.loop import StagedTrainer, make_environment
+from handshape_tf.assets.template import load_template
+from handshape_tf.data.depth_sensor import nearest_depth
+from handshape_tf.data.pipeline import AugmentConfig, photometric_augmentation
+from handshape_tf.losses import MeshTopology
+from handshape_tf.models.network import HOURGLASS
+from train.loop import StagedTrainer, batch_norm_layers, make_environment
+from train.weak import data  # by module: what a test patches on train.weak.data is what runs
+from train.weak.config import STAGES, WeakConfig
+from train.weak.evaluation import has_uvd_mesh
+from train.weak.objective import WeakObjective
+
+
+def set_batch_norm_trainable(model, trainable: bool) -> list:
+    """Sets `trainable` on every BatchNormalization layer of `model` (nested ones too) that does
+    not have it yet; returns those layers. A non-trainable Keras 3 BatchNormalization normalises
+    with its moving statistics even when called with training=True, and updates nothing."""
+    layers = [layer for layer in batch_norm_layers(model) if layer.trainable != trainable]
+    for layer in layers:
+        layer.trainable = trainable
+    return layers
 
 
 class WeakTrainer(StagedTrainer):
-    """Runs the two stages (`weak_stb.STAGES`) on one run folder with `train.loop.StagedTrainer`
+    """Runs the two stages (`STAGES`) on one run folder with `train.loop.StagedTrainer`
     (checkpoints, resume, time budgets, logging as `train.loop.Trainer`'s); on resume the batch
-    stream `weak_stb.iterate_batches` is rebuilt at the samples consumed.
+    stream `data.iterate_batches` is rebuilt at the samples consumed.
 
     Args:
-      config: the resolved `weak_stb.WeakConfig`.
+      config: the resolved `WeakConfig`.
       run_dir: the run folder (prepared with `train.checkpoints.prepare_run_dir`).
       model: the model to fine-tune (loaded from the init run).
       crops: the training set (`shards.ShardSamples`).
@@ -29,31 +44,29 @@ class WeakTrainer(StagedTrainer):
       progress: show progress bars.
     """
 
-    STAGE_ORDER = weak_stb.STAGES
+    STAGE_ORDER = STAGES
 
     def __init__(
         self,
-        config: weak_stb.WeakConfig,
+        config: WeakConfig,
         run_dir: Path,
         model,
         crops,
         pseudo_gt: np.ndarray | None,
         progress: bool = True,
     ):
-        from handshape_tf.assets.template import load_template
-        from handshape_tf.losses import MeshTopology
 
         if config.loss.pseudo_mesh and pseudo_gt is None:
             raise ValueError("loss.pseudo_mesh is on but no pseudo-GT meshes were given")
         self.crops = crops
         self.pseudo_gt = pseudo_gt
         # Before the optimizers are built: frozen layers have no trainable variables.
-        self._frozen = weak_stb.set_batch_norm_trainable(model, False) if config.freeze_batch_norm else []
+        self._frozen = set_batch_norm_trainable(model, False) if config.freeze_batch_norm else []
         super().__init__(config, run_dir, model, make_environment("default"), progress=progress)
         template = load_template()
-        kind = "uvd" if weak_stb.has_uvd_mesh(model) else "xyz"
+        kind = "uvd" if has_uvd_mesh(model) else "xyz"
         topology = MeshTopology.from_faces(template.faces, template.num_vertices)
-        self.objective = weak_stb.WeakObjective(config, topology, kind)
+        self.objective = WeakObjective(config, topology, kind)
 
     def train(self) -> dict[str, Any]:
         """`StagedTrainer.train`; the frozen BatchNorm layers are trainable again afterwards, so
@@ -65,18 +78,14 @@ class WeakTrainer(StagedTrainer):
                 layer.trainable = True
 
     def stage_variables(self, name: str) -> list:
-        from handshape_tf.models.network import HOURGLASS
-
         if name == "heatmap":
             return list(self.model.get_layer(HOURGLASS).trainable_variables)
         return list(self.model.trainable_variables)
 
     def _batches(self, name: str):
         """Numpy batch dicts of the training stream from the current position on (both stages)."""
-        from handshape_tf.data.depth_sensor import nearest_depth
-
         depth_size = self.config.loss.depth_size
-        for batch in weak_stb.iterate_batches(
+        for batch in data.iterate_batches(
             self.crops, self.config.batch_size, seed=self.config.seed, start=int(self.samples.numpy())
         ):
             batch["depth"] = nearest_depth(batch.pop("sensor_depth"), depth_size)
@@ -85,9 +94,6 @@ class WeakTrainer(StagedTrainer):
             yield batch
 
     def _step_fn(self, name: str):
-        import tensorflow as tf
-
-        from handshape_tf.data.pipeline import AugmentConfig, photometric_augmentation
 
         variables, optimizer, objective = self.stage_variables(name), self.optimizers[name], self.objective
         photometric, seed = self.config.data.photometric, self.config.seed
