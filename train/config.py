@@ -20,15 +20,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from handshape_tf.config_utils import ConfigError, load_yaml, merge
 from handshape_tf.data.data_config import DataConfig
 from handshape_tf.data.domains import get_domain
-from handshape_tf.models.config import ModelConfig
+from handshape_tf.models.config import PRESETS, Architecture, ModelConfig
 
 STAGES = ("heatmap", "pose", "full")
-ARCHITECTURES = ("graph", "direct_lbs", "parametric")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,13 +190,27 @@ class Problems:
             raise ConfigError(f"inconsistent {what}: " + "; ".join(self.messages))
 
 
-def check_common(config: Any, stages: Sequence[str], problems: Problems) -> None:
-    """Checks the sections every staged run config has (`TrainConfig`, `train.weak.config.WeakConfig`).
+class StagedRunConfig(Protocol):
+    """What every staged run config has (`TrainConfig`, `train.weak.config.WeakConfig`): what
+    `check_common` checks and `train.loop.StagedTrainer` reads."""
+
+    model: ModelConfig
+    batch_size: int
+    budget_minutes: float
+    log_every_steps: int
+    optimizer: OptimizerConfig
+    checkpoint: CheckpointConfig
+    loss: Any  # a dataclass whose *_weight fields are loss weights
+    evaluation: Any  # has batch_size and limit
+
+    def stage(self, name: str) -> StageConfig: ...
+
+
+def check_common(config: StagedRunConfig, stages: Sequence[str], problems: Problems) -> None:
+    """Checks the sections every staged run config has (`StagedRunConfig`).
 
     Args:
-      config: the config: batch_size, budget_minutes, log_every_steps, stage(name) ->
-        StageConfig, loss (its *_weight fields), optimizer, checkpoint, evaluation.batch_size
-        and evaluation.limit.
+      config: the config.
       stages: the config's stage names.
       problems: where the failed checks go.
     """
@@ -246,7 +259,7 @@ class TrainConfig:
     """
 
     model: ModelConfig = ModelConfig.preset("cpu")
-    architecture: Literal["graph", "direct_lbs", "parametric"] = "graph"
+    architecture: Architecture = "graph"
     precision: Literal["float32", "mixed_bfloat16"] = "float32"
     batch_size: int = 32
     budget_minutes: float = 30.0
@@ -304,26 +317,14 @@ class TrainConfig:
         return self
 
 
-# Training values that differ from the paper's for a preset. The cpu preset trains for ~30
-# minutes on 2 cores, a few thousand steps where the paper's schedule has hundreds of thousands,
-# so it gets a recipe measured to learn within that: batch 16 (twice the updates per image),
-# wider heat-map Gaussians (3 px on its 16 x 16 maps where the paper's 4 px on 64 x 64 would be
-# 1 px: the hourglass leaves the all-zero plateau several times sooner), a 50-step warm-up per
-# stage (a fresh RMSprop's first steps otherwise undo the previous stage), and frontal views
-# (a hand held up to a webcam) instead of the full sphere. README "Presets" has the measurements.
-PRESET_TRAINING: dict[str, dict[str, Any]] = {
-    "cpu": {"batch_size": 16, "data.heatmap_sigma": 12.0, "optimizer.warmup_steps": 50, "dataset.views": "frontal"},
-}
-
-
 def preset_config(name: str) -> TrainConfig:
     """The default TrainConfig with the model preset `name` ("paper", "cpu", "tiny") and that
-    preset's training values (`PRESET_TRAINING`).
+    preset's training values (`handshape_tf.models.config.PRESETS`).
 
     Raises:
       ConfigError: unknown preset.
     """
-    return merge(TrainConfig(model=ModelConfig.preset(name)), PRESET_TRAINING.get(name, {}))
+    return merge(TrainConfig(model=ModelConfig.preset(name)), PRESETS[name].training)
 
 
 def resolve_config(

@@ -50,7 +50,7 @@ from handshape_tf.data.pipeline import background_bank, evaluation_dataset, trai
 from handshape_tf.losses import MeshTopology
 from handshape_tf.models.network import HOURGLASS, POSE_REGRESSOR, build_model
 from train import checkpoints
-from train.config import STAGES, TrainConfig
+from train.config import STAGES, StagedRunConfig, TrainConfig
 from train.objectives import Objective
 
 logger = logging.getLogger(__name__)
@@ -237,9 +237,8 @@ class StagedTrainer(abc.ABC):
     `stage_variables`, `_batches` and `_step_fn`; it may narrow `_active`.
 
     Args:
-      config: the run's config (`TrainConfig`, `train.weak.config.WeakConfig`): batch_size,
-        budget_minutes, log_every_steps, model.num_stacks, stage(name) -> StageConfig,
-        optimizer (OptimizerConfig) and checkpoint (CheckpointConfig).
+      config: the run's config (`train.config.StagedRunConfig`: `TrainConfig`,
+        `train.weak.config.WeakConfig`).
       run_dir: the run folder (`train.checkpoints` layout); created by `prepare_run_dir`.
       model: the Keras model to train, built in `environment.strategy`'s scope.
       environment: the strategy (`make_environment`).
@@ -249,7 +248,13 @@ class StagedTrainer(abc.ABC):
     STAGE_ORDER: tuple[str, ...]  # every stage name in order; `stage` and the deadlines count in it
 
     def __init__(
-        self, config: Any, run_dir: Path, model: keras.Model, environment: Environment, *, progress: bool = True
+        self,
+        config: StagedRunConfig,
+        run_dir: Path,
+        model: keras.Model,
+        environment: Environment,
+        *,
+        progress: bool = True,
     ):
         self.config = config
         self.run_dir = Path(run_dir)

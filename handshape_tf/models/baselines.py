@@ -35,10 +35,10 @@ import tensorflow as tf
 from handshape_tf.assets.template import KEYPOINT_RIG_JOINTS, RIG_JOINT_NAMES, SCALE_BONE, load_template
 from handshape_tf.config_utils import to_dict
 from handshape_tf.geometry.skinning import axis_angle_to_matrix, forward_kinematics, linear_blend_skinning
-from handshape_tf.models.config import ModelConfig
+from handshape_tf.models.config import ARCHITECTURES, ModelConfig
 from handshape_tf.models.network import build_trunk, heatmap_outputs, model_config_from
 
-BASELINES = ("direct_lbs", "parametric")
+BASELINES = tuple(name for name in ARCHITECTURES if name != "graph")
 MLP = "mlp"
 RIG = "rig"
 # Rig joint of each keypoint, and the keypoints that fix the palm's rotation.

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from handshape_tf.config_utils import ConfigError, load_yaml, merge, to_dict
-from handshape_tf.models.config import ModelConfig
+from handshape_tf.models.config import Architecture, ModelConfig
 from train import checkpoints
 from train.config import CheckpointConfig, OptimizerConfig, Problems, StageConfig, check_common
 
@@ -105,7 +105,7 @@ class WeakConfig:
     """
 
     model: ModelConfig = ModelConfig.preset("cpu")
-    architecture: Literal["graph", "direct_lbs", "parametric"] = "graph"
+    architecture: Architecture = "graph"
     batch_size: int = 32
     budget_minutes: float = DEFAULT_BUDGET_MINUTES
     seed: int = 0
@@ -220,7 +220,7 @@ def open_init(
 
 def resolve(init: InitRun, config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> WeakConfig:
     """WeakConfig: defaults with the init run's model, architecture, batch size, optimizer,
-    heat-map sigma and views (its preset's recipe, `train.config.PRESET_TRAINING`) -> YAML ->
+    heat-map sigma and views (its preset's recipe, `handshape_tf.models.config.PRESETS`) -> YAML ->
     overrides.
 
     Raises:
