@@ -145,3 +145,24 @@ def save_yaml(config: Any, path: str | Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
     tmp.replace(path)
+
+
+class Problems:
+    """Collects what a config check finds wrong, as "key=value must be rule" messages."""
+
+    def __init__(self):
+        self.messages: list[str] = []
+
+    def need(self, key: str, value: Any, ok: bool, rule: str) -> None:
+        """Records `key`=`value` as breaking `rule` unless `ok`."""
+        if not ok:
+            self.messages.append(f"{key}={value!r} must be {rule}")
+
+    def add(self, message: str) -> None:
+        """Records a problem that does not read as one key's rule."""
+        self.messages.append(message)
+
+    def raise_if_any(self, what: str) -> None:
+        """Raises ConfigError("inconsistent <what>: <messages>") if a check failed."""
+        if self.messages:
+            raise ConfigError(f"inconsistent {what}: " + "; ".join(self.messages))

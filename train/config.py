@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from handshape_tf.config_utils import ConfigError, load_yaml, merge
+from handshape_tf.config_utils import Problems, load_yaml, merge
 from handshape_tf.data.data_config import DataConfig
 from handshape_tf.data.domains import get_domain
 from handshape_tf.models.config import PRESETS, Architecture, ModelConfig
@@ -171,23 +171,6 @@ class BaselineConfig:
     mlp_units: tuple[int, ...] = (512, 512)
     shape_components: int = 10
     shape_samples: int = 256
-
-
-class Problems:
-    """Collects what a config check finds wrong, as "key=value must be rule" messages."""
-
-    def __init__(self):
-        self.messages: list[str] = []
-
-    def need(self, key: str, value: Any, ok: bool, rule: str) -> None:
-        """Records `key`=`value` as breaking `rule` unless `ok`."""
-        if not ok:
-            self.messages.append(f"{key}={value!r} must be {rule}")
-
-    def raise_if_any(self, what: str) -> None:
-        """Raises ConfigError("inconsistent <what>: <messages>") if a check failed."""
-        if self.messages:
-            raise ConfigError(f"inconsistent {what}: " + "; ".join(self.messages))
 
 
 class StagedRunConfig(Protocol):

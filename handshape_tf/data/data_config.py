@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from handshape_tf.config_utils import ConfigError
+from handshape_tf.config_utils import Problems
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,28 +80,25 @@ class DataConfig:
     def validated(self) -> DataConfig:
         """Returns self after checking the values; raises ConfigError."""
         a = self.augment
-        problems = [
-            f"{name}={value} must be {rule}"
-            for name, value, ok, rule in (
-                ("data.background_bank", self.background_bank, self.background_bank >= 1, ">= 1"),
-                ("data.heatmap_sigma", self.heatmap_sigma, self.heatmap_sigma > 0, "> 0"),
-                ("data.shuffle_buffer", self.shuffle_buffer, self.shuffle_buffer >= 1, ">= 1"),
-                ("data.parallel_calls", self.parallel_calls, self.parallel_calls >= 0, ">= 0"),
-                ("data.prefetch", self.prefetch, self.prefetch >= 0, ">= 0"),
-                ("data.augment.rotation_deg", a.rotation_deg, 0 <= a.rotation_deg <= 180, "in [0, 180]"),
-                ("data.augment.scale_min", a.scale_min, 0 < a.scale_min <= a.scale_max, "in (0, scale_max]"),
-                ("data.augment.translation", a.translation, 0 <= a.translation < 1, "in [0, 1)"),
-                ("data.augment.brightness", a.brightness, 0 <= a.brightness <= 1, "in [0, 1]"),
-                ("data.augment.contrast", a.contrast, 0 <= a.contrast < 1, "in [0, 1)"),
-                ("data.augment.saturation", a.saturation, 0 <= a.saturation < 1, "in [0, 1)"),
-                ("data.augment.hue", a.hue, 0 <= a.hue <= 0.5, "in [0, 0.5]"),
-                ("data.augment.blur_probability", a.blur_probability, 0 <= a.blur_probability <= 1, "in [0, 1]"),
-                ("data.augment.blur_sigma_max", a.blur_sigma_max, a.blur_sigma_max >= 0.3, ">= 0.3"),
-                ("data.augment.noise_probability", a.noise_probability, 0 <= a.noise_probability <= 1, "in [0, 1]"),
-                ("data.augment.noise_std_max", a.noise_std_max, a.noise_std_max >= 0, ">= 0"),
-            )
-            if not ok
-        ]
-        if problems:
-            raise ConfigError("inconsistent data config: " + "; ".join(problems))
+        problems = Problems()
+        for name, value, ok, rule in (
+            ("data.background_bank", self.background_bank, self.background_bank >= 1, ">= 1"),
+            ("data.heatmap_sigma", self.heatmap_sigma, self.heatmap_sigma > 0, "> 0"),
+            ("data.shuffle_buffer", self.shuffle_buffer, self.shuffle_buffer >= 1, ">= 1"),
+            ("data.parallel_calls", self.parallel_calls, self.parallel_calls >= 0, ">= 0"),
+            ("data.prefetch", self.prefetch, self.prefetch >= 0, ">= 0"),
+            ("data.augment.rotation_deg", a.rotation_deg, 0 <= a.rotation_deg <= 180, "in [0, 180]"),
+            ("data.augment.scale_min", a.scale_min, 0 < a.scale_min <= a.scale_max, "in (0, scale_max]"),
+            ("data.augment.translation", a.translation, 0 <= a.translation < 1, "in [0, 1)"),
+            ("data.augment.brightness", a.brightness, 0 <= a.brightness <= 1, "in [0, 1]"),
+            ("data.augment.contrast", a.contrast, 0 <= a.contrast < 1, "in [0, 1)"),
+            ("data.augment.saturation", a.saturation, 0 <= a.saturation < 1, "in [0, 1)"),
+            ("data.augment.hue", a.hue, 0 <= a.hue <= 0.5, "in [0, 0.5]"),
+            ("data.augment.blur_probability", a.blur_probability, 0 <= a.blur_probability <= 1, "in [0, 1]"),
+            ("data.augment.blur_sigma_max", a.blur_sigma_max, a.blur_sigma_max >= 0.3, ">= 0.3"),
+            ("data.augment.noise_probability", a.noise_probability, 0 <= a.noise_probability <= 1, "in [0, 1]"),
+            ("data.augment.noise_std_max", a.noise_std_max, a.noise_std_max >= 0, ">= 0"),
+        ):
+            problems.need(name, value, ok, rule)
+        problems.raise_if_any("data config")
         return self

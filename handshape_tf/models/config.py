@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal, get_args
 
-from handshape_tf.config_utils import ConfigError, merge
+from handshape_tf.config_utils import ConfigError, Problems, merge
 
 # The networks a run can train: the paper's graph CNN and the Table 2 baselines.
 Architecture = Literal["graph", "direct_lbs", "parametric"]
@@ -96,7 +96,7 @@ class ModelConfig:
 
     def validated(self) -> ModelConfig:
         """Returns self after checking that the sizes fit together; raises ConfigError."""
-        problems = []
+        problems = Problems()
         for name in (
             "image_size",
             "num_stacks",
@@ -110,31 +110,33 @@ class ModelConfig:
             "decoder_coarse_features",
             "cheb_order",
         ):
-            if getattr(self, name) < 1:
-                problems.append(f"{name}={getattr(self, name)} must be >= 1")
+            problems.need(name, getattr(self, name), getattr(self, name) >= 1, ">= 1")
         multiple = 4 * 2**self.hourglass_depth
-        if self.image_size % multiple:
-            problems.append(f"image_size={self.image_size} must be a multiple of 4 * 2**hourglass_depth = {multiple}")
+        problems.need(
+            "image_size",
+            self.image_size,
+            self.image_size % multiple == 0,
+            f"a multiple of 4 * 2**hourglass_depth = {multiple}",
+        )
         if self.encoder_pools < 0 or self.heatmap_size % 2**self.encoder_pools:
-            problems.append(
+            problems.add(
                 f"encoder_pools={self.encoder_pools} does not divide the {self.heatmap_size}-pixel heat-maps "
-                f"into whole cells"
+                "into whole cells"
             )
         if self.encoder_pools > self.encoder_residuals:
-            problems.append(f"encoder_pools={self.encoder_pools} exceeds encoder_residuals={self.encoder_residuals}")
-        if not self.decoder_widths or min(self.decoder_widths) < 1:
-            problems.append(f"decoder_widths={self.decoder_widths} must be one positive width per graph level")
-        if len(self.pose_widths) != 2 or min(self.pose_widths) < 1:
-            problems.append(f"pose_widths={self.pose_widths} must be two positive widths")
+            problems.add(f"encoder_pools={self.encoder_pools} exceeds encoder_residuals={self.encoder_residuals}")
+        widths_ok = bool(self.decoder_widths) and min(self.decoder_widths) >= 1
+        problems.need("decoder_widths", self.decoder_widths, widths_ok, "one positive width per graph level")
+        pose_ok = len(self.pose_widths) == 2 and min(self.pose_widths) >= 1
+        problems.need("pose_widths", self.pose_widths, pose_ok, "two positive widths")
         if self.graph_levels < 4:
-            problems.append(
+            problems.add(
                 f"decoder_widths has {self.graph_levels} levels; the pose regressor pools the mesh graph by 4 twice, "
                 "so at least 4 levels are needed"
             )
-        if self.graph_formulation not in ("sparse", "gather"):
-            problems.append(f"graph_formulation={self.graph_formulation!r} must be 'sparse' or 'gather'")
-        if problems:
-            raise ConfigError("inconsistent model config: " + "; ".join(problems))
+        formulation_ok = self.graph_formulation in ("sparse", "gather")
+        problems.need("graph_formulation", self.graph_formulation, formulation_ok, "'sparse' or 'gather'")
+        problems.raise_if_any("model config")
         return self
 
 

@@ -10,10 +10,10 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
-from handshape_tf.config_utils import ConfigError, load_yaml, merge, to_dict
+from handshape_tf.config_utils import ConfigError, Problems, load_yaml, merge, to_dict
 from handshape_tf.models.config import Architecture, ModelConfig
 from train import checkpoints
-from train.config import CheckpointConfig, OptimizerConfig, Problems, StageConfig, check_common
+from train.config import CheckpointConfig, OptimizerConfig, StageConfig, check_common
 
 logger = logging.getLogger(__name__)
 
