@@ -1,5 +1,6 @@
 """Shared test set-up: a small photo bank of generated images, so every test renders the
-"photo" domain offline (the real bank is built from registry packages on first use)."""
+"photo" domain offline (the real bank is built from registry packages on first use), and the
+tiny model the export, inference and demo tests share."""
 
 from __future__ import annotations
 
@@ -30,3 +31,21 @@ def fixture_photo_bank(tmp_path_factory):
     patch.setenv("HANDSHAPE_TF_CACHE", str(cache))
     yield folder
     patch.undo()
+
+
+@pytest.fixture(scope="session")
+def spread_tiny_model():
+    """The "tiny" preset with seed-0 weights, its mesh output widened so that u, v spread over
+    the crop around 0.5 as a trained model's do (random weights leave every vertex within ~0.03
+    of u = v = 0, which would make output comparisons meaningless). Do not train or change it:
+    it is shared by the whole session."""
+    import keras
+
+    from handshape_tf import ModelConfig, build_model
+
+    keras.utils.set_random_seed(0)
+    model = build_model(ModelConfig.preset("tiny"))
+    kernel, bias = [w for w in model.get_layer("mesh_decoder").weights if w.shape[-1] == 3 and w.trainable]
+    kernel.assign(kernel.numpy() * 20.0)
+    bias.assign([0.5, 0.5, 0.0])
+    return model

@@ -7,27 +7,20 @@ import sys
 from pathlib import Path
 
 import cv2
-import keras
 import numpy as np
 import pytest
 
 from export import common, tflite
-from handshape_tf import ModelConfig, build_model
 from mobile_demo import demo, make_assets
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def tiny_tflite(tmp_path_factory):
+def tiny_tflite(tmp_path_factory, spread_tiny_model):
     """A tiny float32 .tflite model whose mesh spreads over the crop (u, v around 0.5)."""
-    keras.utils.set_random_seed(0)
-    model = build_model(ModelConfig.preset("tiny"))
-    kernel, bias = [w for w in model.get_layer("mesh_decoder").weights if w.shape[-1] == 3 and w.trainable]
-    kernel.assign(kernel.numpy() * 20.0)
-    bias.assign([0.5, 0.5, 0.0])
     path = tmp_path_factory.mktemp("model") / "tiny.tflite"
-    path.write_bytes(tflite.convert_keras(common.export_twin(model)))
+    path.write_bytes(tflite.convert_keras(common.export_twin(spread_tiny_model)))
     return path
 
 
