@@ -239,11 +239,14 @@ class TrainConfig:
       log_every_steps: TensorBoard / history interval.
       precision: "mixed_bfloat16" trains the convolutional trunk in bfloat16
         (`handshape_tf.models.network.build_model`); the saved model is float32 either way.
+      jit_compile: compile each training step with XLA. Needs model.graph_formulation="gather"
+        (XLA has no kernel for the sparse-tensor product of the "sparse" formulation).
     """
 
     model: ModelConfig = ModelConfig.preset("cpu")
     architecture: Architecture = "graph"
     precision: Literal["float32", "mixed_bfloat16"] = "float32"
+    jit_compile: bool = False
     batch_size: int = 32
     budget_minutes: float = 30.0
     seed: int = 0
@@ -271,6 +274,12 @@ class TrainConfig:
         for key in ("train_samples", "heldout_samples", "samples_per_shard"):
             value = getattr(self.dataset, key)
             need(f"dataset.{key}", value, value >= 1, ">= 1")
+        need(
+            "model.graph_formulation",
+            self.model.graph_formulation,
+            not self.jit_compile or self.architecture != "graph" or self.model.graph_formulation == "gather",
+            "'gather' with jit_compile=true (XLA cannot compile sparse-tensor products)",
+        )
         need("dataset.workers", self.dataset.workers, self.dataset.workers >= 0, ">= 0")
         need("dataset.unseen_samples", self.dataset.unseen_samples, self.dataset.unseen_samples >= 0, ">= 0")
         need("dataset.unseen_image_size", self.dataset.unseen_image_size, self.dataset.unseen_image_size >= 32, ">= 32")

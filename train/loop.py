@@ -642,9 +642,12 @@ class Trainer(StagedTrainer):
             optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
             return {"loss": loss / replicas, **{key: value / replicas for key, value in values.items()}}
 
+        # XLA compiles the replica's step; reading the input iterator stays outside it.
+        compiled = tf.function(replica_step, jit_compile=True) if self.config.jit_compile else replica_step
+
         @tf.function
         def step(iterator):
-            results = strategy.run(replica_step, args=(next(iterator),))
+            results = strategy.run(compiled, args=(next(iterator),))
             return {
                 key: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for key, value in results.items()
             }

@@ -7,7 +7,8 @@
 Forward: median (and p90) of `--runs` timed calls of a compiled `tf.function` after warm-up,
 inference mode. Training: images/s of compiled RMSprop steps at batch 32 with the paper's
 L_fully (0.5 L_H + L_M + L_J) on random targets, median step time after warm-up, for each
-`--precisions` value (`build_model`'s trunk_precision). Every row also gives GFLOP/s (forward
+`--precisions` value (`build_model`'s trunk_precision), and with `--xla` also compiled with XLA
+(the "gather" graph formulation, as `train.config` jit_compile trains). Every row also gives GFLOP/s (forward
 FLOPs from the TF profiler on the frozen graph; a training step counted as 3 forward passes)
 and its share of this machine's matmul peak in the row's precision (a 4096^3 matmul, measured
 in the same run). Progress goes to stderr, the table to stdout as each row is measured.
@@ -74,8 +75,9 @@ def forward_flops(model) -> int:
     return int(model_analyzer.profile(graph, options=options).total_float_ops)
 
 
-def train_step_time(model, batch: int, runs: int) -> np.ndarray:
-    """Seconds per compiled RMSprop step with L_fully on random targets."""
+def train_step_time(model, batch: int, runs: int, jit_compile: bool = False) -> np.ndarray:
+    """Seconds per compiled RMSprop step with L_fully on random targets (XLA with jit_compile;
+    the model must then use the "gather" graph formulation)."""
     import keras
     import tensorflow as tf
 
@@ -94,7 +96,7 @@ def train_step_time(model, batch: int, runs: int) -> np.ndarray:
     pose = rng.uniform((batch, 21, 3))
     optimizer = keras.optimizers.RMSprop(1e-3)
 
-    @tf.function
+    @tf.function(jit_compile=jit_compile)
     def step():
         with tf.GradientTape() as tape:
             out = model(images, training=True)
@@ -141,26 +143,33 @@ def main(argv: list[str] | None = None) -> None:
         default=["float32"],
         help="trunk precision of the model (build_model's trunk_precision)",
     )
+    parser.add_argument(
+        "--xla",
+        action="store_true",
+        help="also time the training steps compiled with XLA (gather graph formulation, train.config jit_compile)",
+    )
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--threads", type=int, default=0, help="TF intra-op threads (0: TensorFlow's default)")
     add_verbose_argument(parser)
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
 
-    # (preset, precision, batch, is a training step): one table row each.
+    # (preset, precision, batch, "forward" / "train" / "train xla"): one table row each.
+    steps = ("train", "train xla") if args.xla else ("train",)
     tasks = [
-        (name, precision, batch, False)
+        (name, precision, batch, "forward")
         for name in args.presets
         for precision in args.precisions
         for batch in args.batch_sizes
     ]
     tasks += [
-        (name, precision, args.train_batch, True)
+        (name, precision, args.train_batch, kind)
         for name in args.presets
         for precision in args.precisions
+        for kind in steps
         if name in args.train_presets
     ]
-    tasks.sort(key=lambda task: (args.presets.index(task[0]), args.precisions.index(task[1])))  # one build each
+    tasks.sort(key=lambda task: (args.presets.index(task[0]), args.precisions.index(task[1]), task[3] == "train xla"))
     logger.info("%d measurements; loading TensorFlow", len(tasks))
 
     import tensorflow as tf
@@ -181,22 +190,24 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
     start, model, built, flops = time.perf_counter(), None, None, 0
-    for index, (name, precision, batch, train) in enumerate(tasks):
-        what = f"{'train' if train else 'forward'} b={batch}"
+    for index, (name, precision, batch, kind) in enumerate(tasks):
+        what = f"{kind} b={batch}"
         elapsed = time.perf_counter() - start
         eta = f", about {_duration(elapsed / index * (len(tasks) - index))} left" if index else ""
         logger.info(
             "[%d/%d] %s %s %s (%s elapsed%s)", index + 1, len(tasks), name, precision, what, _duration(elapsed), eta
         )
-        if built != (name, precision):
-            model, built = build_model(ModelConfig.preset(name), trunk_precision=precision), (name, precision)
+        formulation = "gather" if kind == "train xla" else "sparse"
+        if built != (name, precision, formulation):
+            config = ModelConfig.preset(name, graph_formulation=formulation)
+            model, built = build_model(config, trunk_precision=precision), (name, precision, formulation)
             flops = forward_flops(model)
-        if train:
-            times = train_step_time(model, batch, max(3, args.runs // 2))
-        else:
+        if kind == "forward":
             times = forward_latency(model, batch, args.runs)
+        else:
+            times = train_step_time(model, batch, max(3, args.runs // 2), jit_compile=kind == "train xla")
         median = np.median(times)
-        rate = (3 if train else 1) * flops * batch / median / 1e9
+        rate = (1 if kind == "forward" else 3) * flops * batch / median / 1e9
         print(
             f"{name:8} {precision:>15} {model.count_params():>12,} {flops / 1e9:>9.3f} {what:>16} "
             f"{1e3 * median:>10.1f} {1e3 * np.percentile(times, 90):>8.1f} {batch / median:>9.1f} "
