@@ -62,7 +62,8 @@ def load_keras_model(path):
         raise CorruptModelError(path, f"member {damaged} of the .keras archive fails its checksum")
     import keras
 
-    import handshape_tf.layers  # noqa: F401  (registers the custom layers for loading)
+    # Registers the model classes (HandshapeModel, BaselineModel) and the custom layers.
+    import handshape_tf.models.baselines  # noqa: F401
 
     return keras.saving.load_model(os.fspath(path), compile=False)
 

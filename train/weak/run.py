@@ -7,12 +7,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 
-import handshape_tf.models.baselines  # noqa: F401  (registers the network's and the baselines' layers)
 from handshape_tf.config_utils import ConfigError, merge, to_dict
 from handshape_tf.evaluation.plots import plot_pck_curves
+from handshape_tf.inference.backends import load_keras_model
 from train import checkpoints
 from train.evaluate import to_millimetres
 from train.weak.config import (
@@ -32,9 +31,8 @@ COMPARE_DIR = "no-pseudo-mesh"
 
 
 def load_init_model(init: InitRun):
-    """The run's model.keras as a Keras model (the custom layers are registered on import)."""
-
-    return keras.saving.load_model(init.model_path, compile=False)
+    """The run's model.keras as a Keras model (`handshape_tf.inference.backends.load_keras_model`)."""
+    return load_keras_model(init.model_path)
 
 
 def _check_sources(run_dir: Path, init: InitRun, data: WeakData) -> None:
