@@ -523,12 +523,12 @@ def _first_checkpoint_tensors(run: Path) -> dict:
 
 def test_recipe_curves_evaluate_every_kept_checkpoint(data, tmp_path, capsys):
     """train.recipe_curves: one point per kept checkpoint at its training minute, the final model
-    last (from report.json); an unfinished run is refused with exit 2."""
+    last (from report.json); a folder without a run is refused with exit 2."""
     from train import recipe_curves
 
     run = tmp_path / "run"
     assert recipe_curves.main([str(run), "--out", str(tmp_path / "c.png")]) == 2
-    assert "is not a finished train.synthetic run" in capsys.readouterr().err
+    assert "is not a train.synthetic run" in capsys.readouterr().err
     argv = _command(
         data,
         run,
