@@ -34,6 +34,18 @@ def fixture_photo_bank(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_model():
+    """The "tiny" preset with seed-0 random weights, shared by the whole session: read-only (a
+    test that trains or changes weights builds its own)."""
+    import keras
+
+    from handshape_tf import ModelConfig, build_model
+
+    keras.utils.set_random_seed(0)
+    return build_model(ModelConfig.preset("tiny"))
+
+
+@pytest.fixture(scope="session")
 def spread_tiny_model():
     """The "tiny" preset with seed-0 weights, its mesh output widened so that u, v spread over
     the crop around 0.5 as a trained model's do (random weights leave every vertex within ~0.03

@@ -9,12 +9,10 @@ import sys
 from pathlib import Path
 
 import cv2
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from handshape_tf import ModelConfig, build_model
 from handshape_tf.assets.template import load_template
 from handshape_tf.data.crop import (
     crop_affine,
@@ -48,9 +46,8 @@ ATOL = 2e-5  # predictor (tf.function) vs eager model call
 
 
 @pytest.fixture(scope="module")
-def model():
-    keras.utils.set_random_seed(0)
-    return build_model(ModelConfig.preset("tiny"))
+def model(tiny_model):
+    return tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import cv2
-import keras
 import numpy as np
 import pytest
 
-from handshape_tf import ModelConfig, build_model
 from handshape_tf.inference import HandPredictor
 from handshape_tf.inference.image_header import image_size
 from handshape_tf.inference.signature import save_serving_model
@@ -26,9 +24,8 @@ NAME = "hands"
 
 
 @pytest.fixture(scope="module")
-def model():
-    keras.utils.set_random_seed(1)
-    return build_model(ModelConfig.preset("tiny"))
+def model(tiny_model):
+    return tiny_model
 
 
 @pytest.fixture(scope="module")
