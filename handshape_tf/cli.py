@@ -89,6 +89,14 @@ def setup_logging(verbose: bool = False, timestamps: bool = False) -> None:
         sys.meta_path.insert(0, _QuietTensorFlowImport())
 
 
+def add_overrides_argument(parser, help: str) -> None:
+    """--set KEY=VALUE ... (repeatable, collected in args.overrides): dotted config keys that
+    override the preset and --config (`handshape_tf.config_utils.parse_overrides`)."""
+    parser.add_argument(
+        "--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help=help
+    )
+
+
 def add_verbose_argument(parser) -> None:
     """--verbose: show other libraries' INFO logs and TensorFlow's C++ log."""
     parser.add_argument("--verbose", action="store_true", help="also show TensorFlow's and other libraries' logs")

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from handshape_tf.cli import EXIT_BAD_INPUT, add_verbose_argument, print_error, setup_logging
+from handshape_tf.cli import EXIT_BAD_INPUT, add_overrides_argument, add_verbose_argument, print_error, setup_logging
 from handshape_tf.config_utils import ConfigError, merge, parse_overrides
 from handshape_tf.models.detector import DetectorConfig
 
@@ -89,15 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--budget", type=float, metavar="MINUTES", help="training budget (config budget_minutes)")
     parser.add_argument("--run-dir", type=Path, default=Path("runs") / "detector", help="run folder (runs/detector)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override config values, e.g. --set batch_size=32 data.pool_size=2000",
-    )
+    add_overrides_argument(parser, "override config values, e.g. --set batch_size=32 data.pool_size=2000")
     parser.add_argument("--tflite", action="store_true", help="also export detector.tflite (builtin ops, checked)")
     parser.add_argument("--no-progress", action="store_true", help="log less often")
     add_verbose_argument(parser)

@@ -38,6 +38,7 @@ from typing import Any
 from handshape_tf.cli import (
     EXIT_BAD_INPUT,
     EXIT_FAILURE,
+    add_overrides_argument,
     add_verbose_argument,
     format_number,
     print_error,
@@ -66,15 +67,7 @@ def build_parser(prog: str = "python -m train.synthetic") -> argparse.ArgumentPa
     )
     parser.add_argument("--preset", default="cpu", help="model preset: paper, cpu or tiny (default cpu)")
     parser.add_argument("--config", type=Path, help="YAML file of config values (e.g. a run's config.yaml)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override config values, e.g. --set batch_size=16 stages.full.max_steps=100",
-    )
+    add_overrides_argument(parser, "override config values, e.g. --set batch_size=16 stages.full.max_steps=100")
     parser.add_argument("--budget", type=float, metavar="MINUTES", help="training budget (config budget_minutes)")
     parser.add_argument("--data", type=Path, help="training data folder (default: render the synthetic set)")
     parser.add_argument("--heldout", type=Path, help="held-out shard folder when --data is a single shard folder")

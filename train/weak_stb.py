@@ -69,6 +69,7 @@ from handshape_tf.cli import (
     EXIT_BAD_INPUT,
     EXIT_FAILURE,
     EXIT_OK,
+    add_overrides_argument,
     add_verbose_argument,
     format_number,
     print_error,
@@ -98,15 +99,7 @@ def build_parser(prog: str = "python -m train.weak_stb") -> argparse.ArgumentPar
     parser.add_argument("--with-3d-pose", action="store_true", help="add the 3D pose loss (10 L_J)")
     parser.add_argument("--no-compare", action="store_true", help="skip the run without the pseudo-GT mesh loss")
     parser.add_argument("--config", type=Path, help="YAML file of config values (e.g. a run's config.yaml)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override config values, e.g. --set batch_size=16 loss.depth_size=64",
-    )
+    add_overrides_argument(parser, "override config values, e.g. --set batch_size=16 loss.depth_size=64")
     parser.add_argument(
         "--budget",
         type=float,

@@ -32,7 +32,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from handshape_tf.cli import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK, add_verbose_argument, print_error, setup_logging
+from handshape_tf.cli import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILURE,
+    EXIT_OK,
+    add_overrides_argument,
+    add_verbose_argument,
+    print_error,
+    setup_logging,
+)
 from handshape_tf.config_utils import ConfigError, parse_overrides
 from train import checkpoints
 from train.weak.config import InitRun, open_init, resolve
@@ -107,15 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MINUTES",
         help=f"training minutes per variant (default {DEFAULT_BUDGET_MINUTES:g})",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config overrides applied to every variant",
-    )
+    add_overrides_argument(parser, "config overrides applied to every variant")
     parser.add_argument("--workdir", type=Path, default=Path("runs"), help="where default data and runs go (./runs)")
     parser.add_argument(
         "--run-dir", type=Path, help="folder of the variants (default <workdir>/weak-table3-<data>-<preset>)"

@@ -6,7 +6,6 @@ Imports without TensorFlow, so `python -m train.weak_stb --help` answers at once
 from __future__ import annotations
 
 import dataclasses
-import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,8 +13,6 @@ from handshape_tf.config_utils import ConfigError, Problems, load_yaml, merge, t
 from handshape_tf.models.config import Architecture, ModelConfig
 from train import checkpoints
 from train.config import CheckpointConfig, OptimizerConfig, StageConfig, check_common
-
-logger = logging.getLogger(__name__)
 
 STAGES = ("heatmap", "full")
 DEFAULT_BUDGET_MINUTES = 7.5  # per run: the default command (with its comparison run) trains 15 min

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,6 @@ from handshape_tf.rendering import render_normals
 from train.evaluate import headline, to_millimetres
 from train.weak.config import WeakConfig
 from train.weak.data import pad_batch, read_batch
-
-logger = logging.getLogger(__name__)
 
 
 class MeshPlausibility:

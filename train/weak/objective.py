@@ -3,7 +3,6 @@ pseudo-ground-truth meshes and (optionally) 3D joints."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import tensorflow as tf
@@ -14,8 +13,6 @@ from handshape_tf.losses import heatmap_loss, weakly_supervised_loss
 from handshape_tf.rendering import render_depth
 from train.weak.config import WeakConfig
 from train.weak.data import heatmap_sigma
-
-logger = logging.getLogger(__name__)
 
 
 def render_mesh_depth(mesh_uvd, intrinsics, root_depth, scale, image_size: int, depth_size: int, faces):

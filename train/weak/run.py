@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,6 @@ from train.weak.data import WeakData, read_batch
 from train.weak.evaluation import MeshPlausibility, comparison_figure, evaluate_crops, has_uvd_mesh, predicted_meshes
 from train.weak.pseudo_gt import cached_pseudo_gt
 from train.weak.trainer import WeakTrainer
-
-logger = logging.getLogger(__name__)
 
 SOURCES_FILE = "sources.json"
 BEFORE_FILE = "evaluation-before.json"
