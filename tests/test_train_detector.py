@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
+from handshape_tf.data.full_frames import HandPool
 from train import detector as train_detector
 
 TINY = [
@@ -48,3 +50,29 @@ def test_train_detector_runs_resumes_and_exports(tmp_path):
     assert again["training"]["steps"] > first_steps
     # A different model in the same folder is refused.
     assert train_detector.main(["--budget", budget, "--run-dir", str(run), *TINY, "model.head_width=16"]) == 2
+
+
+def test_worker_batches_match_the_in_process_stream(tmp_path):
+    """Batches composed by worker processes are the training stream's frames, in order, as the
+    in-process route composes them (so a resumed run continues the same stream either way)."""
+    rng = np.random.default_rng(0)
+    rgba = np.zeros((3, 32, 32, 4), np.uint8)
+    rgba[:, 8:24, 10:22] = rng.integers(0, 256, (3, 16, 12, 4), dtype=np.uint8) | np.uint8(0x80)
+    joints = rng.uniform(8, 24, (3, 21, 2)).astype(np.float32)
+    HandPool(rgba, joints, np.array([False, True, False])).save(tmp_path / "pool.npz")
+    spec = train_detector.ComposerSpec(str(tmp_path / "pool.npz"), None, "photo", 64, 64)
+    config = train_detector.merge(
+        train_detector.DetectorTrainConfig(),
+        train_detector.parse_overrides(["batch_size=3", "model.input_height=64", "model.input_width=64"]),
+    )
+    expected = [train_detector.compose_batch(spec.build(), config, start) for start in (5, 8)]
+    for workers in (0, 2):
+        config = train_detector.merge(config, {"data": {"workers": workers}})
+        stream = train_detector.training_batches(spec, config, start_frame=5, depth=2)
+        got = [next(stream) for _ in range(2)]
+        stream.close()
+        for batch, reference in zip(got, expected):
+            assert batch[0].dtype == np.uint8 and batch[0].shape == (3, 64, 64, 3)
+            for part, reference_part in zip(batch, reference):
+                np.testing.assert_array_equal(part, reference_part)
+    assert expected[0][1].max() > 0.99  # the frames hold hands (a centre peak)

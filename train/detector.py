@@ -9,8 +9,9 @@ Data (`handshape_tf.data.full_frames`): hands are rendered once into pools under
 `data.heldout_pool_size` other hands, another seed, for held-out frames over the bank's test
 part; the same number in the "unseen" domain for the unseen-domain frames), cached as .npz and
 reused on resume (rendering is not part of the budget). Training frames are composited on the
-fly, frame i of the stream from `full_frames.frame_rng(seed, i)`, so a resumed run continues the
-same stream where it stopped.
+fly by `data.workers` spawned processes (compositing, not the small network, bounds the step),
+frame i of the stream from `full_frames.frame_rng(seed, i)`, so a resumed run continues the same
+stream where it stopped.
 
 Loss (CenterNet): penalty-reduced focal loss on the centre map, L1 on the centre offset and
 log box size, and binary cross-entropy on handedness, the last three where a hand's Gaussian is
@@ -29,11 +30,15 @@ Exit codes: 0 done, 2 bad input (config, run folder).
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
+import itertools
 import logging
 import math
+import multiprocessing
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -53,13 +58,19 @@ _AP_SCORE_THRESHOLD = 0.05
 
 @dataclasses.dataclass(frozen=True)
 class DetectorData:
-    """Pools and frames (module docstring)."""
+    """Pools and frames (module docstring); `workers` processes composite the training frames
+    (0: a thread of the training process)."""
 
     pool_size: int = 1200
     heldout_pool_size: int = 200
     heldout_frames: int = 300
     crop_size: int = 128
     views: str = "full"
+    workers: int = 2
+
+    def __post_init__(self):
+        if self.workers < 0:
+            raise ValueError(f"data.workers is {self.workers!r}; expected 0 (a thread) or more processes")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,67 +140,108 @@ def hand_pool(path: Path, size: int, seed: int, count: int, views: str, domain_n
     return pool
 
 
-def composers(run_dir: Path, config: DetectorTrainConfig) -> dict[str, Any]:
-    """{"train", "heldout", "unseen"} frame composers (module docstring)."""
-    from handshape_tf.data.backgrounds import BackgroundSource
-    from handshape_tf.data.domains import get_domain
-    from handshape_tf.data.full_frames import FrameComposer, FrameConfig
+@dataclasses.dataclass(frozen=True)
+class ComposerSpec:
+    """What a `FrameComposer` is built from, small enough to send to a worker process."""
+
+    pool_path: str
+    backgrounds: str | None  # a folder of photos, or None for procedural backgrounds
+    domain: str
+    width: int
+    height: int
+
+    def build(self):
+        from handshape_tf.data.backgrounds import BackgroundSource
+        from handshape_tf.data.domains import get_domain
+        from handshape_tf.data.full_frames import FrameComposer, FrameConfig, HandPool
+
+        frame = FrameConfig(width=self.width, height=self.height)
+        return FrameComposer(
+            HandPool.load(self.pool_path), BackgroundSource(self.backgrounds), get_domain(self.domain), frame
+        )
+
+
+def composer_specs(run_dir: Path, config: DetectorTrainConfig) -> dict[str, ComposerSpec]:
+    """{"train", "heldout", "unseen"} composer specs, their hand pools rendered first when missing
+    (module docstring)."""
     from handshape_tf.data.photo_bank import ensure_bank
 
     data = config.data
-    frame = FrameConfig(width=config.model.input_width, height=config.model.input_height)
     folder = run_dir / "data"
     bank = ensure_bank()
-    pools = {
-        "train": hand_pool(
-            folder / "pool-train.npz", data.crop_size, config.seed, data.pool_size, data.views, "photo", "train"
-        ),
-        "heldout": hand_pool(
-            folder / "pool-heldout.npz",
-            data.crop_size,
-            config.seed + 1,
-            data.heldout_pool_size,
-            data.views,
-            "photo",
-            "test",
-        ),
-        "unseen": hand_pool(
-            folder / "pool-unseen.npz",
-            data.crop_size,
-            config.seed + 2,
-            data.heldout_pool_size,
-            data.views,
-            "unseen",
-            "test",
-        ),
+    parts = {  # name: (pool seed, pool size, domain, photo bank part)
+        "train": (config.seed, data.pool_size, "photo", "train"),
+        "heldout": (config.seed + 1, data.heldout_pool_size, "photo", "test"),
+        "unseen": (config.seed + 2, data.heldout_pool_size, "unseen", "test"),
     }
-    return {
-        "train": FrameComposer(pools["train"], BackgroundSource(bank / "train"), get_domain("photo"), frame),
-        "heldout": FrameComposer(pools["heldout"], BackgroundSource(bank / "test"), get_domain("photo"), frame),
-        "unseen": FrameComposer(pools["unseen"], BackgroundSource(bank / "test"), get_domain("unseen"), frame),
-    }
+    specs = {}
+    for name, (seed, size, domain, split) in parts.items():
+        path = folder / f"pool-{name}.npz"
+        hand_pool(path, data.crop_size, seed, size, data.views, domain, split)
+        specs[name] = ComposerSpec(
+            str(path), str(bank / split), domain, config.model.input_width, config.model.input_height
+        )
+    return specs
 
 
-def training_batches(composer, config: DetectorTrainConfig, start_frame: int):
-    """Endless (images, heat, regression, left, weight) numpy batches from frame `start_frame` on."""
+def compose_batch(composer, config: DetectorTrainConfig, start_frame: int) -> tuple[np.ndarray, ...]:
+    """Frames start_frame .. start_frame + batch_size - 1 of the training stream and their targets:
+    (images B x H x W x 3 uint8, heat, regression, left, weight) as `encode_targets` maps."""
     from handshape_tf.inference.detection import encode_targets
 
-    output_shape = config.model.output_shape
-    index = start_frame
-    while True:
-        items = []
-        for _ in range(config.batch_size):
-            frame = composer.frame(config.seed, index)
-            index += 1
-            targets = encode_targets(frame["boxes"], frame["is_left"], output_shape, config.model.stride)
-            items.append((frame["image"], targets))
-        yield (
-            np.stack([image for image, _ in items]).astype(np.float32) / 255.0,
-            np.stack([t["heat"] for _, t in items]),
-            np.stack([t["regression"] for _, t in items]),
-            np.stack([t["left"] for _, t in items]),
-            np.stack([t["weight"] for _, t in items]),
+    images, targets = [], []
+    for index in range(start_frame, start_frame + config.batch_size):
+        frame = composer.frame(config.seed, index)
+        images.append(frame["image"])
+        targets.append(encode_targets(frame["boxes"], frame["is_left"], config.model.output_shape, config.model.stride))
+    maps = (np.stack([t[key] for t in targets]) for key in ("heat", "regression", "left", "weight"))
+    return (np.stack(images), *maps)
+
+
+_worker: dict[str, Any] = {}  # a batch worker process's composer and config
+
+
+def _init_batch_worker(spec: ComposerSpec, config: DetectorTrainConfig) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
+    _worker["composer"], _worker["config"] = spec.build(), config
+
+
+def _worker_batch(start_frame: int) -> tuple[np.ndarray, ...]:
+    return compose_batch(_worker["composer"], _worker["config"], start_frame)
+
+
+def training_batches(spec: ComposerSpec, config: DetectorTrainConfig, start_frame: int, depth: int = 4):
+    """Endless `compose_batch` batches from frame `start_frame` on, in stream order.
+
+    With `data.workers` > 0 the batches are composed by that many spawned processes, `depth`
+    batches ahead (compositing, not the small network, bounds the step otherwise); with 0, by a
+    background thread of this process.
+    """
+    stride = config.batch_size
+    if config.data.workers == 0:
+        composer = spec.build()
+        starts = itertools.count(start_frame, stride)
+        yield from prefetched((compose_batch(composer, config, start) for start in starts), depth)
+        return
+    from handshape_tf.data.synthetic import single_threaded_children
+
+    context = multiprocessing.get_context("spawn")
+    with single_threaded_children():
+        executor = ProcessPoolExecutor(
+            config.data.workers, mp_context=context, initializer=_init_batch_worker, initargs=(spec, config)
         )
+    try:
+        pending = collections.deque(executor.submit(_worker_batch, start_frame + k * stride) for k in range(depth))
+        next_start = start_frame + depth * stride
+        while True:
+            batch = pending.popleft().result()
+            pending.append(executor.submit(_worker_batch, next_start))
+            next_start += stride
+            yield batch
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
 
 
 def prefetched(iterator, depth: int = 4):
@@ -332,7 +384,7 @@ def train(config: DetectorTrainConfig, run_dir: Path, *, tflite: bool = False, p
 
     resumed = checkpoints.prepare_run_dir(run_dir, config)
     tf.keras.utils.set_random_seed(config.seed)
-    sources = composers(run_dir, config)
+    specs = composer_specs(run_dir, config)
     model = build_detector(config.model)
     schedule = LinearWarmup(config.learning_rate, max(config.warmup_steps, 1))
     optimizer = tf.keras.optimizers.Adam(schedule)
@@ -354,14 +406,14 @@ def train(config: DetectorTrainConfig, run_dir: Path, *, tflite: bool = False, p
     @tf.function(reduce_retracing=True)
     def train_step(images, heat, regression, left, weight):
         with tf.GradientTape() as tape:
-            output = model(images, training=True)["detections"]
+            output = model(tf.cast(images, tf.float32) / 255.0, training=True)["detections"]
             total, parts = detection_loss(output, heat, regression, left, weight, config)
         gradients = tape.gradient(total, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         return total, parts
 
     budget = config.budget_minutes * 60.0
-    batches = prefetched(training_batches(sources["train"], config, int(step) * config.batch_size))
+    batches = training_batches(specs["train"], config, int(step) * config.batch_size)
     last_checkpoint = time.monotonic()
     session_start = time.monotonic()
     base_seconds = float(seconds)
@@ -409,7 +461,7 @@ def train(config: DetectorTrainConfig, run_dir: Path, *, tflite: bool = False, p
         "training": {"steps": int(step), "minutes": float(seconds) / 60, "frames_seen": int(step) * config.batch_size}
     }
     frames = {
-        name: sources[name].frames(config.seed + 1000, range(config.data.heldout_frames))
+        name: specs[name].build().frames(config.seed + 1000, range(config.data.heldout_frames))
         for name in ("heldout", "unseen")
     }
     for name, held in frames.items():

@@ -1020,7 +1020,7 @@ def _run_shard(task: ShardTask) -> ShardResult:
 
 
 @contextlib.contextmanager
-def _single_threaded_children() -> Iterator[None]:
+def single_threaded_children() -> Iterator[None]:
     """Sets BLAS/OpenMP thread counts to 1 for processes spawned inside (not overriding the user's)."""
     names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
     added = [name for name in names if name not in os.environ]
@@ -1254,7 +1254,7 @@ def render_shards(tasks: Sequence[ShardTask], workers: int) -> Iterator[ShardRes
             yield _run_shard(task)
         return
     context = multiprocessing.get_context("spawn")
-    with _single_threaded_children():  # workers are spawned while tasks are submitted
+    with single_threaded_children():  # workers are spawned while tasks are submitted
         executor = ProcessPoolExecutor(min(workers, len(tasks)), mp_context=context, initializer=_init_worker)
         futures = {executor.submit(_run_shard, task): task for task in tasks}
     # The worker processes, to end them early (the executor only ends them when one dies): all
