@@ -15,7 +15,8 @@ stream where it stopped.
 
 Loss (CenterNet): penalty-reduced focal loss on the centre map, L1 on the centre offset and
 log box size, and binary cross-entropy on handedness, the last three where a hand's Gaussian is
->= `detection.REGRESSION_LEVEL`. Adam with a linear warm-up.
+>= `detection.REGRESSION_LEVEL`. Adam with a linear warm-up, constant until `decay_start` of the
+budget, then half a cosine down to `final_rate_fraction` of the rate at the budget's end.
 
 Run folder: config.yaml (resolved config; a resume must keep model, seed, data and batch
 size), checkpoints/ (model, optimizer, step; atomic, every `checkpoint_minutes` and at the
@@ -83,6 +84,8 @@ class DetectorTrainConfig:
     batch_size: int = 16
     learning_rate: float = 2e-3
     warmup_steps: int = 100
+    decay_start: float = 0.7
+    final_rate_fraction: float = 0.05
     budget_minutes: float = 20.0
     checkpoint_minutes: float = 2.0
     log_every: int = 25
@@ -380,13 +383,16 @@ def train(config: DetectorTrainConfig, run_dir: Path, *, tflite: bool = False, p
     from handshape_tf.inference.detection import HandDetector
     from handshape_tf.models.detector import build_detector
     from train import checkpoints
-    from train.loop import LinearWarmup
+    from train.loop import StageSchedule
 
     resumed = checkpoints.prepare_run_dir(run_dir, config)
     tf.keras.utils.set_random_seed(config.seed)
     specs = composer_specs(run_dir, config)
     model = build_detector(config.model)
-    schedule = LinearWarmup(config.learning_rate, max(config.warmup_steps, 1))
+    budget_used = tf.Variable(0.0, dtype=tf.float32, trainable=False, name="budget_used")
+    schedule = StageSchedule(
+        config.learning_rate, config.warmup_steps, budget_used, config.final_rate_fraction, config.decay_start
+    )
     optimizer = tf.keras.optimizers.Adam(schedule)
     optimizer.build(model.trainable_variables)
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
@@ -421,6 +427,7 @@ def train(config: DetectorTrainConfig, run_dir: Path, *, tflite: bool = False, p
     log_every = config.log_every if progress else config.log_every * 4
     while float(seconds) < budget:
         batch = next(batches)
+        budget_used.assign(min(float(seconds) / budget, 1.0))
         total, parts = train_step(*(tf.constant(part) for part in batch))
         total = float(total)
         if not math.isfinite(total):
@@ -435,6 +442,7 @@ def train(config: DetectorTrainConfig, run_dir: Path, *, tflite: bool = False, p
                 "loss": total,
                 **{k: float(v) for k, v in parts.items()},
                 "minutes": float(seconds) / 60,
+                "learning_rate": float(schedule(optimizer.iterations)),
             }
             history.append(row)
             logger.info(
