@@ -1,6 +1,7 @@
 """Shared test set-up: a small photo bank of generated images, so every test renders the
-"photo" domain offline (the real bank is built from registry packages on first use), and the
-tiny model the export, inference and demo tests share."""
+"photo" domain offline (the real bank is built from registry packages on first use), the
+tiny model the export, inference and demo tests share, and the .keras round-trip check every
+model test calls."""
 
 from __future__ import annotations
 
@@ -61,3 +62,31 @@ def spread_tiny_model():
     kernel.assign(kernel.numpy() * 20.0)
     bias.assign([0.5, 0.5, 0.0])
     return model
+
+
+@pytest.fixture
+def keras_round_trip(tmp_path):
+    """check(model, inputs, atol=0.0) -> the reloaded model: saves `model` as a .keras file, loads
+    it back and asserts the same class, the same config and the same outputs (inference mode)
+    on `inputs`."""
+    import keras
+
+    def check(model, inputs, atol: float = 0.0):
+        path = tmp_path / f"{model.name}-round-trip.keras"
+        model.save(path)
+        reloaded = keras.models.load_model(path)
+        assert type(reloaded) is type(model)
+        assert _as_json(reloaded.get_config()) == _as_json(model.get_config())
+        want = keras.tree.flatten(model(inputs, training=False))
+        got = keras.tree.flatten(reloaded(inputs, training=False))
+        assert len(got) == len(want)
+        for reloaded_output, output in zip(got, want):
+            np.testing.assert_allclose(np.asarray(reloaded_output), np.asarray(output), rtol=0, atol=atol)
+        return reloaded
+
+    return check
+
+
+def _as_json(config):
+    """A config as its .keras file stores it (tuples as lists)."""
+    return json.loads(json.dumps(config, sort_keys=True))

@@ -130,7 +130,7 @@ def test_letterbox_maps_boxes_back_to_the_frame():
     np.testing.assert_allclose(fit.to_frame(box_in), [300, 100, 100, 100], atol=3)
 
 
-def test_detector_model_shapes_prior_and_detector_wrapper():
+def test_detector_model_shapes_prior_and_detector_wrapper(keras_round_trip):
     from handshape_tf.models.detector import DetectorConfig, build_detector
 
     config = DetectorConfig(
@@ -146,6 +146,7 @@ def test_detector_model_shapes_prior_and_detector_wrapper():
     assert detector.detect(np.zeros((240, 320, 3), np.uint8)) == []  # nothing confident in a black frame
     found = HandDetector(model, score_threshold=0.0).detect(np.zeros((240, 320, 3), np.uint8), max_hands=3)
     assert 1 <= len(found) <= 3 and all(np.isfinite(d.box).all() for d in found)
+    keras_round_trip(model, np.random.default_rng(1).uniform(size=(1, 96, 128, 3)).astype(np.float32))
 
 
 def test_detector_config_rejects_bad_values():
