@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from handshape_tf.assets.template import ROOT_KEYPOINT, SCALE_BONE
+from handshape_tf.data.crop import square_box_around
 
 NUM_KEYPOINTS = 21
 DEFAULT_CROP_MARGIN = 0.25
@@ -93,18 +94,6 @@ def project(points: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
     return np.stack([fx * points[:, 0] / z + cx, fy * points[:, 1] / z + cy], axis=1)
 
 
-def square_box(points_uv: np.ndarray, margin: float) -> np.ndarray:
-    """(4,) float32 x0, y0, w, h square box centred on the extent of P x 2 points.
-
-    The side is (1 + 2 margin) times the larger of the x and y extents (at least 1 pixel).
-    """
-    low = points_uv.min(axis=0)
-    high = points_uv.max(axis=0)
-    centre = 0.5 * (low + high)
-    side = max(float((high - low).max()) * (1.0 + 2.0 * margin), 1.0)
-    return np.array([centre[0] - side / 2, centre[1] - side / 2, side, side], np.float32)
-
-
 def check_margin(margin: float) -> float:
     """Returns `margin` as a float if it is finite and >= 0; raises ValueError otherwise."""
     margin = float(margin)
@@ -147,7 +136,7 @@ def make_sample(
         height, width = image.shape[:2]
         crop_box = np.array([0.0, 0.0, width, height], np.float32)
     else:
-        crop_box = square_box(joints_uv, crop_margin)
+        crop_box = square_box_around(joints_uv, crop_margin)
     first, second = SCALE_BONE
     sample: dict[str, Any] = {
         "image": image,
