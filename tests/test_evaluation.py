@@ -248,6 +248,34 @@ def test_evaluate_model_on_shards_writes_report_and_figures(shard_folder, tiny_m
     _check_png(saved["files"]["sheet"], (192, 4 * 192))
 
 
+def test_inference_route_and_training_route_give_the_same_errors(shard_folder, tiny_model_path):
+    """`evaluate_model` (HandPredictor: crop, mirror, uvd -> mm) and `train.evaluate.heldout_metrics`
+    (the training pipeline's evaluation dataset and `crop_errors`) are two implementations of
+    the same protocol: the same model on the same shards scores the same."""
+    from handshape_tf.data.pipeline import DataConfig, ShardSource
+    from train.evaluate import heldout_metrics
+
+    model = keras.models.load_model(tiny_model_path)
+    inference = evaluate_model(model, shard_folder, batch_size=4, sheet_size=0)["metrics"]
+    config = ModelConfig.preset("tiny")
+    training = heldout_metrics(
+        model,
+        ShardSource(shard_folder),
+        DataConfig(),
+        image_size=config.image_size,
+        heatmap_size=config.heatmap_size,
+        batch_size=4,
+    )
+    assert inference["count"] == training["count"] == 6
+    for part, key in (
+        ("pose", "mean_mm"),
+        ("pose_aligned", "mean_mm"),
+        ("mesh", "mean_mm"),
+        ("mesh", "aligned_mean_mm"),
+    ):
+        assert training[part][key] == pytest.approx(inference[part][key], rel=1e-3), (part, key)
+
+
 def test_perfect_and_trivial_predictors_on_shards(shard_folder):
     """A backend returning the exact uvd scores 0 mm (left hands mirrored in and out); the
     mean-uvd baseline does not."""

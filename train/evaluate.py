@@ -14,11 +14,16 @@ hand scale given, camera-frame millimetres):
     which `HandPredictor` needs): it reads the held-out set through the training pipeline
     without augmentation (`data.pipeline.evaluation_dataset`, left hands mirrored) and converts
     predictions to mm with each sample's camera, root and scale. The ablation table uses it for
-    every entry so they are measured identically.
+    every entry so they are measured identically. Its loop, `crop_errors`, is shared with the
+    trivial baseline (`mean_baseline_metrics`) and the weakly supervised runs' crop sets
+    (`train.weak.evaluation.evaluate_crops`).
+The first path is what a user runs on images; the second is what training measures on ready
+crops (and the only one for models without uvd outputs).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -61,8 +66,38 @@ def to_millimetres(points, batch, image_size: int, kind: str) -> np.ndarray:
     return np.asarray(points) * np.asarray(batch["scale"])[:, None, None] + root
 
 
-def _output_kind(outputs: dict[str, Any]) -> str:
+def output_kind(outputs: dict[str, Any]) -> str:
+    """ "uvd" for the paper's network (mesh_uvd / pose_uvd), "xyz" for the Table 2 baselines."""
     return "uvd" if "mesh_uvd" in outputs else "xyz"
+
+
+def crop_errors(
+    predict: Callable[[Any], dict[str, Any]], batches: Iterable[dict[str, Any]], image_size: int, observe=None
+):
+    """The errors of predictions on batches of ready crops (the one loop of the second path).
+
+    Args:
+      predict: images (B x S x S x 3, as the batches hold them) -> outputs with pose_uvd /
+        mesh_uvd or pose_xyz / mesh_xyz (B x P x 3).
+      batches: dicts with image, intrinsics, root_depth, scale, joints_xyz and, for the mesh
+        error, vertices_xyz (numpy arrays or tensors).
+      image_size: S.
+      observe: optional callable(batch, joints_mm B x J x 3, mesh_mm B x V x 3, kind) called per batch.
+
+    Returns:
+      `ErrorAccumulator.summary()`.
+    """
+    accumulator = ErrorAccumulator()
+    for batch in batches:
+        outputs = predict(batch["image"])
+        kind = output_kind(outputs)
+        joints = to_millimetres(outputs[f"pose_{kind}"], batch, image_size, kind)
+        mesh = to_millimetres(outputs[f"mesh_{kind}"], batch, image_size, kind)
+        truth_mesh = (mesh, np.asarray(batch["vertices_xyz"])) if "vertices_xyz" in batch else ()
+        accumulator.update(joints, np.asarray(batch["joints_xyz"]), *truth_mesh)
+        if observe is not None:
+            observe(batch, joints, mesh, kind)
+    return accumulator.summary()
 
 
 def heldout_metrics(
@@ -84,16 +119,7 @@ def heldout_metrics(
     dataset = evaluation_dataset(
         source, config, image_size=image_size, heatmap_size=heatmap_size, batch_size=batch_size, limit=limit
     )
-    accumulator = ErrorAccumulator()
-    for batch in dataset:
-        outputs = model(batch["image"], training=False)
-        kind = _output_kind(outputs)
-        joints = to_millimetres(outputs[f"pose_{kind}"], batch, image_size, kind)
-        mesh = ()
-        if "vertices_xyz" in batch:
-            mesh = (to_millimetres(outputs[f"mesh_{kind}"], batch, image_size, kind), batch["vertices_xyz"].numpy())
-        accumulator.update(joints, batch["joints_xyz"].numpy(), *mesh)
-    return accumulator.summary()
+    return crop_errors(lambda images: model(images, training=False), dataset, image_size)
 
 
 def mean_baseline_metrics(
@@ -111,19 +137,9 @@ def mean_baseline_metrics(
     `fit_samples` training samples, no augmentation), converted with each held-out camera.
 
     Both sources need meshes (`MeanUVDPredictor` averages meshes too)."""
+    sizes = {"image_size": image_size, "heatmap_size": heatmap_size, "batch_size": batch_size}
     baseline = MeanUVDPredictor(image_size)
-    for batch in evaluation_dataset(
-        train_source, config, image_size=image_size, heatmap_size=heatmap_size, batch_size=batch_size, limit=fit_samples
-    ):
+    for batch in evaluation_dataset(train_source, config, **sizes, limit=fit_samples):
         baseline.update(batch["pose_uvd"].numpy(), batch["mesh_uvd"].numpy())
-    accumulator = ErrorAccumulator()
-    for batch in evaluation_dataset(
-        heldout_source, config, image_size=image_size, heatmap_size=heatmap_size, batch_size=batch_size, limit=limit
-    ):
-        prediction = baseline.run(batch["image"].numpy())
-        joints = to_millimetres(prediction["pose_uvd"], batch, image_size, "uvd")
-        mesh = ()
-        if "vertices_xyz" in batch:
-            mesh = (to_millimetres(prediction["mesh_uvd"], batch, image_size, "uvd"), batch["vertices_xyz"].numpy())
-        accumulator.update(joints, batch["joints_xyz"].numpy(), *mesh)
-    return accumulator.summary()
+    dataset = evaluation_dataset(heldout_source, config, **sizes, limit=limit)
+    return crop_errors(lambda images: baseline.run(np.asarray(images)), dataset, image_size)

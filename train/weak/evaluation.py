@@ -10,10 +10,9 @@ import numpy as np
 import tensorflow as tf
 
 from handshape_tf.assets.template import SCALE_BONE, load_template
-from handshape_tf.evaluation.metrics import ErrorAccumulator
 from handshape_tf.losses import MeshTopology
 from handshape_tf.rendering import render_normals
-from train.evaluate import headline, to_millimetres
+from train.evaluate import crop_errors, headline, to_millimetres
 from train.weak.config import WeakConfig
 from train.weak.data import pad_batch, read_batch
 
@@ -94,24 +93,24 @@ def evaluate_crops(model, crops, config: WeakConfig) -> dict[str, Any]:
     size = config.model.image_size
     count = min(len(crops), config.evaluation.limit or len(crops))
     batch_size = config.evaluation.batch_size
-    predict = tf.function(lambda images: model(images, training=False), autograph=False)
-    accumulator, plausibility, truth = ErrorAccumulator(), MeshPlausibility(), MeshPlausibility()
-    for start in range(0, count, batch_size):
-        batch = read_batch(crops, np.arange(start, min(start + batch_size, count)))
-        rows = len(batch["image"])
-        outputs = predict(tf.constant(pad_batch(batch["image"], batch_size), tf.float32) / 255.0)
-        outputs = tf.nest.map_structure(lambda tensor, rows=rows: tensor[:rows], outputs)
-        kind = "uvd" if "mesh_uvd" in outputs else "xyz"
-        joints = to_millimetres(outputs[f"pose_{kind}"], batch, size, kind)
-        mesh = to_millimetres(outputs[f"mesh_{kind}"], batch, size, kind)
+    call = tf.function(lambda images: model(images, training=False), autograph=False)
+
+    def predict(images):  # a fixed batch shape (one trace), the padding cut off again
+        outputs = call(tf.constant(pad_batch(images, batch_size), tf.float32) / 255.0)
+        return tf.nest.map_structure(lambda tensor: tensor[: len(images)], outputs)
+
+    plausibility, truth = MeshPlausibility(), MeshPlausibility()
+
+    def observe(batch, joints, mesh, kind):
         if "vertices_xyz" in batch:
-            accumulator.update(joints, batch["joints_xyz"], mesh, batch["vertices_xyz"])
             truth.update(batch["vertices_xyz"], batch["scale"])
-        else:
-            accumulator.update(joints, batch["joints_xyz"])
         if kind == "uvd":
             plausibility.update(mesh, batch["scale"])
-    metrics = accumulator.summary()
+
+    batches = (
+        read_batch(crops, np.arange(start, min(start + batch_size, count))) for start in range(0, count, batch_size)
+    )
+    metrics = crop_errors(predict, batches, size, observe)
     return {
         "metrics": metrics,
         "headline": headline(metrics),
