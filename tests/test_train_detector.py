@@ -67,7 +67,7 @@ def test_worker_batches_match_the_in_process_stream(tmp_path):
     )
     expected = [train_detector.compose_batch(spec.build(), config, start) for start in (5, 8)]
     for workers in (0, 2):
-        config = train_detector.merge(config, {"data": {"workers": workers}})
+        config = train_detector.merge(config, {"workers": workers})
         stream = train_detector.training_batches(spec, config, start_frame=5, depth=2)
         got = [next(stream) for _ in range(2)]
         stream.close()

@@ -9,7 +9,7 @@ Data (`handshape_tf.data.full_frames`): hands are rendered once into pools under
 `data.heldout_pool_size` other hands, another seed, for held-out frames over the bank's test
 part; the same number in the "unseen" domain for the unseen-domain frames), cached as .npz and
 reused on resume (rendering is not part of the budget). Training frames are composited on the
-fly by `data.workers` spawned processes (compositing, not the small network, bounds the step),
+fly by `workers` spawned processes (compositing, not the small network, bounds the step),
 frame i of the stream from `full_frames.frame_rng(seed, i)`, so a resumed run continues the same
 stream where it stopped.
 
@@ -59,24 +59,20 @@ _AP_SCORE_THRESHOLD = 0.05
 
 @dataclasses.dataclass(frozen=True)
 class DetectorData:
-    """Pools and frames (module docstring); `workers` processes composite the training frames
-    (0: a thread of the training process)."""
+    """Pools and frames (module docstring)."""
 
     pool_size: int = 1200
     heldout_pool_size: int = 200
     heldout_frames: int = 300
     crop_size: int = 128
     views: str = "full"
-    workers: int = 2
-
-    def __post_init__(self):
-        if self.workers < 0:
-            raise ValueError(f"data.workers is {self.workers!r}; expected 0 (a thread) or more processes")
 
 
 @dataclasses.dataclass(frozen=True)
 class DetectorTrainConfig:
-    """Everything `train.detector` needs; `--set key=value` overrides any field."""
+    """Everything `train.detector` needs; `--set key=value` overrides any field. `workers`
+    processes composite the training frames (0: a thread of the training process); unlike
+    model, data, seed and batch size it may change when a run resumes."""
 
     model: DetectorConfig = DetectorConfig()
     data: DetectorData = DetectorData()
@@ -92,6 +88,11 @@ class DetectorTrainConfig:
     loss_size: float = 1.0
     loss_offset: float = 1.0
     loss_left: float = 1.0
+    workers: int = 2
+
+    def __post_init__(self):
+        if self.workers < 0:
+            raise ValueError(f"workers is {self.workers!r}; expected 0 (a thread) or more processes")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -218,12 +219,12 @@ def _worker_batch(start_frame: int) -> tuple[np.ndarray, ...]:
 def training_batches(spec: ComposerSpec, config: DetectorTrainConfig, start_frame: int, depth: int = 4):
     """Endless `compose_batch` batches from frame `start_frame` on, in stream order.
 
-    With `data.workers` > 0 the batches are composed by that many spawned processes, `depth`
+    With `workers` > 0 the batches are composed by that many spawned processes, `depth`
     batches ahead (compositing, not the small network, bounds the step otherwise); with 0, by a
     background thread of this process.
     """
     stride = config.batch_size
-    if config.data.workers == 0:
+    if config.workers == 0:
         composer = spec.build()
         starts = itertools.count(start_frame, stride)
         yield from prefetched((compose_batch(composer, config, start) for start in starts), depth)
@@ -233,7 +234,7 @@ def training_batches(spec: ComposerSpec, config: DetectorTrainConfig, start_fram
     context = multiprocessing.get_context("spawn")
     with single_threaded_children():
         executor = ProcessPoolExecutor(
-            config.data.workers, mp_context=context, initializer=_init_batch_worker, initargs=(spec, config)
+            config.workers, mp_context=context, initializer=_init_batch_worker, initargs=(spec, config)
         )
     try:
         pending = collections.deque(executor.submit(_worker_batch, start_frame + k * stride) for k in range(depth))
