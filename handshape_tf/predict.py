@@ -1,5 +1,6 @@
 """Estimates 3D hand pose and shape on image files and writes JSON, OBJ meshes and overlays.
 
+    python -m handshape_tf.predict hand.png --out results      # the shipped model
     python -m handshape_tf.predict hand.png --model exported/handshape.tflite --out results
     python -m handshape_tf.predict frame.jpg --model model.keras --box 210,80,260,260 \\
         --intrinsics 607.9,607.9,314.8,236.4 --root-depth 480 --scale 28 --json
@@ -35,6 +36,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from handshape_tf.assets import SHIPPED_MODEL
 from handshape_tf.cli import add_verbose_argument, setup_logging
 from handshape_tf.data.crop import read_image
 
@@ -74,7 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "images", nargs="+", type=Path, metavar="IMAGE", help="image files (PNG, JPEG, ...) or folders of them"
     )
-    parser.add_argument("--model", required=True, type=Path, help=".keras file, SavedModel directory or .tflite file")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=SHIPPED_MODEL,
+        help=".keras file, SavedModel directory or .tflite file (default: the shipped model, "
+        "handshape_tf/assets/MODEL_CARD.md)",
+    )
     parser.add_argument("--out", type=Path, default=Path("predictions"), help="output directory (default: predictions)")
     parser.add_argument("--json", action="store_true", help="also print the results as JSON to stdout")
     parser.add_argument("--box", type=_numbers(4, "x0,y0,w,h"), metavar="x0,y0,w,h", help="hand box in image pixels")

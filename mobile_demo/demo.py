@@ -1,6 +1,6 @@
 """On-device demo: a TFLite hand model in the LiteRT interpreter, mesh and skeleton drawn live.
 
-    python -m mobile_demo                                  # assets/example.png, assets/model.tflite
+    python -m mobile_demo                                  # assets/example.png, the shipped model
     python -m mobile_demo --images hand1.jpg hand2.png --out overlays/
     python -m mobile_demo --video clip.mp4 --threads 2
     python -m mobile_demo --camera 0 --max-frames 300
@@ -31,12 +31,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from handshape_tf.assets import SHIPPED_MODEL
 from handshape_tf.cli import add_verbose_argument, setup_logging
 
 logger = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).with_name("assets")
-DEFAULT_MODEL = ASSETS / "model.tflite"
+DEFAULT_MODEL = SHIPPED_MODEL
 DEFAULT_IMAGE = ASSETS / "example.png"
 DEFAULT_OUT = Path("runs") / "mobile_demo"
 # Weight of the newest frame in the smoothed frame rate of a video.

@@ -5,7 +5,8 @@
     python -m mobile_demo.make_assets --example my_hand_photo.jpg
 
 The model goes through `export.tflite` (gather graph formulation, builtin ops only, checked in
-LiteRT against Keras before it replaces mobile_demo/assets/model.tflite). Ship only a model
+LiteRT against Keras before it replaces handshape_tf/assets/model.tflite, the shipped model that
+every entry point uses by default; describe it in MODEL_CARD.md beside it). Ship only a model
 trained by the project (`python -m train.synthetic`), never random weights. The example photo
 is cut to its centred square and resized to at most `--example-size` pixels (the demo's default
 crop is that square, so the hand should fill the middle of the photo).
@@ -55,7 +56,7 @@ def make_example(photo: Path, max_size: int, out: Path = DEFAULT_IMAGE) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, help="trained .keras model -> assets/model.tflite")
+    parser.add_argument("--model", type=Path, help="trained .keras model -> handshape_tf/assets/model.tflite")
     parser.add_argument("--quantize", choices=("none", "fp16", "int8"), default="none")
     parser.add_argument("--data", help="crops for verification and int8 calibration (see export.tflite)")
     parser.add_argument("--example", type=Path, help="an image whose centre shows a right hand -> assets/example.png")

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from handshape_tf.assets import SHIPPED_MODEL
 from handshape_tf.assets.template import load_template
 from handshape_tf.data.crop import (
     crop_affine,
@@ -444,7 +445,7 @@ def test_truncated_models_are_corrupt_model_files(model, keras_file, tmp_path, c
     _truncate(saved / "saved_model.pb", saved / "saved_model.pb")
     models = [
         _truncate(keras_file, tmp_path / "cut.keras"),
-        _truncate(REPO / "mobile_demo" / "assets" / "model.tflite", tmp_path / "cut.tflite"),
+        _truncate(SHIPPED_MODEL, tmp_path / "cut.tflite"),
         saved,
     ]
     image = tmp_path / "hand.png"

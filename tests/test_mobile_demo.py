@@ -139,6 +139,23 @@ def test_no_argument_run_uses_the_shipped_assets(tmp_path):
     assert error.mean() < 40.0, error  # 28.0 px measured (MODEL_CARD.md); the hand spans ~200 px
 
 
+def test_predict_uses_the_shipped_model_by_default(tmp_path):
+    """`python -m handshape_tf.predict IMAGE` needs no --model: the shipped model (the demo's)
+    gives the same joints as the demo's predictor."""
+    from handshape_tf import predict
+    from handshape_tf.assets import SHIPPED_MODEL
+
+    assert demo.DEFAULT_MODEL == SHIPPED_MODEL and SHIPPED_MODEL.is_file()
+    assert predict.main([str(demo.DEFAULT_IMAGE), "--out", str(tmp_path)]) == 0
+    written = json.loads((tmp_path / "example.json").read_text())
+    from handshape_tf.inference import HandPredictor, TFLiteBackend
+
+    hand = HandPredictor(TFLiteBackend(SHIPPED_MODEL, num_threads=1)).predict(
+        read_bgr(demo.DEFAULT_IMAGE), channel_order="bgr"
+    )
+    np.testing.assert_allclose(np.asarray(written["joints_uv"]).reshape(21, 2), hand.joints_uv, atol=0.05)
+
+
 def test_make_example_keeps_the_centred_square(tmp_path):
     wide = np.zeros((100, 300, 3), np.uint8)
     wide[:, 100:200] = 255
