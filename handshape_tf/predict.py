@@ -15,6 +15,13 @@ prints one JSON list with all results to stdout. --box applies to every image; w
 crop is the square centred on the image with side max(H, W) (for images that are hand crops).
 --left marks every image as a left hand.
 
+With --detector (a hand detector from `python -m train.detector`) and no --box, each image is a
+full photo: up to --max-hands hands are found anywhere in it, left hands mirrored into the
+network and back, and <name>.json holds {"image", "files", "hands": [per hand: box, handedness,
+left_probability, score, confidence, hand (as above)]} ("hands": [] when none is found, with
+an overlay that is the unchanged photo), one <name>_hand<k>.obj per hand, and the overlay shows
+every hand's box, side, mesh and joints.
+
 Exit status: 0 on success; 2 for bad arguments, a model path that is missing, corrupt or of an
 unknown format, an --out that is a file or cannot be written (all checked before the model
 runs), or input files that are not images: those are skipped with a message naming each, the
@@ -92,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--root-depth", type=_positive, metavar="MM", help="depth of the wrist, mm")
     parser.add_argument("--scale", type=_positive, metavar="MM", help="hand scale s (middle finger MCP-PIP length), mm")
     parser.add_argument("--left", action="store_true", help="the images show left hands")
+    parser.add_argument(
+        "--detector",
+        type=Path,
+        help="hand detector (.tflite or .keras) for full photos (see above); --box overrides it",
+    )
+    parser.add_argument("--max-hands", type=int, default=2, help="most hands per photo with --detector (default: 2)")
     parser.add_argument("--batch-size", type=int, default=8, help="crops per model call (default: 8)")
     parser.add_argument("--threads", type=int, default=None, help="interpreter threads for .tflite models")
     add_verbose_argument(parser)
@@ -149,6 +162,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--intrinsics, --root-depth and --scale must be given together")
     if args.batch_size < 1:
         parser.error(f"--batch-size is {args.batch_size}; expected >= 1")
+    if args.max_hands < 1:
+        parser.error(f"--max-hands is {args.max_hands}; expected >= 1")
+    use_detector = args.detector is not None and args.box is None
+    if use_detector and (args.left or args.intrinsics is not None):
+        parser.error(
+            "--left and --intrinsics/--root-depth/--scale apply to given crops: use them with --box, not --detector"
+        )
     setup_logging(args.verbose)
 
     try:
@@ -174,41 +194,55 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
 
     from handshape_tf.inference import draw_overlay, load_predictor, mesh_faces, save_obj
+    from handshape_tf.inference.detection import HandDetector
+    from handshape_tf.inference.overlay import draw_hands
+    from handshape_tf.inference.tracking import detect_hands
 
     try:
         predictor = load_predictor(args.model, batch_size=args.batch_size, num_threads=args.threads)
+        detector = HandDetector(args.detector, num_threads=args.threads) if use_detector else None
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        predictions = predictor.predict(
-            images,
-            boxes=args.box,
-            intrinsics=args.intrinsics,
-            root_depth=args.root_depth,
-            scale=args.scale,
-            is_left=args.left,
-        )
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+    if detector is not None:
+        hands_per_image = [detect_hands(predictor, detector, image, max_hands=args.max_hands) for image in images]
+    else:
+        try:
+            predictions = predictor.predict(
+                images,
+                boxes=args.box,
+                intrinsics=args.intrinsics,
+                root_depth=args.root_depth,
+                scale=args.scale,
+                is_left=args.left,
+            )
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_USAGE
 
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
-    for path, name, image, prediction in zip(readable, output_names(readable), images, predictions, strict=True):
-        files = {
-            "json": args.out / f"{name}.json",
-            "obj": args.out / f"{name}.obj",
-            "overlay": args.out / f"{name}_overlay.png",
-        }
-        result = {"image": str(path), "files": {key: str(value) for key, value in files.items()}}
-        result.update(prediction.to_dict())
+    for index, (path, name, image) in enumerate(zip(readable, output_names(readable), images, strict=True)):
+        files = {"json": args.out / f"{name}.json", "overlay": args.out / f"{name}_overlay.png"}
+        if detector is not None:
+            hands = hands_per_image[index]
+            meshes = {f"obj_hand{k}": args.out / f"{name}_hand{k}.obj" for k in range(len(hands))}
+            for hand, mesh_path in zip(hands, meshes.values()):
+                save_obj(mesh_path, hand.prediction.vertices_xyz, mesh_faces(hand.is_left))
+            files.update(meshes)
+            content = {"hands": [hand.to_dict() for hand in hands]}
+            overlay = draw_hands(image, hands)
+        else:
+            prediction = predictions[index]
+            files["obj"] = args.out / f"{name}.obj"
+            save_obj(files["obj"], prediction.vertices_xyz, mesh_faces(prediction.is_left))
+            content = prediction.to_dict()
+            overlay = draw_overlay(image, prediction)
+        result = {"image": str(path), "files": {key: str(value) for key, value in files.items()}, **content}
         files["json"].write_text(json.dumps(result) + "\n", encoding="utf-8")
-        save_obj(files["obj"], prediction.vertices_xyz, mesh_faces(prediction.is_left))
-        overlay = draw_overlay(image, prediction)
         if not cv2.imwrite(str(files["overlay"]), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR)):
             raise OSError(f"could not write {files['overlay']}")
-        logger.info("%s -> %s.{json,obj}, %s", path, args.out / name, files["overlay"].name)
+        logger.info("%s -> %s.json, %s", path, args.out / name, files["overlay"].name)
         results.append(result)
     if args.json:
         json.dump(results, sys.stdout)

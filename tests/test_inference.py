@@ -602,6 +602,32 @@ def test_predict_cli_end_to_end(model, keras_file, tmp_path):
     assert overlay.shape == (80, 100, 3) and np.any(overlay != cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
 
+def test_predict_with_a_detector_on_a_photo_without_hands(keras_file, tmp_path, capsys):
+    """--detector on a photo where it finds nothing (an untrained detector is never confident):
+    an empty hand list, no mesh files and an overlay that is the unchanged photo; --left with
+    --detector is refused as a usage error."""
+    import keras
+
+    from handshape_tf import predict
+    from handshape_tf.models.detector import DetectorConfig, build_detector
+
+    keras.utils.set_random_seed(0)
+    detector = tmp_path / "detector.keras"
+    build_detector(DetectorConfig(input_height=64, input_width=64, widths=(8,) * 5, head_width=8)).save(detector)
+    rgb = _rng_image((90, 120, 3), seed=15)
+    image_path = tmp_path / "room.png"
+    cv2.imwrite(str(image_path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    out = tmp_path / "out"
+    arguments = [str(image_path), "--model", str(keras_file), "--detector", str(detector), "--out", str(out)]
+    assert predict.main(arguments) == 0
+    record = json.loads((out / "room.json").read_text())
+    assert record["hands"] == [] and set(record["files"]) == {"json", "overlay"}
+    np.testing.assert_array_equal(cv2.imread(str(out / "room_overlay.png")), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    with pytest.raises(SystemExit) as stop:
+        predict.main([*arguments, "--left"])
+    assert stop.value.code == 2 and "use them with --box, not --detector" in capsys.readouterr().err
+
+
 def test_predict_cli_rejects_a_text_file_posing_as_an_image(keras_file, tmp_path):
     fake = tmp_path / "notes.png"
     fake.write_text("this is not a picture\n")
