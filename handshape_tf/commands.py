@@ -58,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"handshape: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
+    if "--verbose" not in rest:
+        from handshape_tf.cli import setup_logging
+
+        setup_logging()  # before the module's own imports: TensorFlow's start-up notices filtered
     status = importlib.import_module(COMMANDS[name][0]).main(rest)
     return 0 if status is None else int(status)
 

@@ -13,8 +13,9 @@ The compiler is `$CXX` if set, else `g++`. Concurrent builds are serialised by a
 in the cache folder, and each build is written to a temporary file renamed into place, so a
 reader never sees a half-written library.
 
-Command line (used by the set-up script): `python -m handshape_tf.rendering.rasterizer_op`
-builds the op if needed and prints the path of the shared library.
+Command line (the set-up script runs `handshape build-rasterizer`, the same without TensorFlow's
+start-up notices): `python -m handshape_tf.rendering.rasterizer_op` builds the op if needed and
+prints the path of the shared library.
 """
 
 from __future__ import annotations
