@@ -5,18 +5,25 @@
     python -m mobile_demo --video clip.mp4 --threads 2
     python -m mobile_demo --camera 0 --max-frames 300
     python -m mobile_demo --benchmark                      # per-stage latency on the first frame
+    python -m mobile_demo --video clip.mp4 --detector detector.tflite --max-hands 2
 
 Runs on numpy, OpenCV and ai_edge_litert only: TensorFlow is never imported (as on a phone).
 Per frame: the crop box (`--box`, default the centred square of side max(H, W) of the frame,
 so the hand should fill the middle of the picture) is cut and resized to the model's input,
 the model runs, and its mesh (wireframe), 21-joint skeleton, crop box and frame rate are drawn
 over the frame (`handshape_tf.inference`: `HandPredictor` with its `TFLiteBackend`, and
-`draw_overlay`). Outputs go to `--out`: <image>_overlay.png per image, <video>_overlay.mp4 for a
-video or camera.
+`draw_overlay`). With `--detector` (a .tflite from `python -m train.detector --tflite`) the
+frame is a full picture instead: up to `--max-hands` hands are found anywhere, each with its
+side (left hands mirrored through the model), and in a video or camera stream they are
+tracked (`handshape_tf.inference.tracking.HandTracker`: the next crop from the previous
+joints, the detector again only every `--redetect-every` frames or when a hand is lost, One
+Euro smoothing); the log says on how many frames the detector ran. Outputs go to `--out`:
+<image>_overlay.png per image, <video>_overlay.mp4 for a video or camera.
 
-The shipped assets (`mobile_demo/assets/`): model.tflite, made from a trained .keras model by
-`python -m mobile_demo.make_assets`, and example.png, a rendered hand (a synthetic sample whose
-ground-truth joints are in example.json), not a photograph. Any TFLite export of
+The shipped model is the package's (`handshape_tf/assets/model.tflite`, made from a trained
+.keras model by `python -m mobile_demo.make_assets`, see its MODEL_CARD.md); the example
+(`mobile_demo/assets/example.png`) is a rendered hand (a synthetic sample whose ground-truth
+joints are in example.json), not a photograph. Any TFLite export of
 `python -m export.tflite` (float32, fp16 or int8) works with --model.
 """
 
@@ -48,20 +55,43 @@ class MissingAssetError(FileNotFoundError):
     """A model or image the demo needs is not there; the message says how to make it."""
 
 
+class TimedDetector:
+    """Wraps a `HandDetector` and records the seconds of its calls since `take_seconds`."""
+
+    def __init__(self, detector):
+        self.detector = detector
+        self.description = detector.description
+        self.seconds = 0.0
+
+    def detect(self, frame, max_hands: int):
+        start = time.perf_counter()
+        found = self.detector.detect(frame, max_hands=max_hands)
+        self.seconds += time.perf_counter() - start
+        return found
+
+    def take_seconds(self) -> float:
+        seconds, self.seconds = self.seconds, 0.0
+        return seconds
+
+
 class TimedBackend:
-    """Wraps a backend (`run(crops)`) and records the seconds of its last call."""
+    """Wraps a backend (`run(crops)`) and records the seconds of its calls since `take_seconds`."""
 
     def __init__(self, backend):
         self.backend = backend
         self.image_size = backend.image_size
         self.description = backend.description
-        self.last_seconds = 0.0
+        self.seconds = 0.0
 
-    def run(self, crops: np.ndarray) -> dict[str, np.ndarray]:
+    def run(self, crops):
         start = time.perf_counter()
         outputs = self.backend.run(crops)
-        self.last_seconds = time.perf_counter() - start
+        self.seconds += time.perf_counter() - start
         return outputs
+
+    def take_seconds(self) -> float:
+        seconds, self.seconds = self.seconds, 0.0
+        return seconds
 
 
 def check_model(path: Path) -> Path:
@@ -75,6 +105,13 @@ def check_model(path: Path) -> Path:
             f"(made by `python -m export.tflite`)"
         )
     raise MissingAssetError(f"model {path} does not exist; expected a .tflite file from `python -m export.tflite`")
+
+
+def check_detector(path: Path) -> Path:
+    """`path` if it exists; otherwise MissingAssetError saying how to make a detector."""
+    if path.is_file():
+        return path
+    raise MissingAssetError(f"detector {path} does not exist; make one with `python -m train.detector --tflite`")
 
 
 def check_images(paths: list[Path]) -> list[Path]:
@@ -98,45 +135,81 @@ class Demo:
       threads: LiteRT interpreter threads (None: LiteRT's default).
       box: (x0, y0, w, h) crop box in frame pixels, or None for the centred square.
       left: the hand is a left hand (mirrored through the right-hand model).
+      detector: a detector .tflite: find and track hands in full frames (box and left unused).
+      max_hands, redetect_every: as `HandTracker`.
     """
 
-    def __init__(self, model: Path, threads: int | None = None, box=None, left: bool = False):
+    def __init__(
+        self,
+        model: Path,
+        threads: int | None = None,
+        box=None,
+        left: bool = False,
+        detector: Path | None = None,
+        max_hands: int = 2,
+        redetect_every: int = 10,
+    ):
         from handshape_tf.inference import HandPredictor, TFLiteBackend
+        from handshape_tf.inference.detection import HandDetector
+        from handshape_tf.inference.tracking import HandTracker
 
         self.backend = TimedBackend(TFLiteBackend(check_model(Path(model)), num_threads=threads))
         self.predictor = HandPredictor(self.backend, batch_size=1)
         self.threads = threads
         self.box = box
         self.left = left
+        self.tracker = None
+        if detector is not None:
+            self.tracker = HandTracker(
+                self.predictor,
+                TimedDetector(HandDetector(check_detector(Path(detector)), num_threads=threads)),
+                max_hands=max_hands,
+                redetect_every=redetect_every,
+            )
         self.fps: float | None = None
         # Warm-up on a blank frame: the first pass allocates the interpreter's tensors, packs the
         # weights for XNNPACK and loads the mesh template, several times slower than the next.
         size = self.backend.image_size
         self.process(np.zeros((size, size, 3), np.uint8))
         self.fps = None
+        self.new_stream()
+
+    def new_stream(self) -> None:
+        """Forgets tracked hands (before a new video, or between unrelated images)."""
+        if self.tracker is not None:
+            self.tracker.reset()
 
     def process(self, frame: np.ndarray, smooth: bool = False) -> tuple[np.ndarray, dict[str, float]]:
         """H x W x 3 uint8 BGR frame -> (annotated BGR frame, seconds per stage).
 
-        Stages: "inference" (LiteRT), "pre_post" (crop, resize, uv -> pixels, 3D lift),
-        "draw" (overlay), "total". With `smooth`, the displayed frame rate is a running
-        average over frames (video); otherwise that of this frame.
+        Stages: "inference" (LiteRT, the mesh model: every hand's crop), "pre_post" (crop, resize,
+        uv -> pixels, 3D lift, tracking), "detector" (with a detector: 0 on frames where the
+        tracker did not run it), "draw" (overlay), "total". With `smooth`, the displayed frame rate is a
+        running average over frames (video); otherwise that of this frame.
         """
         from handshape_tf.inference import draw_overlay
+        from handshape_tf.inference.overlay import draw_hands
 
         start = time.perf_counter()
-        hand = self.predictor.predict(frame, boxes=self.box, is_left=self.left, channel_order="bgr")
-        predicted = time.perf_counter()
-        canvas = cv2.cvtColor(draw_overlay(frame, hand, channel_order="bgr"), cv2.COLOR_RGB2BGR)
+        if self.tracker is not None:
+            hands = self.tracker.update(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+            predicted = time.perf_counter()
+            canvas = cv2.cvtColor(draw_hands(frame, hands, channel_order="bgr"), cv2.COLOR_RGB2BGR)
+        else:
+            hand = self.predictor.predict(frame, boxes=self.box, is_left=self.left, channel_order="bgr")
+            predicted = time.perf_counter()
+            canvas = cv2.cvtColor(draw_overlay(frame, hand, channel_order="bgr"), cv2.COLOR_RGB2BGR)
         drawn = time.perf_counter()
         total = drawn - start
         fps = 1.0 / max(total, 1e-9)
         self.fps = fps if self.fps is None or not smooth else (1 - _FPS_SMOOTHING) * self.fps + _FPS_SMOOTHING * fps
         self._draw_rate(canvas, total)
-        inference = self.backend.last_seconds
+        inference = self.backend.take_seconds()
+        detection = self.tracker.detector.take_seconds() if self.tracker is not None else 0.0
         return canvas, {
+            "detector": detection,
             "inference": inference,
-            "pre_post": predicted - start - inference,
+            "pre_post": predicted - start - inference - detection,
             "draw": drawn - predicted,
             "total": total,
         }
@@ -168,6 +241,7 @@ def run_images(demo: Demo, paths: list[Path], out: Path) -> list[Path]:
         except ValueError as error:
             logger.error("mobile_demo: skipping %s", error)
             continue
+        demo.new_stream()  # unrelated images: nothing to track
         canvas, seconds = demo.process(frame)
         target = out / f"{path.stem}_overlay.png"
         if not cv2.imwrite(str(target), canvas):
@@ -182,6 +256,7 @@ def run_stream(demo: Demo, capture: cv2.VideoCapture, target: Path, max_frames: 
     rate = capture.get(cv2.CAP_PROP_FPS)
     writer = None
     count = 0
+    demo.new_stream()
     try:
         while max_frames is None or count < max_frames:
             ok, frame = capture.read()
@@ -202,18 +277,32 @@ def run_stream(demo: Demo, capture: cv2.VideoCapture, target: Path, max_frames: 
         if writer is not None:
             writer.release()
     logger.info("%d frames -> %s (%.1f FPS at the end)", count, target, demo.fps or 0.0)
+    if demo.tracker is not None:
+        logger.info("the detector ran on %d of %d frames", demo.tracker.detector_runs, demo.tracker.frames)
     return count
 
 
 def benchmark(demo: Demo, frame: np.ndarray, runs: int) -> str:
-    """Median / p90 milliseconds per stage over `runs` passes on one frame (after one warm-up)."""
+    """Median / p90 milliseconds per stage over `runs` passes on one frame (after one warm-up).
+
+    With a detector, every pass runs it (the worst case of tracking, as on a frame where a hand
+    was lost) and its own time is a stage ("detector", part of "pre_post").
+    """
+    stages = ["pre_post", "inference", "draw", "total"]
+    if demo.tracker is not None:
+        demo.tracker.always_detect = True
+        stages.insert(0, "detector")
     demo.process(frame)
     records = [demo.process(frame)[1] for _ in range(runs)]
+    description = demo.backend.description
+    if demo.tracker is not None:
+        demo.tracker.always_detect = False
+        description += f" + {demo.tracker.detector.description}, {len(demo.tracker.tracks)} hand(s) found"
     lines = [
-        f"{demo.backend.description}, {frame.shape[1]} x {frame.shape[0]} frame, {runs} runs",
+        f"{description}, {frame.shape[1]} x {frame.shape[0]} frame, {runs} runs",
         f"{'stage':10} {'median ms':>10} {'p90 ms':>8}",
     ]
-    for stage in ("pre_post", "inference", "draw", "total"):
+    for stage in stages:
         times = 1e3 * np.array([record[stage] for record in records])
         lines.append(f"{stage:10} {np.median(times):>10.2f} {np.percentile(times, 90):>8.2f}")
     total = np.median([record["total"] for record in records])
@@ -239,6 +328,11 @@ def main(argv: list[str] | None = None) -> int:
         help="hand crop box in frame pixels (default: centred square)",
     )
     parser.add_argument("--left", action="store_true", help="the hand is a left hand")
+    parser.add_argument("--detector", type=Path, help="a hand detector .tflite: find and track hands in full frames")
+    parser.add_argument("--max-hands", type=int, default=2, help="most hands per frame with --detector (default: 2)")
+    parser.add_argument(
+        "--redetect-every", type=int, default=10, help="with --detector, detect at least every N frames (default: 10)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="LiteRT threads (default: LiteRT's choice)")
     parser.add_argument("--max-frames", type=int, default=None, help="stop a video/camera after this many frames")
     parser.add_argument("--benchmark", action="store_true", help="print per-stage latency on the first frame")
@@ -248,10 +342,12 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
 
     problems = []
-    try:
-        check_model(args.model)
-    except MissingAssetError as error:
-        problems.append(str(error))
+    for check, path in ((check_model, args.model), (check_detector, args.detector)):
+        try:
+            if path is not None:
+                check(path)
+        except MissingAssetError as error:
+            problems.append(str(error))
     images = []
     if args.video is None and args.camera is None:
         try:
@@ -265,7 +361,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"mobile_demo: {problem}", file=sys.stderr)
         return 2
     try:
-        demo = Demo(args.model, threads=args.threads, box=args.box, left=args.left)
+        demo = Demo(
+            args.model,
+            threads=args.threads,
+            box=args.box,
+            left=args.left,
+            detector=args.detector,
+            max_hands=args.max_hands,
+            redetect_every=args.redetect_every,
+        )
     except ValueError as error:  # a corrupt .tflite, or a model that does not take B x S x S x 3 images
         print(f"mobile_demo: {error}", file=sys.stderr)
         return 2

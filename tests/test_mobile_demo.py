@@ -93,6 +93,45 @@ def test_demo_writes_an_annotated_video(tiny_tflite, tmp_path):
     assert ok and frame.shape == (64, 96, 3)
 
 
+@pytest.fixture(scope="module")
+def untrained_detector_tflite(tmp_path_factory):
+    """A small detector .tflite with seed-0 random weights: never confident, so it finds no hand."""
+    import keras
+
+    from handshape_tf.models.detector import DetectorConfig, build_detector
+
+    keras.utils.set_random_seed(0)
+    model = build_detector(DetectorConfig(input_height=64, input_width=96, widths=(8,) * 5, head_width=8))
+    path = tmp_path_factory.mktemp("detector") / "detector.tflite"
+    path.write_bytes(tflite.convert_keras(model))
+    return path
+
+
+def test_demo_with_a_detector_runs_litert_only_and_handles_frames_without_hands(
+    tiny_tflite, untrained_detector_tflite, tmp_path
+):
+    """--detector on a clip without hands: every frame is written unchanged but for the frame
+    rate, the detector runs on every frame (nothing to track), the benchmark has a detector
+    stage, and TensorFlow is never imported."""
+    clip = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (96, 64))
+    for step in range(5):
+        writer.write(np.full((64, 96, 3), 30 * step, np.uint8))
+    writer.release()
+    out = tmp_path / "out"
+    arguments = ["--model", tiny_tflite, "--detector", untrained_detector_tflite, "--threads", "1"]
+    result = _run_demo(*arguments, "--video", clip, "--out", out, "--benchmark", "--runs", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not _imported(result.stderr) & {"tensorflow", "keras"}
+    assert "the detector ran on 5 of 5 frames" in result.stderr
+    assert "0 hand(s) found" in result.stdout
+    stages = [line.split()[0] for line in result.stdout.splitlines()[2:7]]
+    assert stages == ["detector", "pre_post", "inference", "draw", "total"]
+    assert int(cv2.VideoCapture(str(out / "clip_overlay.mp4")).get(cv2.CAP_PROP_FRAME_COUNT)) == 5
+    missing = _run_demo("--detector", tmp_path / "none.tflite", "--out", out)
+    assert missing.returncode == 2 and "make one with `python -m train.detector --tflite`" in missing.stderr
+
+
 def test_missing_assets_say_how_to_make_them(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(demo, "DEFAULT_MODEL", tmp_path / "model.tflite")
     monkeypatch.setattr(demo, "DEFAULT_IMAGE", tmp_path / "example.png")
