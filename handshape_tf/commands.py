@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "recipe-curves": ("train.recipe_curves", "accuracy against training minutes of finished runs"),
     "train-detector": ("train.detector", "train the full-frame hand detector"),
     "evaluate": ("handshape_tf.evaluate", "evaluate a model on a dataset (paper protocol)"),
+    "evaluate-clip": ("handshape_tf.evaluation.clip", "tracking against detecting every frame on a synthetic video"),
     "predict": ("handshape_tf.predict", "hand mesh and joints for images"),
     "serve": ("handshape_tf.serve", "REST server in the TF Serving format"),
     "render": ("handshape_tf.data.synthetic", "render a synthetic dataset into shards"),

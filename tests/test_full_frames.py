@@ -138,3 +138,22 @@ def test_frames_without_hands_have_empty_labels(pool, fixture_photo_bank):
 def test_frame_config_rejects_bad_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
         FrameConfig(**kwargs)
+
+
+def test_clip_hands_cross_keep_their_side_and_frames_are_reproducible(pool, fixture_photo_bank):
+    composer = FrameComposer(
+        pool, BackgroundSource(fixture_photo_bank / "test"), PHOTO, FrameConfig(width=128, height=96)
+    )
+    frames = composer.clip(seed=4, num_frames=12, num_hands=2, poses_per_hand=3)
+    assert len(frames) == 12
+    centres = {0: [], 1: []}
+    for frame in frames:
+        assert frame["image"].shape == (96, 128, 3) and len(frame["boxes"]) == len(frame["hand_ids"])
+        for box, hand, left in zip(frame["boxes"], frame["hand_ids"], frame["is_left"]):
+            assert bool(left) == (hand == 1)  # hand 0 is a right hand, hand 1 a left one, all along
+            centres[int(hand)].append(box[0] + box[2] / 2)
+    assert centres[0][0] < 50 < 78 < centres[0][-1] and centres[1][0] > 78 > 50 > centres[1][-1]  # they cross
+    again = composer.clip(seed=4, num_frames=12, num_hands=2, poses_per_hand=3)
+    assert all(np.array_equal(a["image"], b["image"]) for a, b in zip(frames, again))
+    with pytest.raises(ValueError, match="expected each >= 1"):
+        composer.clip(seed=4, num_frames=0)

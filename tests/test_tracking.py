@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import keras
 import numpy as np
 import pytest
@@ -174,3 +176,33 @@ def test_filtered_tracks_are_smoother_than_raw(parts):
         outputs[flag] = np.array([tracker.update(frame)[0].prediction.joints_uv for frame in frames])
     np.testing.assert_allclose(outputs[True][0], outputs[False][0], atol=1e-5)  # first frame passes
     assert np.abs(np.diff(outputs[True], axis=0)).mean() < np.abs(np.diff(outputs[False], axis=0)).mean()
+
+
+def test_clip_matching_and_tracking_summary(parts):
+    """match_hands pairs each labelled box with the nearest prediction (once); track_clip's
+    summary counts detector runs, found and missed hands on a constructed two-frame clip."""
+    from handshape_tf.evaluation.clip import match_hands, track_clip
+    from handshape_tf.inference.detection import HandDetector
+
+    def hand_at(x, y):
+        prediction = SimpleNamespace(joints_uv=np.tile([[x, y]], (21, 1)).astype(np.float32))
+        return SimpleNamespace(prediction=prediction, is_left=False)
+
+    hands = [hand_at(10, 10), hand_at(50, 50)]
+    boxes = np.array([[40, 40, 20, 20], [0, 0, 20, 20], [200, 200, 10, 10]], np.float32)
+    assert match_hands(hands, boxes) == [(1, 0), (0, 1)]  # the third box has no hand near it
+    predictor, detector_model = parts
+    tracker = HandTracker(predictor, HandDetector(detector_model), redetect_every=5)  # untrained: finds nothing
+    frames = [
+        {
+            "image": image,
+            "boxes": np.array([[10, 10, 30, 30]], np.float32),
+            "is_left": np.array([False]),
+            "joints_uv": np.full((1, 21, 2), 25.0, np.float32),
+        }
+        for image in _clip(2)
+    ]
+    summary = track_clip(tracker, frames)
+    assert summary["detector_runs"] == 2 and summary["detector_fraction"] == 1.0  # no track: detect again
+    assert (summary["hands_labelled"], summary["hands_found"], summary["hands_missed"]) == (2, 0, 2)
+    assert summary["joint_error_percent_of_hand"] is None

@@ -56,6 +56,7 @@ from handshape_tf.data.domains import Domain
 logger = logging.getLogger(__name__)
 
 FRAME_STREAM = 0xF4A3E  # keys the frame stream's generators (beside the seed and index)
+CLIP_STREAM = 0xC11B5  # keys a clip's generators (beside the seed and frame)
 NUM_KEYPOINTS = 21
 WRIST, MIDDLE_MCP, INDEX_MCP, LITTLE_MCP = 0, 9, 5, 17
 ALPHA_THRESHOLD = 0.5  # a pixel belongs to a hand's box where its visible alpha is >= this
@@ -206,6 +207,20 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
+def _paint(radiance: np.ndarray, hands: list[dict[str, Any]], colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """`radiance` (H x W x 3) with a layer of `colour` over it by `alpha` (H x W); the placed
+    hands' visible alpha shrinks where the layer covers them."""
+    for hand in hands:
+        hand["alpha"] *= 1.0 - alpha
+    return colour * alpha[..., None] + radiance * (1.0 - alpha[..., None])
+
+
+def _rotated_extent(box: np.ndarray, angle: float) -> np.ndarray:
+    """(w, h) of the axis-aligned box around `box` (x0, y0, w, h) rotated by `angle` degrees."""
+    cos, sin = abs(np.cos(np.radians(angle))), abs(np.sin(np.radians(angle)))
+    return np.array([cos * box[2] + sin * box[3], sin * box[2] + cos * box[3]])
+
+
 def _mean_colour(rgba: np.ndarray) -> np.ndarray:
     """Linear RGB mean of the pixels of an RGBA crop with alpha >= 0.5 (mid grey if none)."""
     solid = rgba[..., 3] >= 128
@@ -298,9 +313,7 @@ class FrameComposer:
 
         def paint(colour: np.ndarray, alpha: np.ndarray) -> None:
             nonlocal radiance
-            radiance = colour * alpha[..., None] + radiance * (1.0 - alpha[..., None])
-            for hand in hands:
-                hand["alpha"] *= 1.0 - alpha
+            radiance = _paint(radiance, hands, colour, alpha)
 
         for _ in range(int((~in_front).sum())):
             paint(*self._distractor(rng, height, width))
@@ -316,6 +329,14 @@ class FrameComposer:
         for _ in range(int(in_front.sum())):
             paint(*self._distractor(rng, height, width))
 
+        return self._finish(rng, radiance, hands, return_alpha)
+
+    def _finish(self, rng, radiance: np.ndarray, hands: list[dict[str, Any]], return_alpha: bool) -> dict[str, Any]:
+        """The frame through the domain's camera, and the labels of the hands visible enough."""
+        config = self.config
+        height, width = config.height, config.width
+        side = max(height, width)
+        top, left = (side - height) // 2, (side - width) // 2
         # A non-square frame goes through the camera on its square canvas (reflected padding,
         # so vignetting and blur see no black border) and is cut back.
         canvas = cv2.copyMakeBorder(radiance, top, side - height - top, left, side - width - left, cv2.BORDER_REFLECT)
@@ -333,9 +354,80 @@ class FrameComposer:
             "is_left": np.array([h["is_left"] for _, h in labelled], bool),
             "joints_uv": np.array([h["joints_uv"] for _, h in labelled], np.float32).reshape(-1, NUM_KEYPOINTS, 2),
         }
+        if any("hand_id" in h for _, h in labelled):
+            result["hand_ids"] = np.array([h["hand_id"] for _, h in labelled], np.int64)
         if return_alpha:
             result["alpha"] = np.array([h["alpha"] for _, h in labelled], np.float32).reshape(-1, height, width)
         return result
+
+    def clip(self, seed: int, num_frames: int, num_hands: int = 2, poses_per_hand: int = 3) -> list[dict[str, Any]]:
+        """A synthetic video: `num_hands` hands moving over one background photo.
+
+        Hand k keeps one side (right for even k, left for odd k) and shows `poses_per_hand`
+        pool hands in turn (a gesture change every num_frames / poses_per_hand frames, mirrored
+        to the hand's side); its box centre crosses the frame in a straight line (even k from
+        left to right, odd k from right to left, so two hands cross) with a vertical sway, its
+        size and in-plane angle oscillating; hand k + 1 is drawn over hand k, each with its
+        forearm. The camera's effects are drawn anew per frame (noise changes as in a video).
+        Frame t of the clip seeded with `seed` is the same whatever else was composed.
+
+        Returns:
+          num_frames dicts as `compose` returns, each with hand_ids (n,): which hand k each
+          labelled hand is.
+        """
+        config = self.config
+        height, width = config.height, config.width
+        if num_frames < 1 or num_hands < 1 or poses_per_hand < 1:
+            raise ValueError(
+                f"num_frames {num_frames!r}, num_hands {num_hands!r}, poses_per_hand {poses_per_hand!r}; "
+                "expected each >= 1"
+            )
+        rng = np.random.default_rng([int(seed), CLIP_STREAM])
+        side = max(height, width)
+        top, left = (side - height) // 2, (side - width) // 2
+        background = self.backgrounds.sample(rng, side)[top : top + height, left : left + width]
+        base = srgb_to_linear(background.astype(np.float32) / 255.0).astype(np.float32)
+        tracks = []
+        for k in range(num_hands):
+            indices = rng.integers(len(self.pool), size=poses_per_hand)
+            want_left = bool(k % 2)
+            xs = (0.2 * width, 0.8 * width)
+            tracks.append(
+                {
+                    "indices": indices,
+                    "mirrored": [bool(self.pool.is_left[i]) != want_left for i in indices],
+                    "size": rng.uniform(0.3, 0.45) * min(height, width),
+                    "angle": rng.uniform(-20.0, 20.0),
+                    "x": xs if k % 2 == 0 else xs[::-1],
+                    "y": rng.uniform(0.35, 0.65) * height,
+                    "phase": rng.uniform(0.0, 2.0 * np.pi),
+                    "forearm_seed": int(rng.integers(2**32)),
+                }
+            )
+        frames = []
+        for t in range(num_frames):
+            u = t / max(num_frames - 1, 1)
+            radiance = base.copy()
+            hands: list[dict[str, Any]] = []
+            for k, track in enumerate(tracks):
+                pose = min(int(u * poses_per_hand), poses_per_hand - 1)
+                index, mirrored = int(track["indices"][pose]), track["mirrored"][pose]
+                wave = np.sin(2.0 * np.pi * u + track["phase"])
+                size = track["size"] * (1.0 + 0.15 * wave)
+                angle = track["angle"] + 15.0 * np.sin(3.0 * np.pi * u + track["phase"])
+                target = np.array(
+                    [track["x"][0] + (track["x"][1] - track["x"][0]) * u, track["y"] + 0.08 * height * wave]
+                )
+                colour, alpha, hand = self._warp_hand(index, mirrored, size, angle, target)
+                hand["hand_id"] = k
+                same_forearm = np.random.default_rng(track["forearm_seed"])  # the same arm in every frame
+                forearm = self._forearm(same_forearm, hand["joints_uv"], size, self._colours[index], height, width)
+                if forearm is not None:
+                    radiance = _paint(radiance, hands, *forearm)
+                radiance = _paint(radiance, hands, colour, alpha)
+                hands.append(hand)
+            frames.append(self._finish(np.random.default_rng([int(seed), CLIP_STREAM, t]), radiance, hands, False))
+        return frames
 
     def _place_hand(self, rng: np.random.Generator, hands: list[dict[str, Any]]):
         """(colour H x W x 3, alpha H x W, forearm (colour, alpha) or None, hand record) or None
@@ -343,27 +435,12 @@ class FrameComposer:
         config = self.config
         height, width = config.height, config.width
         index = int(rng.integers(len(self.pool)))
-        rgba = self.pool.rgba[index]
-        joints = self.pool.joints_uv[index].astype(np.float64)
-        is_left = bool(self.pool.is_left[index])
-        n = rgba.shape[0]
-        if rng.uniform() < config.mirror_probability:
-            rgba = rgba[:, ::-1]
-            joints = np.stack([n - joints[:, 0], joints[:, 1]], axis=1)
-            is_left = not is_left
-        crop_box = mask_box(rgba[..., 3].astype(np.float32) / 255.0)
-        if crop_box is None:
+        mirrored = bool(rng.uniform() < config.mirror_probability)
+        if self._crop_box(index, mirrored) is None:
             return None
         size = np.exp(rng.uniform(*np.log(config.hand_size))) * min(height, width)
         angle = rng.uniform(-config.rotation_deg, config.rotation_deg)
-        # Rotate about the crop box's centre; the rotated box's extent sets the scale.
-        centre = crop_box[:2] + crop_box[2:] / 2
-        cos, sin = np.cos(np.radians(angle)), np.sin(np.radians(angle))
-        extent = np.array(
-            [abs(cos) * crop_box[2] + abs(sin) * crop_box[3], abs(sin) * crop_box[2] + abs(cos) * crop_box[3]]
-        )
-        scale = size / extent.max()
-        box_size = extent * scale
+        box_size = self._box_size(index, mirrored, size, angle)
         for _ in range(10):
             low = box_size / 2 - config.max_outside * box_size
             high = np.array([width, height]) - low
@@ -373,18 +450,55 @@ class FrameComposer:
                 break
         else:
             return None
+        colour, alpha, hand = self._warp_hand(index, mirrored, size, angle, target)
+        forearm = None
+        if rng.uniform() < config.forearm_probability:
+            forearm = self._forearm(rng, hand["joints_uv"], size, self._colours[index], height, width)
+        return colour, alpha, forearm, hand
+
+    def _oriented(self, index: int, mirrored: bool):
+        """Pool hand `index` as placed: (rgba N x N x 4, joints J x 2 float64, is_left), mirrored
+        (the other side) when asked."""
+        rgba = self.pool.rgba[index]
+        joints = self.pool.joints_uv[index].astype(np.float64)
+        is_left = bool(self.pool.is_left[index])
+        if mirrored:
+            rgba = rgba[:, ::-1]
+            joints = np.stack([rgba.shape[1] - joints[:, 0], joints[:, 1]], axis=1)
+            is_left = not is_left
+        return rgba, joints, is_left
+
+    def _crop_box(self, index: int, mirrored: bool) -> np.ndarray | None:
+        """The box of the oriented pool hand's pixels in its crop (None: an empty crop)."""
+        return mask_box(self._oriented(index, mirrored)[0][..., 3].astype(np.float32) / 255.0)
+
+    def _box_size(self, index: int, mirrored: bool, size: float, angle: float) -> np.ndarray:
+        """(w, h) of the hand's box once rotated by `angle` degrees and scaled so its larger side is `size`."""
+        extent = _rotated_extent(self._crop_box(index, mirrored), angle)
+        return extent * (size / extent.max())
+
+    def _warp_hand(self, index: int, mirrored: bool, size: float, angle: float, target: np.ndarray):
+        """(colour H x W x 3 linear, alpha H x W, hand record) of the oriented pool hand rotated by
+        `angle` degrees about its box's centre, scaled so the rotated box's larger side is `size`
+        and moved so that centre lands on `target` (frame pixels)."""
+        config = self.config
+        rgba, joints, is_left = self._oriented(index, mirrored)
+        crop_box = self._crop_box(index, mirrored)
+        extent = _rotated_extent(crop_box, angle)
+        scale = size / extent.max()
+        box_size = extent * scale
+        centre = crop_box[:2] + crop_box[2:] / 2
         matrix = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), angle, scale)
         matrix[:, 2] += target - centre  # the crop box's centre lands on target
         # warpAffine maps pixel centres (integers) while our points use continuous coordinates
         # (centres at i + 0.5): q -> M(q + 0.5) - 0.5 for the continuous map M = [A | b].
-        continuous = matrix
         pixel_matrix = matrix.copy()
         pixel_matrix[:, 2] += matrix[:, :2] @ [0.5, 0.5] - 0.5
         warped = (
             cv2.warpAffine(
                 rgba,
                 pixel_matrix,
-                (width, height),
+                (config.width, config.height),
                 flags=cv2.INTER_LINEAR,
                 borderMode=cv2.BORDER_CONSTANT,
                 borderValue=(0, 0, 0, 0),
@@ -393,12 +507,10 @@ class FrameComposer:
         )
         alpha = warped[..., 3]
         colour = srgb_to_linear(warped[..., :3]).astype(np.float32)
-        joints_frame = (np.hstack([joints, np.ones((NUM_KEYPOINTS, 1))]) @ continuous.T).astype(np.float32)
-        forearm = None
-        if rng.uniform() < config.forearm_probability:
-            forearm = self._forearm(rng, joints_frame, size, self._colours[index], height, width)
+        joints_frame = (np.hstack([joints, np.ones((NUM_KEYPOINTS, 1))]) @ matrix.T).astype(np.float32)
+        box = np.concatenate([target - box_size / 2, box_size])
         hand = {"alpha": alpha.copy(), "placed_box": box, "is_left": is_left, "joints_uv": joints_frame}
-        return colour, alpha, forearm, hand
+        return colour, alpha, hand
 
     def _forearm(self, rng, joints: np.ndarray, size: float, skin: np.ndarray, height: int, width: int):
         """(colour, alpha) of a forearm leaving the wrist away from the middle MCP."""
