@@ -17,8 +17,8 @@ closest to its box's centre (within half the box's larger side, each prediction 
 Reported per run: the frames on which the detector ran, hands found / missed, and the 2D joint
 error of the found hands (mean over joints of the pixel distance, divided by the hand's box's
 larger side: "joint error, % of hand size"), and the side accuracy of the found hands. Writes
-report.json, clip.gif (the tracked run's overlays) and strip.png (every `--strip-every`-th
-overlay side by side) into --out.
+report.json, clip.gif (every `--gif-every`-th overlay of the tracked run, at its real speed
+for a 30 frames/s clip) and strip.png (every `--strip-every`-th overlay side by side) into --out.
 
 Exit status: 0 done, 2 a missing model or detector or bad arguments.
 """
@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--redetect-every", type=int, default=10, help="the tracker's detector period (default 10)")
     parser.add_argument("--strip-every", type=int, default=15, help="frames between strip.png's tiles (default 15)")
+    parser.add_argument("--gif-every", type=int, default=2, help="frames between clip.gif's frames (default 2)")
     add_verbose_argument(parser)
     return parser
 
@@ -141,7 +142,7 @@ def write_gif(frames: list[np.ndarray], path: Path, fps: float = 15.0) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for name in ("frames", "width", "height", "redetect_every", "strip_every"):
+    for name in ("frames", "width", "height", "redetect_every", "strip_every", "gif_every"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} is {getattr(args, name)}; expected >= 1")
     setup_logging(args.verbose)
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{_percent(summary['side_accuracy'], 100)}"
         )
         if overlays:
-            write_gif(overlays, args.out / "clip.gif")
+            write_gif(overlays[:: args.gif_every], args.out / "clip.gif", fps=30.0 / args.gif_every)
             strip = np.hstack(overlays[:: args.strip_every])
             cv2.imwrite(str(args.out / "strip.png"), strip[..., ::-1])
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
