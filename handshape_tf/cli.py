@@ -16,6 +16,7 @@ import os
 import re
 import sys
 import tempfile
+from pathlib import Path
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -95,6 +96,22 @@ def add_overrides_argument(parser, help: str) -> None:
     parser.add_argument(
         "--set", dest="overrides", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help=help
     )
+
+
+def add_detector_arguments(parser, what: str) -> None:
+    """--detector [FILE] (a hand detector; given alone, the shipped one) and --max-hands N, for
+    the entry points that take full photos or frames; `what` ends --detector's help."""
+    from handshape_tf.assets import SHIPPED_DETECTOR
+
+    parser.add_argument(
+        "--detector",
+        type=Path,
+        nargs="?",
+        const=SHIPPED_DETECTOR,
+        metavar="FILE",
+        help=f"a hand detector (.tflite; no FILE: the shipped one) to {what}",
+    )
+    parser.add_argument("--max-hands", type=int, default=2, help="most hands per image with --detector (default: 2)")
 
 
 def add_verbose_argument(parser) -> None:

@@ -15,8 +15,8 @@ prints one JSON list with all results to stdout. --box applies to every image; w
 crop is the square centred on the image with side max(H, W) (for images that are hand crops).
 --left marks every image as a left hand.
 
-With --detector (a hand detector from `python -m train.detector`) and no --box, each image is a
-full photo: up to --max-hands hands are found anywhere in it, left hands mirrored into the
+With --detector [FILE] (the shipped hand detector, or one from `python -m train.detector`) and no
+--box, each image is a full photo: up to --max-hands hands are found anywhere in it, left hands mirrored into the
 network and back, and <name>.json holds {"image", "files", "hands": [per hand: box, handedness,
 left_probability, score, confidence, hand (as above)]} ("hands": [] when none is found, with
 an overlay that is the unchanged photo), one <name>_hand<k>.obj per hand, and the overlay shows
@@ -44,7 +44,7 @@ import cv2
 import numpy as np
 
 from handshape_tf.assets import SHIPPED_MODEL
-from handshape_tf.cli import add_verbose_argument, setup_logging
+from handshape_tf.cli import add_detector_arguments, add_verbose_argument, setup_logging
 from handshape_tf.data.crop import read_image
 
 logger = logging.getLogger("handshape_tf.predict")
@@ -99,12 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--root-depth", type=_positive, metavar="MM", help="depth of the wrist, mm")
     parser.add_argument("--scale", type=_positive, metavar="MM", help="hand scale s (middle finger MCP-PIP length), mm")
     parser.add_argument("--left", action="store_true", help="the images show left hands")
-    parser.add_argument(
-        "--detector",
-        type=Path,
-        help="hand detector (.tflite or .keras) for full photos (see above); --box overrides it",
-    )
-    parser.add_argument("--max-hands", type=int, default=2, help="most hands per photo with --detector (default: 2)")
+    add_detector_arguments(parser, "find hands in full photos (see above; --box overrides it)")
     parser.add_argument("--batch-size", type=int, default=8, help="crops per model call (default: 8)")
     parser.add_argument("--threads", type=int, default=None, help="interpreter threads for .tflite models")
     add_verbose_argument(parser)

@@ -5,17 +5,17 @@
     python -m mobile_demo --video clip.mp4 --threads 2
     python -m mobile_demo --camera 0 --max-frames 300
     python -m mobile_demo --benchmark                      # per-stage latency on the first frame
-    python -m mobile_demo --video clip.mp4 --detector detector.tflite --max-hands 2
+    python -m mobile_demo --video clip.mp4 --detector --max-hands 2   # the shipped detector
 
 Runs on numpy, OpenCV and ai_edge_litert only: TensorFlow is never imported (as on a phone).
 Per frame: the crop box (`--box`, default the centred square of side max(H, W) of the frame,
 so the hand should fill the middle of the picture) is cut and resized to the model's input,
 the model runs, and its mesh (wireframe), 21-joint skeleton, crop box and frame rate are drawn
 over the frame (`handshape_tf.inference`: `HandPredictor` with its `TFLiteBackend`, and
-`draw_overlay`). With `--detector` (a .tflite from `python -m train.detector --tflite`) the
-frame is a full picture instead: up to `--max-hands` hands are found anywhere, each with its
-side (left hands mirrored through the model), and in a video or camera stream they are
-tracked (`handshape_tf.inference.tracking.HandTracker`: the next crop from the previous
+`draw_overlay`). With `--detector` (the shipped detector, or a .tflite from `python -m
+train.detector --tflite`) the frame is a full picture instead: up to `--max-hands` hands are
+found anywhere, each with its side (left hands mirrored through the model), and in a video or
+camera stream they are tracked (`handshape_tf.inference.tracking.HandTracker`: the next crop from the previous
 joints, the detector again only every `--redetect-every` frames or when a hand is lost, One
 Euro smoothing); the log says on how many frames the detector ran. Outputs go to `--out`:
 <image>_overlay.png per image, <video>_overlay.mp4 for a video or camera.
@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 
 from handshape_tf.assets import SHIPPED_MODEL
-from handshape_tf.cli import add_verbose_argument, setup_logging
+from handshape_tf.cli import add_detector_arguments, add_verbose_argument, setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -328,8 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         help="hand crop box in frame pixels (default: centred square)",
     )
     parser.add_argument("--left", action="store_true", help="the hand is a left hand")
-    parser.add_argument("--detector", type=Path, help="a hand detector .tflite: find and track hands in full frames")
-    parser.add_argument("--max-hands", type=int, default=2, help="most hands per frame with --detector (default: 2)")
+    add_detector_arguments(parser, "find and track hands in full frames")
     parser.add_argument(
         "--redetect-every", type=int, default=10, help="with --detector, detect at least every N frames (default: 10)"
     )

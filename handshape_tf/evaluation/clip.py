@@ -1,5 +1,6 @@
 """Hands through a synthetic video: tracking against detecting every frame, and the clip itself.
 
+    python -m handshape_tf.evaluation.clip                      # the shipped model and detector
     python -m handshape_tf.evaluation.clip --detector runs/detector/detector.tflite
     python -m handshape_tf.evaluation.clip --detector D.tflite --model M.tflite --frames 120 --out runs/clip
 
@@ -34,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from handshape_tf.assets import SHIPPED_MODEL
+from handshape_tf.assets import SHIPPED_DETECTOR, SHIPPED_MODEL
 from handshape_tf.cli import EXIT_BAD_INPUT, add_verbose_argument, print_error, setup_logging
 
 logger = logging.getLogger("handshape_tf.evaluation.clip")
@@ -99,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__,
     )
-    parser.add_argument("--detector", type=Path, required=True, help="hand detector (.tflite or .keras)")
+    parser.add_argument(
+        "--detector", type=Path, default=SHIPPED_DETECTOR, help="hand detector (.tflite or .keras; default: shipped)"
+    )
     parser.add_argument("--model", type=Path, default=SHIPPED_MODEL, help="mesh model (default: the shipped one)")
     parser.add_argument("--out", type=Path, default=Path("runs") / "clip", help="report folder (runs/clip)")
     parser.add_argument("--frames", type=int, default=90, help="clip length (default 90)")
