@@ -15,9 +15,9 @@ over the frame (`handshape_tf.inference`: `HandPredictor` with its `TFLiteBacken
 `draw_overlay`). With `--detector` (the shipped detector, or a .tflite from `python -m
 train.detector --tflite`) the frame is a full picture instead: up to `--max-hands` hands are
 found anywhere, each with its side (left hands mirrored through the model), and in a video or
-camera stream they are tracked (`handshape_tf.inference.tracking.HandTracker`: the next crop from the previous
-joints, the detector again only every `--redetect-every` frames or when a hand is lost, One
-Euro smoothing); the log says on how many frames the detector ran. Outputs go to `--out`:
+camera stream they are tracked (`handshape_tf.inference.tracking.HandTracker`: the next crop
+from the previous joints, the detector again only every `--redetect-every` frames or when a
+hand is lost, One Euro smoothing); the log says on how many frames the detector ran. Outputs go to `--out`:
 <image>_overlay.png per image, <video>_overlay.mp4 for a video or camera.
 
 The shipped model is the package's (`handshape_tf/assets/model.tflite`, made from a trained
@@ -55,43 +55,43 @@ class MissingAssetError(FileNotFoundError):
     """A model or image the demo needs is not there; the message says how to make it."""
 
 
-class TimedDetector:
-    """Wraps a `HandDetector` and records the seconds of its calls since `take_seconds`."""
+class _Stopwatch:
+    """The seconds spent in `_timed` calls since the last `take_seconds`."""
 
-    def __init__(self, detector):
-        self.detector = detector
-        self.description = detector.description
-        self.seconds = 0.0
+    seconds = 0.0
 
-    def detect(self, frame, max_hands: int):
+    def _timed(self, function, *args, **kwargs):
         start = time.perf_counter()
-        found = self.detector.detect(frame, max_hands=max_hands)
+        result = function(*args, **kwargs)
         self.seconds += time.perf_counter() - start
-        return found
+        return result
 
     def take_seconds(self) -> float:
         seconds, self.seconds = self.seconds, 0.0
         return seconds
 
 
-class TimedBackend:
-    """Wraps a backend (`run(crops)`) and records the seconds of its calls since `take_seconds`."""
+class TimedDetector(_Stopwatch):
+    """Wraps a `HandDetector`, timing its calls."""
+
+    def __init__(self, detector):
+        self.detector = detector
+        self.description = detector.description
+
+    def detect(self, frame, max_hands: int):
+        return self._timed(self.detector.detect, frame, max_hands=max_hands)
+
+
+class TimedBackend(_Stopwatch):
+    """Wraps a backend (`run(crops)`), timing its calls."""
 
     def __init__(self, backend):
         self.backend = backend
         self.image_size = backend.image_size
         self.description = backend.description
-        self.seconds = 0.0
 
     def run(self, crops):
-        start = time.perf_counter()
-        outputs = self.backend.run(crops)
-        self.seconds += time.perf_counter() - start
-        return outputs
-
-    def take_seconds(self) -> float:
-        seconds, self.seconds = self.seconds, 0.0
-        return seconds
+        return self._timed(self.backend.run, crops)
 
 
 def check_model(path: Path) -> Path:

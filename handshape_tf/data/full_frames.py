@@ -283,6 +283,9 @@ class FrameComposer:
         self.domain = domain
         self.config = config
         self._colours = np.stack([_mean_colour(rgba) for rgba in pool.rgba])  # K x 3 skin colours
+        # K x 4 box of each pool hand's pixels in its crop (NaN for an empty crop), once.
+        boxes = [mask_box(rgba[..., 3].astype(np.float32) / 255.0) for rgba in pool.rgba]
+        self._boxes = np.array([np.full(4, np.nan) if box is None else box for box in boxes], np.float32)
 
     def frame(self, seed: int, index: int, return_alpha: bool = False) -> dict[str, Any]:
         """Frame `index` of the stream seeded with `seed` (`compose` with `frame_rng`)."""
@@ -470,7 +473,12 @@ class FrameComposer:
 
     def _crop_box(self, index: int, mirrored: bool) -> np.ndarray | None:
         """The box of the oriented pool hand's pixels in its crop (None: an empty crop)."""
-        return mask_box(self._oriented(index, mirrored)[0][..., 3].astype(np.float32) / 255.0)
+        box = self._boxes[index].copy()
+        if np.isnan(box).any():
+            return None
+        if mirrored:
+            box[0] = self.pool.rgba.shape[2] - box[0] - box[2]
+        return box
 
     def _box_size(self, index: int, mirrored: bool, size: float, angle: float) -> np.ndarray:
         """(w, h) of the hand's box once rotated by `angle` degrees and scaled so its larger side is `size`."""
