@@ -10,6 +10,7 @@ from handshape_tf.assets.template import load_template
 from handshape_tf.data import synthetic
 from handshape_tf.data.hand_poses import joint_positions, pose_rotations
 from handshape_tf.data.hand_shapes import shape_template
+from handshape_tf.data.sample_params import sample_params
 from handshape_tf.geometry.chirality import dataset_is_left, palm_side_scores
 
 FLIP_X = np.array([-1.0, 1.0, 1.0])
@@ -21,7 +22,7 @@ def _posed_keypoints(count: int) -> tuple[np.ndarray, np.ndarray]:
     templates = {False: load_template(), True: load_template(left=True)}
     keypoints, lefts = [], []
     for i in range(count):
-        params = synthetic.sample_params(synthetic.sample_rng(8, i), templates)
+        params = sample_params(synthetic.sample_rng(8, i), templates)
         shaped = shape_template(templates[params.is_left], params.shape)
         joints = joint_positions(shaped, pose_rotations(params.angles, shaped))  # R x 3 rig joints
         points = shaped.keypoint_regressor @ joints  # 21 x 3

@@ -22,6 +22,8 @@ from handshape_tf.data.domains import (
     check_disjoint,
     get_domain,
 )
+from handshape_tf.data.renderer import HandRenderer
+from handshape_tf.data.sample_params import project, sample_params
 
 SIZE = 64
 NO_EFFECTS = CameraEffects().without(*CAMERA_EFFECTS)
@@ -149,11 +151,8 @@ def test_domain_names_and_ablations():
 
 
 def _render(domain, seed=5, count=4, size=SIZE):
-    renderer = synthetic.HandRenderer(size, BackgroundSource(), domain)
-    params = [
-        synthetic.sample_params(synthetic.sample_rng(seed, i), renderer.templates, "frontal", domain)
-        for i in range(count)
-    ]
+    renderer = HandRenderer(size, BackgroundSource(), domain)
+    params = [sample_params(synthetic.sample_rng(seed, i), renderer.templates, "frontal", domain) for i in range(count)]
     return params, renderer.render(params)
 
 
@@ -215,8 +214,8 @@ def test_cut_framing_keeps_labels_consistent_with_the_crop():
     outside = 0
     for p, s in zip(params, samples):
         assert np.any(p.crop_shift != 0)
-        np.testing.assert_allclose(synthetic.project(s["joints_xyz"], s["intrinsics"]), s["joints_uv"], atol=1e-3)
-        uv = synthetic.project(s["vertices_xyz"], s["intrinsics"])
+        np.testing.assert_allclose(project(s["joints_xyz"], s["intrinsics"]), s["joints_uv"], atol=1e-3)
+        uv = project(s["vertices_xyz"], s["intrinsics"])
         outside += int(np.any((uv < 0) | (uv > SIZE)))
         # Every hand pixel lies within the projected mesh's bounding box.
         rows, cols = np.nonzero(s["mask"])

@@ -13,7 +13,7 @@ from handshape_tf.data.full_frames import FrameComposer, FrameConfig, HandPool, 
 
 @pytest.fixture(scope="module")
 def pool(fixture_photo_bank):
-    from handshape_tf.data.synthetic import HandRenderer
+    from handshape_tf.data.renderer import HandRenderer
 
     renderer = HandRenderer(64, BackgroundSource(fixture_photo_bank / "train"), PHOTO.without("occluders"))
     return render_hand_pool(renderer, seed=3, count=6)

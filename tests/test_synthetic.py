@@ -18,9 +18,26 @@ import pytest
 from handshape_tf.assets.template import load_template
 from handshape_tf.data import appearance, backgrounds, preview, shards, synthetic
 from handshape_tf.data.backgrounds import BackgroundError, BackgroundSource
-from handshape_tf.data.domains import get_domain
+from handshape_tf.data.domains import PHOTO, get_domain
 from handshape_tf.data.hand_poses import joint_positions, palm_axes, pose_rotations
 from handshape_tf.data.hand_shapes import SHAPE_PARAMETER_NAMES, apply_shape, shape_template
+from handshape_tf.data.renderer import (
+    _SLEEVE_POINTS,
+    HandRenderer,
+    _band_faces,
+    _fan_faces,
+    interpolate_covered,
+    stub_cap,
+)
+from handshape_tf.data.sample_params import (
+    FOREARM_CONE_DEG,
+    FRONTAL_CONE_DEG,
+    FRONTAL_ROLL_DEG,
+    _rotation_between,
+    mirror_params,
+    project,
+    sample_params,
+)
 from handshape_tf.geometry.skinning import pose_hand
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,16 +54,15 @@ DOMAIN = "photo-without-framing-occluders"
 def renderer():
     domain = get_domain(DOMAIN)
     folder, split = synthetic.resolve_backgrounds(domain, None)  # the fixture bank (conftest)
-    return synthetic.HandRenderer(SIZE, BackgroundSource(folder, split=split), domain)
+    return HandRenderer(SIZE, BackgroundSource(folder, split=split), domain)
 
 
 def _params(renderer, seed, count, *, right_only=False):
     params = [
-        synthetic.sample_params(synthetic.sample_rng(seed, i), renderer.templates, domain=renderer.domain)
-        for i in range(count)
+        sample_params(synthetic.sample_rng(seed, i), renderer.templates, domain=renderer.domain) for i in range(count)
     ]
     if right_only:
-        params = [synthetic.mirror_params(p) if p.is_left else p for p in params]
+        params = [mirror_params(p) if p.is_left else p for p in params]
     return params
 
 
@@ -84,11 +100,11 @@ def test_labels_match_geometry(renderer):
     faces = renderer.templates[False].faces
     rng = np.random.default_rng(0)
     for p, s in zip(params, samples):
-        uv = synthetic.project(s["joints_xyz"], s["intrinsics"])
+        uv = project(s["joints_xyz"], s["intrinsics"])
         np.testing.assert_allclose(uv, s["joints_uv"], atol=0.5)
         np.testing.assert_allclose(uv, s["joints_uv"], atol=1e-3)  # they are the same projection
         # The crop holds the whole hand, with a margin.
-        vertex_uv = synthetic.project(s["vertices_xyz"], s["intrinsics"])
+        vertex_uv = project(s["vertices_xyz"], s["intrinsics"])
         assert vertex_uv.min() > 0.0 and vertex_uv.max() < SIZE
         extent = (vertex_uv.max(axis=0) - vertex_uv.min(axis=0)).max()
         margin = renderer.domain.framing.margin
@@ -141,7 +157,7 @@ def test_labels_match_geometry(renderer):
 
 def test_left_hands_mirror_right_hands(renderer):
     right = _params(renderer, seed=5, count=3, right_only=True)
-    left = [synthetic.mirror_params(p) for p in right]
+    left = [mirror_params(p) for p in right]
     assert all(p.is_left for p in left) and not any(p.is_left for p in right)
     # The geometry, forearm and sleeve included, mirrors; normals point out of either hand.
     right_scene, left_scene = renderer.scene(right), renderer.scene(left)
@@ -156,7 +172,7 @@ def test_left_hands_mirror_right_hands(renderer):
             ring = slice(hand, hand + len(renderer._outline))  # the forearm's first ring
             radial = vertices[ring] - vertices[ring].mean(axis=0)
             assert np.all(np.sum(normals[ring] * radial, axis=1) > 0)
-            sleeve_ring = slice(sleeve, sleeve + synthetic._SLEEVE_POINTS)
+            sleeve_ring = slice(sleeve, sleeve + _SLEEVE_POINTS)
             radial = vertices[sleeve_ring] - vertices[sleeve_ring].mean(axis=0)
             assert np.all(np.sum(normals[sleeve_ring] * radial, axis=1) > 0)
     for r, left_sample in zip(renderer.render(right), renderer.render(left)):
@@ -185,9 +201,7 @@ def test_interpolation_matches_the_rendering_package(renderer):
     fragments = rasterize(scene.vertices, faces, scene.intrinsics.astype(np.float32), (SIZE, SIZE))
     dense = interpolate(attributes, fragments).numpy()
     triangles = fragments.triangle_ids.numpy()
-    batch, rows, columns, values = synthetic.interpolate_covered(
-        scene.vertices, faces, triangles, scene.intrinsics, attributes
-    )
+    batch, rows, columns, values = interpolate_covered(scene.vertices, faces, triangles, scene.intrinsics, attributes)
     np.testing.assert_array_equal(
         np.sort(batch * SIZE * SIZE + rows * SIZE + columns), np.flatnonzero(triangles.reshape(-1) >= 0)
     )
@@ -197,7 +211,7 @@ def test_interpolation_matches_the_rendering_package(renderer):
 
 def test_sample_params_ranges():
     templates = {False: load_template(), True: load_template(left=True)}
-    params = [synthetic.sample_params(synthetic.sample_rng(2, i), templates) for i in range(200)]
+    params = [sample_params(synthetic.sample_rng(2, i), templates) for i in range(200)]
     views = np.array([p.view for p in params])
     np.testing.assert_allclose(np.linalg.norm(views, axis=1), 1.0, atol=1e-9)
     assert 0.35 < np.mean(views[:, 2] > 0) < 0.65  # palm and back each about half the time
@@ -209,15 +223,15 @@ def test_sample_params_ranges():
         )
         to_camera = camera - shaped.rest_transforms[0, :3, 3]
         angle = np.degrees(np.arccos(to_camera @ shaped.rest_transforms[0, :3, 2] / np.linalg.norm(to_camera)))
-        assert angle > synthetic.FOREARM_CONE_DEG
+        assert angle > FOREARM_CONE_DEG
     assert 0.35 < np.mean([p.is_left for p in params]) < 0.65
     distances = np.array([p.distance_mm for p in params])
-    low, high = synthetic.PHOTO.distance_mm
+    low, high = PHOTO.distance_mm
     assert low <= distances.min() and distances.max() <= high
     for p in params:
         width, height = p.frame_size
         assert 0.1 * width <= p.hand_pixel[0] <= 0.9 * width and 0.1 * height <= p.hand_pixel[1] <= 0.9 * height
-    again = synthetic.sample_params(synthetic.sample_rng(2, 7), templates)
+    again = sample_params(synthetic.sample_rng(2, 7), templates)
     np.testing.assert_array_equal(again.angles, params[7].angles)
     assert again.appearance_seed == params[7].appearance_seed
 
@@ -225,7 +239,7 @@ def test_sample_params_ranges():
 def test_rotation_between_and_tube_faces():
     z = np.array([0.0, 0.0, 1.0])
     for target in ([0.0, 0.6, 0.8], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]):
-        rotation = synthetic._rotation_between(z, np.array(target))
+        rotation = _rotation_between(z, np.array(target))
         np.testing.assert_allclose(rotation @ z, target, atol=1e-12)
         np.testing.assert_allclose(rotation @ rotation.T, np.eye(3), atol=1e-12)
         assert np.linalg.det(rotation) == pytest.approx(1.0)
@@ -233,9 +247,7 @@ def test_rotation_between_and_tube_faces():
     angle = np.arange(4) * np.pi / 2
     ring = np.stack([np.cos(angle), np.sin(angle), np.zeros(4)], axis=1)
     vertices = np.concatenate([ring, ring + z, [z]])
-    faces = np.concatenate(
-        [synthetic._band_faces(np.arange(4), np.arange(4, 8)), synthetic._fan_faces(np.arange(4, 8), 8)]
-    )
+    faces = np.concatenate([_band_faces(np.arange(4), np.arange(4, 8)), _fan_faces(np.arange(4, 8), 8)])
     corners = vertices[faces]
     normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
     centres = corners.mean(axis=1)
@@ -243,7 +255,7 @@ def test_rotation_between_and_tube_faces():
     assert np.all(normals[8:, 2] > 0)  # cap: along +z
     # The template's stub cap: a single loop, counter-clockwise about the forearm.
     template = load_template()
-    cap, outline = synthetic.stub_cap(template)
+    cap, outline = stub_cap(template)
     assert cap.sum() == len(outline) - 2  # a flat polygon: n - 2 triangles
     wrist = template.rest_transforms[0]
     local = (template.vertices[outline] - wrist[:3, 3]) @ wrist[:3, :3]
@@ -534,13 +546,13 @@ def test_frontal_views(renderer, tmp_path):
     """views="frontal": the camera within 60 deg of the palm normal (palm and back), roll within
     +-60 deg, so the wrist-to-middle-MCP direction points up in the crop (it can lean at most
     60 deg from the roll plus the foreshortening of a 60 deg tilt)."""
-    params = [synthetic.sample_params(synthetic.sample_rng(3, i), renderer.templates, "frontal") for i in range(200)]
+    params = [sample_params(synthetic.sample_rng(3, i), renderer.templates, "frontal") for i in range(200)]
     views = np.array([p.view for p in params])
     np.testing.assert_allclose(np.linalg.norm(views, axis=1), 1.0, atol=1e-9)
-    assert np.all(np.abs(views[:, 2]) >= np.cos(np.radians(synthetic.FRONTAL_CONE_DEG)) - 1e-9)
+    assert np.all(np.abs(views[:, 2]) >= np.cos(np.radians(FRONTAL_CONE_DEG)) - 1e-9)
     assert 0.35 < np.mean(views[:, 2] > 0) < 0.65
     rolls = np.degrees([p.roll for p in params])
-    assert np.all(np.abs(rolls) <= synthetic.FRONTAL_ROLL_DEG) and rolls.min() < -40 and rolls.max() > 40
+    assert np.all(np.abs(rolls) <= FRONTAL_ROLL_DEG) and rolls.min() < -40 and rolls.max() > 40
     samples = list(renderer.render(params[:12]))
     up = np.array([s["joints_uv"][0] - s["joints_uv"][9] for s in samples])  # wrist minus middle MCP, pixels
     assert np.all(up[:, 1] > 0)  # the MCP is above the wrist in every crop

@@ -22,6 +22,8 @@ from handshape_tf.config_utils import ConfigError, load_yaml, merge, save_yaml
 from handshape_tf.data import depth_sensor, real_like, shards, synthetic
 from handshape_tf.data.domains import REAL_LIKE
 from handshape_tf.data.external.stb import SEQUENCES
+from handshape_tf.data.renderer import HandRenderer
+from handshape_tf.data.sample_params import project, sample_params
 from handshape_tf.data.shards import DatasetError, ShardSamples
 from handshape_tf.geometry.camera import xyz_to_uvd
 from handshape_tf.losses import MeshTopology, depth_map_loss
@@ -51,15 +53,14 @@ def tiny_init(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def renderer() -> synthetic.HandRenderer:
+def renderer() -> HandRenderer:
     """The real-like domain over procedural backgrounds."""
-    return synthetic.HandRenderer(TINY, domain=dataclasses.replace(REAL_LIKE, backgrounds="procedural"))
+    return HandRenderer(TINY, domain=dataclasses.replace(REAL_LIKE, backgrounds="procedural"))
 
 
 def _params(renderer, seed: int, count: int) -> list:
     return [
-        synthetic.sample_params(synthetic.sample_rng(seed, i), renderer.templates, "full", renderer.domain)
-        for i in range(count)
+        sample_params(synthetic.sample_rng(seed, i), renderer.templates, "full", renderer.domain) for i in range(count)
     ]
 
 
@@ -277,7 +278,7 @@ def test_real_like_domain_renders_through_hand_renderer_with_a_sensor_depth_map(
     from its own random stream and changes nothing else."""
     params = _params(renderer, 3, 4)
     with_sensor = renderer.render(params)
-    without = synthetic.HandRenderer(TINY, domain=dataclasses.replace(renderer.domain, sensor=None)).render(params)
+    without = HandRenderer(TINY, domain=dataclasses.replace(renderer.domain, sensor=None)).render(params)
     for a, b in zip(with_sensor, without):
         assert set(a) - set(b) == {"sensor_depth"} and a["sensor_depth"].shape == (TINY, TINY)
         for key in b:
@@ -344,8 +345,8 @@ def test_rgbd_shard_round_trip_mirrors_left_hands(tmp_path, renderer):
         moved = np.array([-1.0, 1.0]) if left else np.ones(2)
         shift = np.array([TINY, 0.0]) if left else np.zeros(2)
         for key in ("joints_xyz", "vertices_xyz"):
-            before = synthetic.project(samples[index][key], samples[index]["intrinsics"])
-            after = synthetic.project(batch[key][b], batch["intrinsics"][b])
+            before = project(samples[index][key], samples[index]["intrinsics"])
+            after = project(batch[key][b], batch["intrinsics"][b])
             np.testing.assert_allclose(after, before * moved + shift, atol=2e-2, err_msg=key)
         np.testing.assert_allclose(batch["joints_uv"][b], samples[index]["joints_uv"] * moved + shift, atol=1e-4)
     twice = shards.mirror_batch({k: v.copy() for k, v in batch.items()}, batch["mirrored"], TINY)
@@ -419,7 +420,7 @@ def test_rgbd_sets_resume_position_and_refuse_incomplete_folders(tmp_path):
 
 def test_format_1_folders_read_as_synthetic_fields(tmp_path, renderer):
     """Folders written before optional fields (format 1, no "fields" in metadata.json) still read."""
-    samples = synthetic.HandRenderer(TINY).render(_params(renderer, 2, 2))
+    samples = HandRenderer(TINY).render(_params(renderer, 2, 2))
     folder = tmp_path / "old"
     folder.mkdir()
     shards.write_shard(folder / shards.shard_name(0, 1), samples, shards.SYNTHETIC_FIELDS)

@@ -123,7 +123,7 @@ class DatasetConfig:
 
     Held-out samples use seed + 1 (another stream of the generator), in the same `domain`
     (`handshape_tf.data.domains`: "photo", real photographs behind the hands). `views` is the
-    generator's camera distribution (`handshape_tf.data.synthetic`): "full" (any direction and
+    generator's camera distribution (`handshape_tf.data.sample_params`): "full" (any direction and
     roll, like the paper's dataset) or "frontal" (palm or back towards the camera, fingers up
     within +-60 deg: a hand held up to a webcam; the cpu preset's default). The model is also
     evaluated on `unseen_samples` hands (seed + 2) of the "unseen" domain, the project's stand-in

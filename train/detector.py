@@ -129,7 +129,7 @@ def hand_pool(path: Path, size: int, seed: int, count: int, views: str, domain_n
     from handshape_tf.data.backgrounds import BackgroundSource
     from handshape_tf.data.domains import get_domain
     from handshape_tf.data.photo_bank import ensure_bank
-    from handshape_tf.data.synthetic import HandRenderer
+    from handshape_tf.data.renderer import HandRenderer
 
     start = time.monotonic()
     renderer = HandRenderer(size, BackgroundSource(ensure_bank() / split), get_domain(domain_name))

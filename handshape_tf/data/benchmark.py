@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from handshape_tf.data import synthetic
+from handshape_tf.data.domains import PHOTO, get_domain
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def benchmark(
     samples_per_shard: int = 32,
     backgrounds: str | Path | None = None,
     seed: int = 0,
-    domain: str = synthetic.PHOTO.name,
+    domain: str = PHOTO.name,
 ) -> dict[str, Any]:
     """Measures generator throughput (see the module docstring).
 
@@ -68,7 +69,7 @@ def benchmark(
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ValueError(f"{name} is {value!r}; expected an int >= {minimum}")
     num_shards = math.ceil(num / samples_per_shard)
-    photos, split = synthetic.resolve_backgrounds(synthetic.get_domain(domain), backgrounds)
+    photos, split = synthetic.resolve_backgrounds(get_domain(domain), backgrounds)
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="handshape-benchmark-") as folder:
         tasks = [
@@ -117,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--samples-per-shard", type=int, default=32)
     parser.add_argument("--backgrounds", type=Path, default=None)
-    parser.add_argument("--domain", default=synthetic.PHOTO.name, help="image domain (default photo)")
+    parser.add_argument("--domain", default=PHOTO.name, help="image domain (default photo)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     result = benchmark(

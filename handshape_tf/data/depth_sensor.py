@@ -3,7 +3,7 @@
 Shape shorthand: H x W depth map, N x N crop.
 
 `SensorModel` is a `Domain`'s `sensor` (`handshape_tf.data.domains`; None for the domains without
-one). `HandRenderer` (`handshape_tf.data.synthetic`) then also outputs `sensor_depth`: the exact
+one). `HandRenderer` (`handshape_tf.data.renderer`) then also outputs `sensor_depth`: the exact
 depth of everything it drew (hand, forearm, sleeve; the colour image's background photo has no
 depth, a tilted plane behind the hand stands in for it, `background_plane`), turned by
 `sensor_depth` into what such a sensor returns:

@@ -1,6 +1,6 @@
 """Image domains of the hand renderer: everything that differs between two rendered datasets.
 
-One renderer (`handshape_tf.data.synthetic.HandRenderer`) draws hands, poses, shapes and views
+One renderer (`handshape_tf.data.renderer.HandRenderer`) draws hands, poses, shapes and views
 the same way for every dataset; a `Domain` decides how they look and how they are framed:
 which full-frame cameras see them from how far, how the crop is framed around the hand, the
 skin and lighting models, the backgrounds, occluders in front of the hand and the camera's

@@ -3,7 +3,7 @@
 Shape shorthand: H x W frame, N hand crop side, K hands in the pool, n hands in a frame,
 J = 21 keypoints.
 
-The mesh network's renderer (`synthetic.HandRenderer`) draws one hand per square crop; a
+The mesh network's renderer (`renderer.HandRenderer`) draws one hand per square crop; a
 detector needs whole frames with any number of hands anywhere. Rendering a full frame per
 training sample would cost a rasterisation per hand per frame, so hands are rendered once into
 a **pool** (`HandPool`: each hand's `image_rgba`, the hand alone with its anti-aliased alpha, its
@@ -160,7 +160,7 @@ def render_hand_pool(renderer, seed: int, count: int, views: str = "full", progr
     """Renders `count` hands (samples 0 .. count - 1 of the dataset seeded with `seed`).
 
     Args:
-      renderer: a `synthetic.HandRenderer` (its image size is the pool's N).
+      renderer: a `renderer.HandRenderer` (its image size is the pool's N).
       seed: the dataset seed (`synthetic.sample_rng`).
       count: K >= 1.
       views: the renderer's view distribution ("full" or "frontal").

@@ -122,7 +122,7 @@ def make_clip(width: int, height: int, num_frames: int, seed: int) -> list[dict[
     from handshape_tf.data.domains import get_domain
     from handshape_tf.data.full_frames import FrameComposer, FrameConfig, render_hand_pool
     from handshape_tf.data.photo_bank import ensure_bank
-    from handshape_tf.data.synthetic import HandRenderer
+    from handshape_tf.data.renderer import HandRenderer
 
     bank = ensure_bank() / "test"
     photo = get_domain("photo")

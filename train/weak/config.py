@@ -61,7 +61,7 @@ class WeakDataConfig:
       photometric: photometric augmentation of the training images (`data.pipeline`).
       heatmap_sigma: Gaussian SD in pixels at 64 x 64 heat-maps (paper: 4), scaled with the side;
         the --init run's value unless set.
-      views: camera views of the real-like set ("full" or "frontal", `data.synthetic`); the
+      views: camera views of the real-like set ("full" or "frontal", `data.sample_params`); the
         --init run's training views unless set.
     """
 
