@@ -121,6 +121,38 @@ def check_builtin_ops(content: bytes) -> list[str]:
     return names
 
 
+def export_checked_image_model(model, path: Path, images: np.ndarray, role: str, output: str) -> dict:
+    """Writes a one-input, one-output Keras model (the detector, the side classifier) to `path` as
+    float32 TFLite with builtin ops only, atomically and only when LiteRT matches Keras within
+    1e-3 on `images` (B x H x W x 3 uint8).
+
+    Returns:
+      {file, bytes, max_abs_difference, operators}.
+
+    Raises:
+      ExportError: non-builtin ops, or a difference above 1e-3.
+    """
+    from handshape_tf.inference.detection import ImageModel
+
+    content = convert_keras(model)
+    operators = check_builtin_ops(content)
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.tflite")
+    tmp.write_bytes(content)
+    try:
+        keras_out = ImageModel(model, role, output)(images)
+        lite_out = ImageModel(tmp, role, output)(images)
+        difference = float(np.abs(keras_out - lite_out).max())
+        if difference > 1e-3:
+            raise common.ExportCheckError(
+                f"TFLite {role} differs from Keras by {difference:.2e} (max abs); expected <= 1e-3"
+            )
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"file": str(path), "bytes": len(content), "max_abs_difference": difference, "operators": operators}
+
+
 def check_pixel_input(content: bytes) -> None:
     """Raises ExportError unless the uint8 input is quantised as raw pixels (1/255, zero point 0)."""
     from ai_edge_litert.interpreter import Interpreter

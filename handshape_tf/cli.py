@@ -99,9 +99,10 @@ def add_overrides_argument(parser, help: str) -> None:
 
 
 def add_detector_arguments(parser, what: str) -> None:
-    """--detector [FILE] (a hand detector; given alone, the shipped one) and --max-hands N, for
-    the entry points that take full photos or frames; `what` ends --detector's help."""
-    from handshape_tf.assets import SHIPPED_DETECTOR
+    """--detector [FILE] (a hand detector; given alone, the shipped one), --side-model FILE (the
+    side classifier used with it; the shipped one by default) and --max-hands N, for the entry
+    points that take full photos or frames; `what` ends --detector's help."""
+    from handshape_tf.assets import SHIPPED_DETECTOR, SHIPPED_SIDE
 
     parser.add_argument(
         "--detector",
@@ -110,6 +111,14 @@ def add_detector_arguments(parser, what: str) -> None:
         const=SHIPPED_DETECTOR,
         metavar="FILE",
         help=f"a hand detector (.tflite; no FILE: the shipped one) to {what}",
+    )
+    parser.add_argument(
+        "--side-model",
+        type=Path,
+        default=SHIPPED_SIDE,
+        metavar="FILE",
+        help="with --detector: the classifier naming each hand left or right from its crop (.tflite or .keras; "
+        "default: the shipped one)",
     )
     parser.add_argument("--max-hands", type=int, default=2, help="most hands per image with --detector (default: 2)")
 

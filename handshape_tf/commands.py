@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "domain-ablations": ("train.domain_ablations", "what each part of the rendered look contributes"),
     "recipe-curves": ("train.recipe_curves", "accuracy against training minutes of finished runs"),
     "train-detector": ("train.detector", "train the full-frame hand detector"),
+    "train-side": ("train.side", "train the classifier naming a hand crop left or right"),
     "evaluate": ("handshape_tf.evaluate", "evaluate a model on a dataset (paper protocol)"),
     "evaluate-clip": ("handshape_tf.evaluation.clip", "tracking against detecting every frame on a synthetic video"),
     "predict": ("handshape_tf.predict", "hand mesh and joints for images"),

@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         predictor = load_predictor(args.model, batch_size=args.batch_size, num_threads=args.threads)
-        detector = HandDetector(args.detector, num_threads=args.threads) if use_detector else None
+        detector = HandDetector(args.detector, num_threads=args.threads, side=args.side_model) if use_detector else None
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE

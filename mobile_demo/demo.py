@@ -107,11 +107,12 @@ def check_model(path: Path) -> Path:
     raise MissingAssetError(f"model {path} does not exist; expected a .tflite file from `python -m export.tflite`")
 
 
-def check_detector(path: Path) -> Path:
-    """`path` if it exists; otherwise MissingAssetError saying how to make a detector."""
+def check_detector(path: Path, what: str = "detector") -> Path:
+    """`path` if it exists; otherwise MissingAssetError saying how to make a detector or side classifier."""
     if path.is_file():
         return path
-    raise MissingAssetError(f"detector {path} does not exist; make one with `python -m train.detector --tflite`")
+    command = "train.side" if what == "side classifier" else "train.detector"
+    raise MissingAssetError(f"{what} {path} does not exist; make one with `python -m {command} --tflite`")
 
 
 def check_images(paths: list[Path]) -> list[Path]:
@@ -136,6 +137,7 @@ class Demo:
       box: (x0, y0, w, h) crop box in frame pixels, or None for the centred square.
       left: the hand is a left hand (mirrored through the right-hand model).
       detector: a detector .tflite: find and track hands in full frames (box and left unused).
+      side_model: with a detector, the side classifier .tflite that names each hand left or right.
       max_hands, redetect_every: as `HandTracker`.
     """
 
@@ -146,6 +148,7 @@ class Demo:
         box=None,
         left: bool = False,
         detector: Path | None = None,
+        side_model: Path | None = None,
         max_hands: int = 2,
         redetect_every: int = 10,
     ):
@@ -162,7 +165,13 @@ class Demo:
         if detector is not None:
             self.tracker = HandTracker(
                 self.predictor,
-                TimedDetector(HandDetector(check_detector(Path(detector)), num_threads=threads)),
+                TimedDetector(
+                    HandDetector(
+                        check_detector(Path(detector)),
+                        num_threads=threads,
+                        side=None if side_model is None else check_detector(Path(side_model), "side classifier"),
+                    )
+                ),
                 max_hands=max_hands,
                 redetect_every=redetect_every,
             )
@@ -366,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
             box=args.box,
             left=args.left,
             detector=args.detector,
+            side_model=args.side_model,
             max_hands=args.max_hands,
             redetect_every=args.redetect_every,
         )

@@ -196,9 +196,10 @@ def test_predict_uses_the_shipped_model_by_default(tmp_path):
 
 
 def test_shipped_detector_finds_the_example_hand_in_a_larger_frame(tmp_path):
-    """predict --detector (no file: the shipped detector, DETECTOR_CARD.md) on the example padded
-    to twice its size (the detector was trained on hands of 12-65% of the frame): its most
-    confident hand's joints land on the example's ground truth (22.9 px mean measured)."""
+    """predict --detector (no file: the shipped detector and side classifier, DETECTOR_CARD.md) on
+    the example padded to twice its size (the detector was trained on hands of 12-65% of the
+    frame): its most confident hand is named a right hand, as the example is, and its joints land
+    on the example's ground truth (22.9 px mean measured)."""
     from handshape_tf import predict
     from handshape_tf.assets import SHIPPED_DETECTOR
 
@@ -209,7 +210,9 @@ def test_shipped_detector_finds_the_example_hand_in_a_larger_frame(tmp_path):
     assert predict.main([str(tmp_path / "frame.png"), "--detector", "--out", str(tmp_path / "out")]) == 0
     hands = json.loads((tmp_path / "out" / "frame.json").read_text())["hands"]
     best = max(hands, key=lambda hand: hand["score"])
-    truth = np.array(json.loads((demo.ASSETS / "example.json").read_text())["joints_uv_px"]) + pad
+    example = json.loads((demo.ASSETS / "example.json").read_text())
+    assert best["handedness"] == ("left" if example["is_left"] else "right")
+    truth = np.array(example["joints_uv_px"]) + pad
     error = np.linalg.norm(np.asarray(best["hand"]["joints_uv"]).reshape(21, 2) - truth, axis=-1)
     assert error.mean() < 35.0, error
 

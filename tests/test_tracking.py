@@ -8,10 +8,10 @@ import keras
 import numpy as np
 import pytest
 
+from handshape_tf.inference.detection import box_from_detection
 from handshape_tf.inference.tracking import (
     HandTracker,
     OneEuroFilter,
-    box_from_detection,
     box_from_joints,
     next_box,
     overlaps_frame,

@@ -181,6 +181,22 @@ def test_tiny_model_overfits_eight_samples(data, tmp_path):
     assert metrics["mesh_error_mm"] < 25.0, metrics
 
 
+def test_a_larger_budget_extends_a_finished_run_by_its_last_stage(data, tmp_path):
+    """A finished run rerun with a larger budget trains its last (time-limited) stage further from
+    the checkpoint; the same budget trains nothing more."""
+    run = tmp_path / "run"
+    budget = {"stages.heatmap.time_fraction": 0, "stages.pose.time_fraction": 0, "stages.full.time_fraction": 1.0}
+    first = _trainer(data, run, budget_minutes=0.02, **budget).train()
+    trained = first["training_seconds"]
+    assert first["stages"]["full"]["steps"] >= 1
+    again = _trainer(data, run, budget_minutes=0.02, **budget).train()
+    assert again["stages"] == {} and again["global_step"] == first["global_step"]
+    longer = _trainer(data, run, budget_minutes=trained / 60 + 0.02, **budget).train()
+    assert longer["resumed_from_step"] == first["global_step"]
+    assert longer["stages"]["full"]["steps"] >= 1 and longer["global_step"] > first["global_step"]
+    assert longer["training_seconds"] >= trained + 0.02 * 60 * 0.99
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path):
     trainer = _trainer(
         data,

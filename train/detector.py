@@ -317,8 +317,8 @@ def evaluate(detector, frames: list[dict[str, Any]]) -> dict[str, Any]:
     """Held-out metrics of a `HandDetector` on composited frames.
 
     AP@0.5 over every detection with score >= 0.05; at the detector's own threshold:
-    precision, recall, handedness accuracy of the true positives, and false positives on
-    frames without a hand.
+    precision, recall, handedness accuracy of the true positives (from the detector's side
+    classifier when it has one), and false positives on frames without a hand.
     """
     from handshape_tf.inference.detection import average_precision, decode, match_detections
 
@@ -327,7 +327,9 @@ def evaluate(detector, frames: list[dict[str, Any]]) -> dict[str, Any]:
         canvas = frame["image"]
         raw = detector.raw(canvas[None])[0]
         everything.append(decode(raw, detector.stride, _AP_SCORE_THRESHOLD, detector.iou_threshold, 20))
-        at_threshold.append([d for d in everything[-1] if d.score >= detector.score_threshold])
+        at_threshold.append(
+            detector.with_sides(canvas, [d for d in everything[-1] if d.score >= detector.score_threshold])
+        )
     truths = [frame["boxes"] for frame in frames]
     matched = correct = positives = found = 0
     empty_false = 0
@@ -384,31 +386,15 @@ def train(config: DetectorTrainConfig, run_dir: Path, *, tflite: bool = False, p
     from handshape_tf.inference.detection import HandDetector
     from handshape_tf.models.detector import build_detector
     from train import checkpoints
-    from train.loop import StageSchedule
+    from train.loop import BudgetedRun
 
     resumed = checkpoints.prepare_run_dir(run_dir, config)
     tf.keras.utils.set_random_seed(config.seed)
     specs = composer_specs(run_dir, config)
     model = build_detector(config.model)
-    budget_used = tf.Variable(0.0, dtype=tf.float32, trainable=False, name="budget_used")
-    schedule = StageSchedule(
-        config.learning_rate, config.warmup_steps, budget_used, config.final_rate_fraction, config.decay_start
-    )
-    optimizer = tf.keras.optimizers.Adam(schedule)
-    optimizer.build(model.trainable_variables)
-    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="seconds")
-    checkpoint = tf.train.Checkpoint(
-        **checkpoints.model_checkpoint_items(model), optimizer=optimizer, step=step, seconds=seconds
-    )
-    manager = tf.train.CheckpointManager(checkpoint, str(run_dir / checkpoints.CHECKPOINTS), max_to_keep=2)
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).expect_partial()
-        logger.info("resumed %s at step %d (%.1f min trained)", run_dir, int(step), float(seconds) / 60)
-    elif resumed:
+    run = BudgetedRun(model, run_dir, config)
+    if resumed and not run.manager.latest_checkpoint:
         logger.info("%s has a config but no checkpoint; starting from step 0", run_dir)
-    history = checkpoints.History(run_dir / checkpoints.HISTORY_FILE)
-    history.truncate(int(step))
 
     @tf.function(reduce_retracing=True)
     def train_step(images, heat, regression, left, weight):
@@ -416,39 +402,33 @@ def train(config: DetectorTrainConfig, run_dir: Path, *, tflite: bool = False, p
             output = model(tf.cast(images, tf.float32) / 255.0, training=True)["detections"]
             total, parts = detection_loss(output, heat, regression, left, weight, config)
         gradients = tape.gradient(total, model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        run.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         return total, parts
 
-    budget = config.budget_minutes * 60.0
-    batches = training_batches(specs["train"], config, int(step) * config.batch_size)
-    last_checkpoint = time.monotonic()
-    session_start = time.monotonic()
-    base_seconds = float(seconds)
+    batches = training_batches(specs["train"], config, int(run.step) * config.batch_size)
     running = None
     log_every = config.log_every if progress else config.log_every * 4
-    while float(seconds) < budget:
+    while run.training:
         batch = next(batches)
-        budget_used.assign(min(float(seconds) / budget, 1.0))
-        total, parts = train_step(*(tf.constant(part) for part in batch))
-        total = float(total)
-        if not math.isfinite(total):
-            raise FloatingPointError(f"training loss is {total} at step {int(step)}; lower the learning rate")
-        step.assign_add(1)
-        seconds.assign(base_seconds + time.monotonic() - session_start)
+        with run.step_clock():
+            total, parts = train_step(*(tf.constant(part) for part in batch))
+            total = float(total)
+            if not math.isfinite(total):
+                raise FloatingPointError(f"training loss is {total} at step {int(run.step)}; lower the learning rate")
         running = total if running is None else 0.9 * running + 0.1 * total
-        if int(step) % log_every == 0:
+        if int(run.step) % log_every == 0:
             row = {
-                "global_step": int(step),
+                "global_step": int(run.step),
                 "stage": "detector",
                 "loss": total,
                 **{k: float(v) for k, v in parts.items()},
-                "minutes": float(seconds) / 60,
-                "learning_rate": float(schedule(optimizer.iterations)),
+                "minutes": run.minutes,
+                "learning_rate": run.learning_rate,
             }
-            history.append(row)
+            run.history.append(row)
             logger.info(
                 "step %d  loss %.3f (avg %.3f)  focal %.3f  size %.3f  left %.3f  %.1f / %.0f min",
-                int(step),
+                int(run.step),
                 total,
                 running,
                 row["focal"],
@@ -457,17 +437,16 @@ def train(config: DetectorTrainConfig, run_dir: Path, *, tflite: bool = False, p
                 row["minutes"],
                 config.budget_minutes,
             )
-        if time.monotonic() - last_checkpoint >= config.checkpoint_minutes * 60:
-            manager.save()
-            last_checkpoint = time.monotonic()
+        run.save_every_so_often()
     batches.close()
-    manager.save()
+    run.save()
     checkpoints.save_model_atomically(model, run_dir / MODEL_FILE)
-    checkpoints.plot_learning_curve(history.rows(), run_dir / checkpoints.CURVE_FILE)
+    checkpoints.plot_learning_curve(run.history.rows(), run_dir / checkpoints.CURVE_FILE)
 
     detector = HandDetector(model)
+    steps = int(run.step)
     report: dict[str, Any] = {
-        "training": {"steps": int(step), "minutes": float(seconds) / 60, "frames_seen": int(step) * config.batch_size}
+        "training": {"steps": steps, "minutes": run.minutes, "frames_seen": steps * config.batch_size}
     }
     frames = {
         name: specs[name].build().frames(config.seed + 1000, range(config.data.heldout_frames))
@@ -493,34 +472,17 @@ def train(config: DetectorTrainConfig, run_dir: Path, *, tflite: bool = False, p
 
 def export_tflite(model, path: Path, frames: list[dict[str, Any]]) -> dict[str, Any]:
     """detector.tflite (float32, builtin ops only), written only when it matches Keras on `frames`."""
-    import os
+    from export.tflite import export_checked_image_model
 
-    from export.common import ExportError
-    from export.tflite import check_builtin_ops, convert_keras
-    from handshape_tf.inference.detection import HandDetector
-
-    content = convert_keras(model)
-    operators = check_builtin_ops(content)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.tflite")
-    tmp.write_bytes(content)
-    try:
-        images = np.stack([f["image"] for f in frames])
-        keras_out = HandDetector(model).raw(images)
-        lite_out = HandDetector(tmp).raw(images)
-        difference = float(np.abs(keras_out - lite_out).max())
-        if difference > 1e-3:
-            raise ExportError(f"TFLite detector differs from Keras by {difference:.2e} (max abs); expected <= 1e-3")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    result = export_checked_image_model(model, path, np.stack([f["image"] for f in frames]), "detector", "detections")
     logger.info(
         "wrote %s (%.2f MB, max |Keras - TFLite| %.1e, ops %s)",
         path,
-        len(content) / 2**20,
-        difference,
-        ", ".join(operators),
+        result["bytes"] / 2**20,
+        result["max_abs_difference"],
+        ", ".join(result["operators"]),
     )
-    return {"file": str(path), "bytes": len(content), "max_abs_difference": difference, "operators": operators}
+    return result
 
 
 def _fmt(value) -> str:

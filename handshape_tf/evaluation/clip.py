@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from handshape_tf.assets import SHIPPED_DETECTOR, SHIPPED_MODEL
+from handshape_tf.assets import SHIPPED_DETECTOR, SHIPPED_MODEL, SHIPPED_SIDE
 from handshape_tf.cli import EXIT_BAD_INPUT, add_verbose_argument, print_error, setup_logging
 
 logger = logging.getLogger("handshape_tf.evaluation.clip")
@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--detector", type=Path, default=SHIPPED_DETECTOR, help="hand detector (.tflite or .keras; default: shipped)"
     )
+    parser.add_argument(
+        "--side-model", type=Path, default=SHIPPED_SIDE, help="side classifier (.tflite or .keras; default: shipped)"
+    )
     parser.add_argument("--model", type=Path, default=SHIPPED_MODEL, help="mesh model (default: the shipped one)")
     parser.add_argument("--out", type=Path, default=Path("runs") / "clip", help="report folder (runs/clip)")
     parser.add_argument("--frames", type=int, default=90, help="clip length (default 90)")
@@ -157,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         predictor = load_predictor(args.model, batch_size=2)
-        detector = HandDetector(args.detector)
+        detector = HandDetector(args.detector, side=args.side_model)
     except (FileNotFoundError, ValueError) as error:
         print_error(error)
         return EXIT_BAD_INPUT

@@ -13,6 +13,16 @@ finger's length): negative for a right hand, positive for a left one. On 1000 re
 of the project's pose prior (any gesture, any view) its sign named the hand correctly every
 time; a flat, fully spread hand scores near 0, so a dataset's side is best taken by majority
 (`dataset_is_left`).
+
+From an image the side is harder: a mirror image of a right hand is a left hand seen the same
+way, so neither the outline nor the colours alone tell the side. Two things an image does show
+decide it together (`side_cues`): whether the palm faces the camera (its lighter skin, no nails)
+and which way the wrist -> index MCP -> little MCP triangle turns in the picture. A right hand
+turns counter-clockwise (as seen) with its palm to the camera and clockwise with its back to it;
+a left hand the other way round: left = (palm towards camera) != (counter-clockwise). A
+classifier taught only "left or right" sits at chance for a long time (neither cue alone
+correlates with the label: an XOR); one taught the two cues as well learns all three
+(`handshape_tf.models.side`).
 """
 
 from __future__ import annotations
@@ -52,6 +62,27 @@ def palm_side_scores(joints: np.ndarray) -> np.ndarray:
         axis=0,
     )
     return thumb + flexion
+
+
+def side_cues(joints_xyz: np.ndarray, joints_uv: np.ndarray, is_left: np.ndarray) -> np.ndarray:
+    """N x 3 float32 targets (is_left, palm towards the camera, counter-clockwise; 0 or 1) of
+    hands seen by a camera at the origin (module docstring).
+
+    Args:
+      joints_xyz: N x 21 x 3 keypoints in camera coordinates (OpenCV: z forward).
+      joints_uv: N x 21 x 2 the same keypoints in the image (pixels, v down).
+      is_left: N bool.
+    """
+    joints_xyz = np.asarray(joints_xyz, np.float64)
+    joints_uv = np.asarray(joints_uv, np.float64)
+    is_left = np.asarray(is_left, bool)
+    wrist = joints_xyz[:, _WRIST]
+    normal = np.cross(joints_xyz[:, _MIDDLE_MCP] - wrist, joints_xyz[:, _INDEX_MCP] - joints_xyz[:, _LITTLE_MCP])
+    palm_out = np.where(is_left[:, None], normal, -normal)  # n leaves the back of a right hand
+    towards_camera = np.sum(palm_out * -wrist, axis=1) > 0
+    index, little = joints_uv[:, _INDEX_MCP] - joints_uv[:, _WRIST], joints_uv[:, _LITTLE_MCP] - joints_uv[:, _WRIST]
+    counter_clockwise = index[:, 0] * little[:, 1] - index[:, 1] * little[:, 0] < 0
+    return np.stack([is_left, towards_camera, counter_clockwise], axis=1).astype(np.float32)
 
 
 def dataset_is_left(joints: np.ndarray) -> tuple[bool, float]:

@@ -37,11 +37,9 @@ import math
 import numpy as np
 
 from handshape_tf.data.crop import square_box_around
-from handshape_tf.inference.detection import Detection, iou
+from handshape_tf.inference.detection import Detection, box_from_detection, iou
 from handshape_tf.inference.prediction import HandPrediction
 
-# Crop side / the larger side of a detector box (the mesh network saw 1.1-1.5 x the hand's box).
-DETECTION_CROP_SCALE = 1.3
 # Margin of a joints crop: side = (1 + 2 margin) x the joints' larger extent. Measured on the
 # synthetic clip (`python -m handshape_tf.evaluation.clip`, shipped model and detector, detector
 # every 10 frames): joint error 22.6% of the hand's size at 0.3, 19.0 at 0.45, 17.5 at 0.6,
@@ -106,13 +104,6 @@ class OneEuroFilter:
         self._x = self._x + self.alpha(cutoff, dt) * (x - self._x)
         self._t = float(t)
         return self._x.copy()
-
-
-def box_from_detection(box, scale: float = DETECTION_CROP_SCALE) -> np.ndarray:
-    """(4,) float32 square crop (x0, y0, s, s) centred on a detector box, s = scale x its larger side."""
-    x0, y0, w, h = np.asarray(box, np.float64)
-    side = scale * max(w, h)
-    return np.array([x0 + w / 2 - side / 2, y0 + h / 2 - side / 2, side, side], np.float32)
 
 
 def box_from_joints(joints_uv, margin: float = JOINT_MARGIN, min_side: float = 8.0) -> np.ndarray:

@@ -69,7 +69,7 @@ class DetectorConfig:
         return self.input_height // self.stride, self.input_width // self.stride
 
 
-def _conv_bn(x, filters: int, kernel: int, strides: int, name: str):
+def conv_bn(x, filters: int, kernel: int, strides: int, name: str):
     import keras  # here, not at the top: the config imports without TensorFlow (fast --help)
 
     x = keras.layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
@@ -97,7 +97,7 @@ def build_detector(config: DetectorConfig = DetectorConfig(), name: str = "hand_
     import keras
 
     inputs = keras.Input((config.input_height, config.input_width, 3), name="image")
-    x = _conv_bn(inputs, config.widths[0], 3, 2, "stem")
+    x = conv_bn(inputs, config.widths[0], 3, 2, "stem")
     features = {2: x}
     for stage in range(5):
         stride = 2 ** (stage + 1)
@@ -114,7 +114,7 @@ def build_detector(config: DetectorConfig = DetectorConfig(), name: str = "hand_
         lateral = keras.layers.Conv2D(config.head_width, 1, name=f"lateral{stride}")(features[stride])
         top = keras.layers.Add(name=f"merge{stride}")([top, lateral])
         top = _separable(top, config.head_width, 1, f"smooth{stride}")
-    head = _conv_bn(top, config.head_width, 3, 1, "head")
+    head = conv_bn(top, config.head_width, 3, 1, "head")
     bias = [_CENTRE_PRIOR, 0.0, 0.0, 0.0, math.log(8.0), math.log(8.0)]
     outputs = keras.layers.Conv2D(
         len(CHANNELS),
