@@ -17,6 +17,12 @@ Endpoints (NAME = --name; "/versions/N" may follow NAME and must be the served v
   POST /v1/models/NAME:predict   {"signature_name": optional (default serving_default),
                                   "instances": [...]} (row format) -> {"predictions": [...]}, or
                                  {"inputs": ...} (columnar) -> {"outputs": ...}.
+  POST /v1/models/NAME:detect    (with --detector) full photos: {"instances": [{"b64": "<PNG or
+                                 JPEG file>"}, ...]} -> {"predictions": [{"hands": [...]}, ...]},
+                                 per photo the hands the detector finds (up to --max-hands), each
+                                 as `handshape_tf.predict --detector` writes it (box, score,
+                                 handedness, and the mesh network's joints and mesh on its crop,
+                                 through serving_default); a photo without a hand gives [].
 Row format: each instance is the value of the single input, or an object {input name: value};
 all instances must have the same shape and are stacked into one batch. Columnar: "inputs" is
 the (batched) value of the single input, or an object {input name: value}. A prediction is an
@@ -66,7 +72,7 @@ from typing import Any
 
 import numpy as np
 
-from handshape_tf.cli import add_verbose_argument, setup_logging, tf_error_text
+from handshape_tf.cli import add_detector_arguments, add_verbose_argument, setup_logging, tf_error_text
 from handshape_tf.inference.backends import CorruptModelError
 from handshape_tf.inference.image_header import ImageHeaderError, image_size
 
@@ -84,6 +90,7 @@ IDLE_TIMEOUT_S = 20
 # Bodies above this size are followed by malloc_trim: glibc otherwise keeps the freed
 # JSON/numpy memory of a large request in its per-thread arenas for good.
 _TRIM_AFTER_BYTES = 2**20
+_VERBS = (":predict", ":detect")
 EXIT_USAGE = 2
 
 _ROUTE = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?(?P<rest>/metadata|:[A-Za-z]+)?/?$")
@@ -132,10 +139,18 @@ class ServedModel:
       name: the model name in URLs.
       max_batch: largest batch a request may hold (413 above).
       max_pixels: largest sum of max(H, W)^2 over the encoded images of a request (413 above).
+      detector: a `HandDetector` for the :detect verb (None: the verb answers 404).
+      max_hands: most hands :detect returns per photo.
     """
 
     def __init__(
-        self, path, name: str = DEFAULT_NAME, max_batch: int = DEFAULT_MAX_BATCH, max_pixels: int = DEFAULT_MAX_PIXELS
+        self,
+        path,
+        name: str = DEFAULT_NAME,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        detector=None,
+        max_hands: int = 2,
     ):
         import tensorflow as tf
 
@@ -155,6 +170,15 @@ class ServedModel:
             ) from None
         self.signatures = dict(self._loaded.signatures)
         self._signature_defs = _signature_defs(self.directory)
+        self.detector = detector
+        self.max_hands = max_hands
+        self._detect_lock = threading.Lock()  # a LiteRT interpreter serves one call at a time
+        self._predictor = None
+        if detector is not None:
+            from handshape_tf.inference import HandPredictor
+            from handshape_tf.inference.backends import SavedModelBackend
+
+            self._predictor = HandPredictor(SavedModelBackend(self.directory, loaded=self._loaded))
         logger.info(
             "serving %s version %s from %s: signatures %s", name, self.version, self.directory, sorted(self.signatures)
         )
@@ -183,16 +207,7 @@ class ServedModel:
 
     def predict(self, body: bytes) -> dict[str, Any]:
         """Predict response for a request body; raises RequestError for a bad request."""
-        try:
-            request = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise RequestError(HTTPStatus.BAD_REQUEST, f"JSON Parse error: {error}") from None
-        except RecursionError:
-            raise RequestError(HTTPStatus.BAD_REQUEST, "JSON Parse error: nested too deeply") from None
-        if not isinstance(request, dict):
-            raise RequestError(
-                HTTPStatus.BAD_REQUEST, f"Request body is a JSON {type(request).__name__}; expected an object"
-            )
+        request = _parse_request(body)
         signature_name = request.get("signature_name", DEFAULT_SIGNATURE)
         if not isinstance(signature_name, str) or signature_name not in self.signatures:
             raise RequestError(
@@ -232,6 +247,37 @@ class ServedModel:
             return {"predictions": _rows(values)}
         return {"outputs": next(iter(values.values())) if len(values) == 1 else values}
 
+    def detect(self, body: bytes) -> dict[str, Any]:
+        """:detect response (module docstring) for a request body; raises RequestError."""
+        import cv2
+
+        from handshape_tf.inference.tracking import detect_hands
+
+        if self.detector is None:
+            raise RequestError(HTTPStatus.NOT_FOUND, "this server has no hand detector; start it with --detector")
+        request = _parse_request(body)
+        instances = request.get("instances")
+        if not isinstance(instances, list) or not instances:
+            raise RequestError(HTTPStatus.BAD_REQUEST, "Missing 'instances': a list of {\"b64\": <image file>} objects")
+        _check_batch(len(instances), self.max_batch, "instances")
+        files = np.empty(len(instances), object)
+        for index, instance in enumerate(instances):
+            if not (isinstance(instance, dict) and set(instance) == {"b64"} and isinstance(instance["b64"], str)):
+                raise RequestError(
+                    HTTPStatus.BAD_REQUEST, f'instance {index} is not a {{"b64": <base64 image file>}} object'
+                )
+            files[index] = _strings(instance, f"instance {index}")
+        self._check_pixels({"instances": files})
+        predictions = []
+        for index, data in enumerate(files):
+            bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise RequestError(HTTPStatus.BAD_REQUEST, f"instance {index} is not a decodable PNG or JPEG image")
+            with self._detect_lock:
+                hands = detect_hands(self._predictor, self.detector, bgr[..., ::-1], max_hands=self.max_hands)
+            predictions.append({"hands": [hand.to_dict() for hand in hands]})
+        return {"predictions": predictions}
+
     def _check_pixels(self, arrays: dict[str, np.ndarray]) -> None:
         """413 when the encoded images of a request would decode to more than max_pixels."""
         total = 0
@@ -252,6 +298,21 @@ class ServedModel:
                         f"input {name!r} item {index} is a {size[0]} x {size[1]} image: the request would decode to "
                         f"{total} pixels (each image padded to a square), over the limit of {self.max_pixels}",
                     )
+
+
+def _parse_request(body: bytes) -> dict[str, Any]:
+    """The JSON object of a request body; 400 for anything else."""
+    try:
+        request = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RequestError(HTTPStatus.BAD_REQUEST, f"JSON Parse error: {error}") from None
+    except RecursionError:
+        raise RequestError(HTTPStatus.BAD_REQUEST, "JSON Parse error: nested too deeply") from None
+    if not isinstance(request, dict):
+        raise RequestError(
+            HTTPStatus.BAD_REQUEST, f"Request body is a JSON {type(request).__name__}; expected an object"
+        )
+    return request
 
 
 def _reject_booleans(value) -> None:
@@ -493,12 +554,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._discard_body()
             raise RequestError(HTTPStatus.NOT_FOUND, f"Malformed request: {method} {path}")
         rest = match["rest"] or ""
-        if rest.startswith(":") and rest != ":predict":
+        if rest.startswith(":") and rest not in _VERBS:
             self._discard_body()
             raise RequestError(
-                HTTPStatus.NOT_FOUND, f"Unsupported verb {rest!r} in {path}; this server implements :predict"
+                HTTPStatus.NOT_FOUND,
+                f"Unsupported verb {rest!r} in {path}; this server implements :predict and :detect",
             )
-        allowed = "POST" if rest == ":predict" else "GET"
+        allowed = "POST" if rest in _VERBS else "GET"
         if method != allowed:
             self._discard_body()
             served.check_target(match["name"], match["version"])
@@ -514,7 +576,7 @@ class _Handler(BaseHTTPRequestHandler):
         served.check_target(match["name"], match["version"])
         with self.server.workers:
             try:
-                return HTTPStatus.OK, served.predict(body), None
+                return HTTPStatus.OK, served.detect(body) if rest == ":detect" else served.predict(body), None
             finally:
                 if len(body) > _TRIM_AFTER_BYTES:
                     del body
@@ -722,6 +784,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     for key, (default, text) in limits.items():
         parser.add_argument(f"--{key.replace('_', '-')}", type=int, default=default, help=f"{text} (default {default})")
+    add_detector_arguments(parser, "answer :detect requests with full photos")
     add_verbose_argument(parser)
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
@@ -731,11 +794,25 @@ def main(argv: list[str] | None = None) -> int:
     for key in limits:
         if getattr(args, key) < 1:
             parser.error(f"--{key.replace('_', '-')} is {getattr(args, key)}; expected >= 1")
+    if args.max_hands < 1:
+        parser.error(f"--max-hands is {args.max_hands}; expected >= 1")
     if not re.fullmatch(r"[^/:?#\s]+", args.name):
         parser.error(f"--name is {args.name!r}; expected a name without '/', ':', '?', '#' or spaces")
     setup_logging(args.verbose, timestamps=True)
     try:
-        served = ServedModel(args.model, name=args.name, max_batch=args.max_batch, max_pixels=args.max_pixels)
+        detector = None
+        if args.detector is not None:
+            from handshape_tf.inference.detection import HandDetector
+
+            detector = HandDetector(args.detector, side=args.side_model)
+        served = ServedModel(
+            args.model,
+            name=args.name,
+            max_batch=args.max_batch,
+            max_pixels=args.max_pixels,
+            detector=detector,
+            max_hands=args.max_hands,
+        )
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -168,7 +168,7 @@ def test_unknown_model_path_method_and_size_get_the_right_status(server):
     assert _request(server, "POST", "/v1/models/other:predict", {"instances": [0]})[0] == 404
     assert _request(server, "GET", "/v2/anything")[0] == 404
     status, body = _request(server, "POST", f"/v1/models/{NAME}:classify", {"examples": []})
-    assert status == 404 and "this server implements :predict" in body["error"]
+    assert status == 404 and "this server implements :predict and :detect" in body["error"]
     status, body = _request(server, "PUT", f"/v1/models/{NAME}:predict", {"instances": [0]})
     assert status == 405 and "use POST" in body["error"]
     assert _request(server, "POST", f"/v1/models/{NAME}", {})[0] == 405
@@ -404,3 +404,42 @@ def test_port_in_use_is_a_message_not_a_traceback(server, saved_dir, capsys):
     port = server.server_address[1]
     assert main(["--model", str(saved_dir), "--port", str(port)]) == 2
     assert f"error: cannot listen on 127.0.0.1:{port}: Address already in use" in capsys.readouterr().err
+
+
+def _b64_png(rgb: np.ndarray) -> dict:
+    return {"b64": base64.b64encode(cv2.imencode(".png", rgb[..., ::-1])[1].tobytes()).decode()}
+
+
+def test_detect_finds_hands_in_full_photos_like_predict_does(saved_dir, model, server):
+    """:detect (--detector) on the example render padded into a larger photo: the hands and their
+    meshes are those `detect_hands` gives with the same weights in Keras; a photo without a hand
+    gives []; a server without a detector answers 404; bad instances 400."""
+    from handshape_tf.assets import SHIPPED_DETECTOR, SHIPPED_SIDE
+    from handshape_tf.inference.detection import HandDetector
+    from handshape_tf.inference.tracking import detect_hands
+    from mobile_demo.demo import DEFAULT_IMAGE
+
+    example = cv2.imread(str(DEFAULT_IMAGE))[..., ::-1]
+    pad = example.shape[0] // 2
+    photo = np.ascontiguousarray(cv2.copyMakeBorder(example, pad, pad, pad, pad, cv2.BORDER_REFLECT))
+    detector = HandDetector(SHIPPED_DETECTOR, side=SHIPPED_SIDE)
+    served = ServedModel(saved_dir, name=NAME, detector=detector, max_hands=2)
+    body = json.dumps({"instances": [_b64_png(photo), _b64_png(np.zeros((90, 120, 3), np.uint8))]}).encode()
+    found, empty = served.detect(body)["predictions"]
+    assert empty == {"hands": []}
+    expected = detect_hands(HandPredictor.from_keras_model(model), detector, photo, max_hands=2)
+    assert len(found["hands"]) == len(expected) >= 1
+    for got, want in zip(found["hands"], expected):
+        want = want.to_dict()
+        assert got["handedness"] == want["handedness"]
+        np.testing.assert_allclose(got["box"], want["box"], atol=1e-3)
+        np.testing.assert_allclose(got["hand"]["joints_uv"], want["hand"]["joints_uv"], atol=0.05)
+    for instances, message in (
+        ([], "Missing 'instances'"),
+        ([{"image": "x"}], "instance 0 is not a"),
+        ([{"b64": base64.b64encode(b"not an image").decode()}], "not a decodable PNG or JPEG"),
+    ):
+        with pytest.raises(RequestError, match=message):
+            served.detect(json.dumps({"instances": instances}).encode())
+    status, answer = _request(server, "POST", f"/v1/models/{NAME}:detect", {"instances": [_b64_png(photo)]})
+    assert status == 404 and "start it with --detector" in answer["error"]

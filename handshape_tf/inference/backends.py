@@ -172,14 +172,16 @@ class SavedModelBackend:
 
     Args:
       path: the SavedModel directory.
+      loaded: the SavedModel as `tf.saved_model.load` returned it, when already loaded (the
+        REST server shares its copy).
     """
 
-    def __init__(self, path):
+    def __init__(self, path, loaded=None):
         import tensorflow as tf
 
         self.description = f"SavedModel {path}"
         try:
-            loaded = tf.saved_model.load(os.fspath(path))
+            loaded = loaded if loaded is not None else tf.saved_model.load(os.fspath(path))
         except (OSError, tf.errors.OpError) as error:  # unparsable saved_model.pb, damaged variables
             raise CorruptModelError(path, f"TensorFlow cannot load the SavedModel ({tf_error_text(error)})") from None
         if SERVING_SIGNATURE not in loaded.signatures:
