@@ -16,7 +16,9 @@ import pytest
 from handshape_tf.inference import HandPredictor
 from handshape_tf.inference.image_header import image_size
 from handshape_tf.inference.signature import save_serving_model
-from handshape_tf.serve import RequestError, ServedModel, main, make_server, resolve_model_dir
+from handshape_tf.serve import main
+from handshape_tf.serving.http import make_server
+from handshape_tf.serving.model import RequestError, ServedModel, resolve_model_dir
 
 SIZE = 64
 MAX_BODY = 2 * 2**20
@@ -367,9 +369,9 @@ def test_client_mistakes_get_4xx_with_a_message(server, body, status, message):
 
 
 def test_stalled_body_gets_408_and_vanished_clients_leave_no_traceback(saved_dir, monkeypatch, caplog):
-    from handshape_tf import serve
+    from handshape_tf.serving.http import _Handler
 
-    monkeypatch.setattr(serve._Handler, "timeout", 1)
+    monkeypatch.setattr(_Handler, "timeout", 1)
     server = make_server(saved_dir, port=0, name=NAME, max_connections=2)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
