@@ -29,18 +29,12 @@ from handshape_tf.models.baselines import (
 )
 from handshape_tf.models.config import ModelConfig
 from train import checkpoints
+from train.batch_norm import batch_norm_layers, recalibrate_batch_norm
 from train.config import LossConfig, resolve_config
 from train.evaluate import headline, heldout_metrics
-from train.loop import (
-    LinearWarmup,
-    StageSchedule,
-    Trainer,
-    TrainingDiverged,
-    batch_norm_layers,
-    make_environment,
-    recalibrate_batch_norm,
-)
+from train.loop import Trainer, TrainingDiverged, make_environment
 from train.objectives import Objective, normalised_from_uvd, normalised_targets, uv_from_normalised
+from train.schedules import LinearWarmup, StageSchedule
 from train.synthetic import main
 
 REPO = Path(__file__).resolve().parents[1]

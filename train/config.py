@@ -156,7 +156,7 @@ class EvaluationConfig:
 class BatchNormConfig:
     """After the last stage the BatchNorm moving statistics become the average batch statistics
     of `samples` stored training images (no augmentation) in batches of `batch_size`
-    (`train.loop.recalibrate_batch_norm`); samples 0 keeps the running averages. Batches of 32
+    (`train.batch_norm.recalibrate_batch_norm`); samples 0 keeps the running averages. Batches of 32
     left the 30-minute cpu model at 42.7 mm mesh error, batches of 128 or 512 gave 38.3-38.4."""
 
     samples: int = 512

@@ -386,7 +386,7 @@ def train(config: DetectorTrainConfig, run_dir: Path, *, tflite: bool = False, p
     from handshape_tf.inference.detection import HandDetector
     from handshape_tf.models.detector import build_detector
     from train import checkpoints
-    from train.loop import BudgetedRun
+    from train.budgeted_run import BudgetedRun
 
     resumed = checkpoints.prepare_run_dir(run_dir, config)
     tf.keras.utils.set_random_seed(config.seed)

@@ -7,7 +7,8 @@ V mesh vertices.
 train.ablations) and `train.weak.trainer.WeakTrainer` (weakly supervised fine-tuning). It runs the
 stages of its subclass in order, each with its own optimizer (their variables differ; all are in
 the checkpoint), until the stage's max_steps or its share of the time budget (`train.config`);
-a subclass says which variables, batches and step function a stage has.
+a subclass says which variables, batches and step function a stage has (learning-rate schedules:
+`train.schedules`). `make_environment` sets up the strategy, `build_network` the model of a config.
 
 Stages of `Trainer` (paper Sec. 4.3; `train.config` for the budgets):
   heatmap: the stacked hourglass alone with L_H;
@@ -50,8 +51,10 @@ from handshape_tf.data.pipeline import background_bank, evaluation_dataset, trai
 from handshape_tf.losses import MeshTopology
 from handshape_tf.models.network import HOURGLASS, POSE_REGRESSOR, build_model
 from train import checkpoints
+from train.batch_norm import recalibrate_batch_norm
 from train.config import STAGES, StagedRunConfig, TrainConfig
 from train.objectives import Objective
+from train.schedules import LinearWarmup, StageSchedule
 
 logger = logging.getLogger(__name__)
 
@@ -130,176 +133,6 @@ def build_network(config: TrainConfig, precision: str | None = None) -> keras.Mo
 _SCALAR_METADATA = summary_pb2.SummaryMetadata(
     plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
 ).SerializeToString()
-
-
-class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
-    """Learning rate rate * min(1, (t + 1) / steps) at the optimizer's step t."""
-
-    def __init__(self, rate: float, steps: int):
-        self.rate = rate
-        self.steps = steps
-
-    def __call__(self, step):
-        return self.rate * keras.ops.minimum(1.0, (keras.ops.cast(step, "float32") + 1.0) / self.steps)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"rate": self.rate, "steps": self.steps}
-
-
-class StageSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """A stage's learning rate: linear warm-up over the optimizer's first `warmup_steps` steps
-    times 1 until the stage's `progress` (a variable in [0, 1] the training loop sets before each
-    step: the share of the stage's time or steps used) reaches `decay_start`, then half a cosine
-    down to `final_fraction` at progress 1 (decay_start 0: cosine over the whole stage)."""
-
-    def __init__(
-        self, rate: float, warmup_steps: int, progress: tf.Variable, final_fraction: float, decay_start: float = 0.0
-    ):
-        self.rate = rate
-        self.warmup_steps = warmup_steps
-        self.progress = progress
-        self.final_fraction = final_fraction
-        self.decay_start = decay_start
-
-    def __call__(self, step):
-        warmup = keras.ops.minimum(1.0, (keras.ops.cast(step, "float32") + 1.0) / max(self.warmup_steps, 1))
-        progress = keras.ops.cast(self.progress, "float32")
-        phase = keras.ops.clip((progress - self.decay_start) / max(1.0 - self.decay_start, 1e-6), 0.0, 1.0)
-        cosine = self.final_fraction + (1.0 - self.final_fraction) * 0.5 * (1.0 + keras.ops.cos(math.pi * phase))
-        return self.rate * warmup * cosine
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "rate": self.rate,
-            "warmup_steps": self.warmup_steps,
-            "final_fraction": self.final_fraction,
-            "decay_start": self.decay_start,
-        }
-
-
-class BudgetedRun:
-    """One model trained by Adam for a training-clock budget, checkpointed and resumable: the
-    single-stage runs (`train.detector`, `train.side`).
-
-    The rate follows `StageSchedule` over the budget (warm-up, constant until `decay_start`,
-    half a cosine down to `final_rate_fraction`). The checkpoint holds the model, the optimizer,
-    `step` and `seconds` (the training clock: time spent in steps); the latest is restored here.
-
-    Args:
-      model: the Keras model.
-      run_dir: the run folder (`checkpoints.prepare_run_dir` already called).
-      config: anything with learning_rate, warmup_steps, final_rate_fraction, decay_start,
-        budget_minutes and checkpoint_minutes.
-
-    Example:
-      run = BudgetedRun(model, run_dir, config)
-      while run.training:
-          with run.step_clock():
-              loss = train_step(run.optimizer, batch)
-          run.save_every_so_often()
-    """
-
-    def __init__(self, model: keras.Model, run_dir: Path, config):
-        self.config = config
-        self.budget_seconds = config.budget_minutes * 60.0
-        self._budget_used = tf.Variable(0.0, dtype=tf.float32, trainable=False, name="budget_used")
-        self.schedule = StageSchedule(
-            config.learning_rate, config.warmup_steps, self._budget_used, config.final_rate_fraction, config.decay_start
-        )
-        self.optimizer = keras.optimizers.Adam(self.schedule)
-        self.optimizer.build(model.trainable_variables)
-        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="seconds")
-        checkpoint = tf.train.Checkpoint(
-            **checkpoints.model_checkpoint_items(model), optimizer=self.optimizer, step=self.step, seconds=self.seconds
-        )
-        self.manager = tf.train.CheckpointManager(checkpoint, str(run_dir / checkpoints.CHECKPOINTS), max_to_keep=2)
-        if self.manager.latest_checkpoint:
-            checkpoint.restore(self.manager.latest_checkpoint).expect_partial()
-            logger.info("resumed %s at step %d (%.1f min trained)", run_dir, int(self.step), self.minutes)
-        self.history = checkpoints.History(run_dir / checkpoints.HISTORY_FILE)
-        self.history.truncate(int(self.step))
-        self._last_save = time.monotonic()
-
-    @property
-    def training(self) -> bool:
-        """Whether the training clock is still within the budget."""
-        return float(self.seconds) < self.budget_seconds
-
-    @property
-    def minutes(self) -> float:
-        return float(self.seconds) / 60
-
-    @property
-    def learning_rate(self) -> float:
-        return float(self.schedule(self.optimizer.iterations))
-
-    def step_clock(self):
-        """A context for one training step: sets the schedule's progress before it, counts the
-        step and its time after it."""
-        run = self
-
-        class _Clock:
-            def __enter__(self):
-                run._budget_used.assign(min(float(run.seconds) / run.budget_seconds, 1.0))
-                self.start = time.monotonic()
-
-            def __exit__(self, kind, value, traceback):
-                if kind is None:
-                    run.step.assign_add(1)
-                    run.seconds.assign_add(time.monotonic() - self.start)
-
-        return _Clock()
-
-    def save_every_so_often(self) -> None:
-        """A checkpoint when `checkpoint_minutes` have passed since the last one."""
-        if time.monotonic() - self._last_save >= self.config.checkpoint_minutes * 60:
-            self.save()
-
-    def save(self) -> None:
-        self.manager.save()
-        self._last_save = time.monotonic()
-
-
-def batch_norm_layers(model: keras.Model) -> list[keras.layers.BatchNormalization]:
-    """Every BatchNormalization layer of `model`, nested ones included (depth first)."""
-    return [
-        layer
-        for layer in model._flatten_layers(include_self=False, recursive=True)
-        if isinstance(layer, keras.layers.BatchNormalization)
-    ]
-
-
-def recalibrate_batch_norm(model: keras.Model, batches) -> int:
-    """Replaces the moving statistics of `model`'s trainable BatchNorm layers by the average of
-    their batch statistics over `batches` ("precise BN"; weights are not touched).
-
-    The running averages a training run ends with follow the last few batches (momentum 0.9)
-    while the weights were still moving; in inference mode a few inputs then get activations
-    far outside what the next layers saw (meshes tens of crop widths away). Forward passes in
-    training mode with momentum k / (k + 1) at batch k make the moving statistics the plain
-    average over the batches.
-
-    Args:
-      model: the Keras model (called eagerly, training=True).
-      batches: iterable of B x S x S x 3 float images in [0, 1].
-
-    Returns:
-      The number of batches used (0 leaves the statistics as they were).
-    """
-    layers = [layer for layer in batch_norm_layers(model) if layer.trainable]
-    momenta = [layer.momentum for layer in layers]
-    count = 0
-    try:
-        for images in batches:
-            for layer in layers:
-                layer.momentum = count / (count + 1)
-            model(images, training=True)
-            count += 1
-    finally:
-        for layer, momentum in zip(layers, momenta):
-            layer.momentum = momentum
-    return count
 
 
 def _has_layer(model: keras.Model, name: str) -> bool:

@@ -219,7 +219,7 @@ def train(
 
     from handshape_tf.models.side import build_side_classifier
     from train import checkpoints
-    from train.loop import BudgetedRun
+    from train.budgeted_run import BudgetedRun
 
     size = config.model.image_size
     train_crops, train_targets = load_crops(data / "train", size, config.max_train_samples)

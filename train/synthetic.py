@@ -15,7 +15,7 @@ See `train.datasets` for the layouts `--data` accepts. Stored crops of another s
 (data.resize=true); with data.resize=false they must match the model's input size.
 
 After the last stage the BatchNorm statistics are re-estimated over `batch_norm.samples` stored
-training images (`train.loop.recalibrate_batch_norm`) before model.keras is written.
+training images (`train.batch_norm.recalibrate_batch_norm`) before model.keras is written.
 
 Run folder (default <workdir>/synthetic-<preset>, see `train.checkpoints`): starting the same
 command again resumes from the last checkpoint (same stage, step, optimizer state and input

@@ -13,7 +13,8 @@ from handshape_tf.data.depth_sensor import nearest_depth
 from handshape_tf.data.pipeline import AugmentConfig, photometric_augmentation
 from handshape_tf.losses import MeshTopology
 from handshape_tf.models.network import HOURGLASS
-from train.loop import StagedTrainer, batch_norm_layers, make_environment
+from train.batch_norm import batch_norm_layers
+from train.loop import StagedTrainer, make_environment
 from train.weak import data  # by module: what a test patches on train.weak.data is what runs
 from train.weak.config import STAGES, WeakConfig
 from train.weak.evaluation import has_uvd_mesh
