@@ -252,7 +252,8 @@ def test_inference_route_and_training_route_give_the_same_errors(shard_folder, t
     """`evaluate_model` (HandPredictor: crop, mirror, uvd -> mm) and `train.evaluate.heldout_metrics`
     (the training pipeline's evaluation dataset and `crop_errors`) are two implementations of
     the same protocol: the same model on the same shards scores the same."""
-    from handshape_tf.data.pipeline import DataConfig, ShardSource
+    from handshape_tf.data.data_config import DataConfig
+    from handshape_tf.data.sources import ShardSource
     from train.evaluate import heldout_metrics
 
     model = keras.models.load_model(tiny_model_path)

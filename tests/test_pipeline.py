@@ -13,18 +13,11 @@ from scipy.spatial.transform import Rotation
 
 from handshape_tf.assets.template import load_template
 from handshape_tf.config_utils import ConfigError
-from handshape_tf.data.pipeline import (
-    AugmentConfig,
-    DataConfig,
-    PaperSyntheticSource,
-    ShardSource,
-    evaluation_dataset,
-    open_source,
-    training_dataset,
-    warp_image,
-    warp_labels,
-)
+from handshape_tf.data.augment import warp_image, warp_labels
+from handshape_tf.data.data_config import AugmentConfig, DataConfig
+from handshape_tf.data.pipeline import evaluation_dataset, training_dataset
 from handshape_tf.data.shards import DatasetError, read_dataset, shard_name, write_metadata, write_shard
+from handshape_tf.data.sources import PaperSyntheticSource, ShardSource, open_source
 from handshape_tf.geometry.camera import project, uvd_to_xyz
 from handshape_tf.geometry.heatmaps import heatmaps_to_uv_argmax
 

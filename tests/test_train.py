@@ -18,7 +18,9 @@ from test_pipeline import write_hand_shards
 
 from handshape_tf.assets.template import load_template
 from handshape_tf.config_utils import ConfigError
-from handshape_tf.data.pipeline import DataConfig, ShardSource, evaluation_dataset
+from handshape_tf.data.data_config import DataConfig
+from handshape_tf.data.pipeline import evaluation_dataset
+from handshape_tf.data.sources import ShardSource
 from handshape_tf.losses import MeshTopology
 from handshape_tf.models.baselines import (
     KEYPOINT_JOINTS,

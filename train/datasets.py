@@ -6,8 +6,8 @@ Layouts `--data DIR` accepts:
   * the paper's synthetic set (images/, 3D_labels/): its "train" and "val" camera splits.
 Everything is opened (and so checked) before training starts.
 
-Importing this module does not import TensorFlow (the sources of `handshape_tf.data.pipeline`
-are imported where data is opened), so entry points answer --help without it.
+Importing this module does not import TensorFlow (`handshape_tf.data.sources` is imported where
+data is opened), so entry points answer --help without it.
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def open_run_data(data: Path, heldout: Path | None = None) -> RunData:
       DatasetError: missing folder, no shards, no held-out set for a lone shard folder, or an
         unknown layout.
     """
-    from handshape_tf.data.pipeline import PaperSyntheticSource, open_source
+    from handshape_tf.data.sources import PaperSyntheticSource, open_source
 
     data = Path(data)
     if not data.is_dir():
@@ -160,7 +160,7 @@ def check_run_data(data: RunData, config: TrainConfig) -> None:
     Raises:
       DatasetError: naming the folder, what it holds and what the config needs.
     """
-    from handshape_tf.data.pipeline import ShardSource, check_image_size
+    from handshape_tf.data.sources import ShardSource, check_image_size
 
     size = config.model.image_size
     for source in (data.train, data.heldout):

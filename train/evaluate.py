@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from handshape_tf.data.pipeline import DataConfig, evaluation_dataset
+from handshape_tf.data.data_config import DataConfig
+from handshape_tf.data.pipeline import evaluation_dataset
 from handshape_tf.evaluation.metrics import ErrorAccumulator, MeanUVDPredictor
 from handshape_tf.geometry.camera import uvd_to_xyz
 
@@ -107,7 +108,7 @@ def heldout_metrics(
 
     Args:
       model: a keras.Model with outputs mesh_uvd / pose_uvd or mesh_xyz / pose_xyz.
-      source: a `data.pipeline` source of held-out samples (with meshes for the mesh error).
+      source: a `data.sources` source of held-out samples (with meshes for the mesh error).
       config: data options (resize, heat-map sigma, parallelism).
       image_size, heatmap_size: the model's S and M.
       batch_size: images per model call.

@@ -458,7 +458,7 @@ class Trainer(StagedTrainer):
     Args:
       config: the resolved TrainConfig.
       run_dir: the run folder (`train.checkpoints` layout); created by `prepare_run_dir`.
-      source: a `data.pipeline` source (ShardSource or PaperSyntheticSource).
+      source: a `data.sources` source (ShardSource or PaperSyntheticSource).
       environment: the strategy (`make_environment`).
       bank: N x S x S x 3 uint8 backgrounds; None draws them from BackgroundSource when the
         data config composites.

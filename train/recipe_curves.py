@@ -57,7 +57,7 @@ def run_points(
     """
     import tensorflow as tf
 
-    from handshape_tf.data.pipeline import ShardSource
+    from handshape_tf.data.sources import ShardSource
     from handshape_tf.evaluation.report import evaluate_model
     from train import checkpoints
     from train.config import resolve_config

@@ -1,7 +1,8 @@
 """The input pipeline's configuration (`DataConfig`, `AugmentConfig`), without TensorFlow.
 
-`handshape_tf.data.pipeline` re-exports both; they live here so that building or checking a
-training config (`train.config`, every entry point's --help) does not import TensorFlow.
+`handshape_tf.data.pipeline` and `handshape_tf.data.augment` use them; they live here so that
+building or checking a training config (`train.config`, every entry point's --help) does not
+import TensorFlow.
 """
 
 from __future__ import annotations

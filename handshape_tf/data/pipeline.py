@@ -5,25 +5,24 @@ J = 21 keypoints, V mesh vertices, N background bank size.
 
 Per sample (paper Sec. 4.3 and 5.1), all in TensorFlow ops inside `Dataset.map`:
 
-1. decode: our shards (`ShardSource`, only the fields training needs) or the paper's synthetic
-   layout (`PaperSyntheticSource`, via `handshape_tf.data.external`); left hands are mirrored
-   into right hands (the network is trained on right hands; `handshape_tf.inference` mirrors
-   left-hand crops the same way): the crop flipped left-right, X -> -X for the 3D labels and
-   cx -> S0 - cx, so x -> S0 - x for every projected point;
+1. decode: a source of `handshape_tf.data.sources` (our shards or the paper's synthetic set);
+   left hands are mirrored into right hands (the network is trained on right hands;
+   `handshape_tf.inference` mirrors left-hand crops the same way): the crop flipped left-right,
+   X -> -X for the 3D labels and cx -> S0 - cx, so x -> S0 - x for every projected point;
 2. resize the stored S0 x S0 crop to the model's S x S (area/antialiased; intrinsics scaled by
    S / S0, so normalised crop coordinates do not change). With `DataConfig.resize` off, S0 must
-   equal S (`check_image_size` fails fast otherwise);
-3. geometric augmentation: a rotation by theta about the camera's optical axis, a zoom k and a
-   shift t, one affine warp of the image (x' = M (x - c) + c + t, c the crop centre,
-   M = k F R(theta) F^-1, F = diag(fx, fy)). It is exactly the image of the rotated scene
-   xyz' = Rz(theta) xyz seen by a camera with intrinsics fx' = k fx, fy' = k fy,
-   (cx', cy') = M ((cx, cy) - c) + c + t, so 3D joints, mesh, root depth and scale stay valid
-   labels (z is unchanged, so is the hand scale);
+   equal S (`sources.check_image_size` fails fast otherwise);
+3. geometric augmentation (`handshape_tf.data.augment`): a rotation about the camera's optical
+   axis, a zoom and a shift, one affine warp of the image that is exactly the image of the
+   rotated scene seen by a camera with new intrinsics, so 3D joints, mesh, root depth and scale
+   stay valid labels;
 4. compositing: the premultiplied hand (`image_rgba`) over a background from a bank of N
-   backgrounds drawn once from `handshape_tf.data.backgrounds.BackgroundSource` (each use
-   randomly flipped and turned by a multiple of 90 degrees: 8 N variants); with compositing off
-   the stored composited `image` is warped instead (reflected at the border);
-5. photometric augmentation: brightness, contrast, saturation, hue, Gaussian blur, noise;
+   backgrounds drawn once from `handshape_tf.data.backgrounds.BackgroundSource`
+   (`background_bank`; each use randomly flipped and turned by a multiple of 90 degrees:
+   8 N variants); with compositing off the stored composited `image` is warped instead
+   (reflected at the border);
+5. photometric augmentation (`handshape_tf.data.augment`): brightness, contrast, saturation,
+   hue, Gaussian blur, noise;
 6. labels: Gaussian heat-maps (sigma 4 px at 64 x 64, scaled with the heat-map side) at the
    projected joints, and uvd of joints and mesh with `xyz_to_uvd` (crop box = the whole crop).
 
@@ -31,10 +30,6 @@ Randomness is stateless, keyed by (seed, sample index within the endless shuffle
 each epoch's shuffle is seeded by (seed, epoch): the stream is a pure function of the seed, so a
 resumed run rebuilds it at the position it had reached (`start`) without replaying it.
 Skipping happens on the serialised records, before any decoding.
-
-Why not `shards.read_dataset`: it decodes every field of every record (depth, mask, both
-images); shuffling and skipping decoded samples would cost memory and time, so `ShardSource`
-parses the same schema lazily.
 
 Output elements (dicts of tensors, batched):
   image:        B x S x S x 3 float32 RGB in [0, 1].
@@ -53,214 +48,25 @@ Output elements (dicts of tensors, batched):
 from __future__ import annotations
 
 import logging
-import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from handshape_tf.data.data_config import AugmentConfig, DataConfig  # defined without TensorFlow; re-exported
-from handshape_tf.data.shards import DatasetError, read_metadata, shard_paths, verify_shards
+from handshape_tf.data.augment import (
+    affine_augmentation,
+    photometric_augmentation,
+    random_background,
+    warp_image,
+    warp_labels,
+)
+from handshape_tf.data.data_config import DataConfig
+from handshape_tf.data.shards import DatasetError
+from handshape_tf.data.sources import check_image_size
 from handshape_tf.geometry.camera import project, root_depth_and_scale, xyz_to_uvd
 from handshape_tf.geometry.heatmaps import render_heatmaps, sigma_for_side
 
 logger = logging.getLogger(__name__)
-
-NUM_KEYPOINTS = 21
-
-
-# ----------------------------------------------------------------------------------------------
-# Sources: a stream of light elements (serialised records or indices) and their decoding.
-
-
-class ShardSource:
-    """Samples from a folder of our TFRecord shards (`handshape_tf.data.shards` schema).
-
-    Args:
-      folder: shard folder with `metadata.json`.
-
-    Raises:
-      DatasetError: no metadata, no complete shards, shards of another format, or a corrupt
-        or short shard (`shards.verify_shards`).
-    """
-
-    has_rgba = True
-
-    def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
-        self.metadata = read_metadata(self.folder)
-        self.paths = [str(p) for p in shard_paths(self.folder, self.metadata)]
-        self.image_size = int(self.metadata["image_size"])
-        self.num_vertices = int(self.metadata["num_vertices"])
-        # One pass over the records: corrupt or short shards fail here, naming the file.
-        self.num_samples = sum(verify_shards(self.folder, self.metadata).values())
-        if self.num_samples == 0:
-            raise DatasetError(f"{self.folder}: the shards hold no samples")
-
-    def __repr__(self) -> str:
-        return f"ShardSource({str(self.folder)!r}, {self.num_samples} samples of {self.image_size} px)"
-
-    def elements(self, epoch, seed: int, shuffle: bool, buffer: int = 1024) -> tf.data.Dataset:
-        """Serialised records of one epoch, shuffled by (seed, epoch) when `shuffle`.
-
-        Shuffling is stateless (a pure function of seed and epoch, unlike `Dataset.shuffle`,
-        whose tensor seeds clash with a global seed): the file order is permuted, four files
-        are interleaved, and each run of `buffer` consecutive records is permuted. Unshuffled,
-        the files come one after the other, so positions follow the source order.
-        """
-        files = tf.constant(self.paths)
-        epoch_key = tf.stack([np.int64(seed), tf.cast(epoch, tf.int64)])
-        if shuffle:
-            files = tf.random.experimental.stateless_shuffle(files, seed=epoch_key)
-        records = tf.data.Dataset.from_tensor_slices(files).interleave(
-            tf.data.TFRecordDataset, cycle_length=min(4, len(self.paths)) if shuffle else 1
-        )
-        if not shuffle:
-            return records
-
-        @tf.autograph.experimental.do_not_convert
-        def permuted(block, chunk):
-            key = tf.random.experimental.stateless_fold_in(epoch_key, block)
-            return tf.data.Dataset.from_tensor_slices(tf.random.experimental.stateless_shuffle(chunk, seed=key))
-
-        return records.batch(buffer).enumerate().flat_map(permuted)
-
-    def decode(self, record: tf.Tensor, images: bool) -> dict[str, tf.Tensor]:
-        """Parses one record: image, image_rgba (uint8), joints_xyz, vertices_xyz, intrinsics,
-        is_left."""
-        size = self.image_size
-        spec = {
-            "joints_xyz": tf.io.FixedLenFeature((NUM_KEYPOINTS, 3), tf.float32),
-            "vertices_xyz": tf.io.FixedLenFeature((self.num_vertices, 3), tf.float32),
-            "intrinsics": tf.io.FixedLenFeature((4,), tf.float32),
-            "is_left": tf.io.FixedLenFeature([], tf.int64),
-        }
-        if images:
-            spec["image"] = tf.io.FixedLenFeature([], tf.string)
-            spec["image_rgba"] = tf.io.FixedLenFeature([], tf.string)
-        example = tf.io.parse_single_example(record, spec)
-        sample = {name: example[name] for name in ("joints_xyz", "vertices_xyz", "intrinsics")}
-        sample["is_left"] = example["is_left"] > 0
-        if images:
-            sample["image"] = tf.ensure_shape(tf.io.decode_png(example["image"], channels=3), (size, size, 3))
-            sample["image_rgba"] = tf.ensure_shape(tf.io.decode_png(example["image_rgba"], channels=4), (size, size, 4))
-        return sample
-
-
-class PaperSyntheticSource:
-    """Samples of the paper's synthetic set (`handshape_tf.data.external.PaperSyntheticDataset`).
-
-    Its RGBA crops have a transparent background: `image_rgba` is the file, `image` its colour
-    channels. Its meshes have the dataset's own topology, so `with_mesh` (default False) is only
-    useful to models built on that topology; without meshes the pipeline yields no mesh labels.
-
-    Args:
-      root: the set's folder (images/, 3D_labels/, hand_3D_mesh/).
-      split: "train" or "val" (the validation cameras).
-      with_mesh: load the gesture meshes.
-
-    Raises:
-      FileNotFoundError, ValueError: as `PaperSyntheticDataset`; DatasetError when the split is
-        empty or its crops are not all of one square size.
-    """
-
-    has_rgba = True
-
-    def __init__(self, root: str | Path, split: str = "train", *, with_mesh: bool = False):
-        from handshape_tf.data.external import PaperSyntheticDataset
-
-        self.dataset = PaperSyntheticDataset(root, split=split, with_mesh=with_mesh)
-        self.num_samples = len(self.dataset)
-        if self.num_samples == 0:
-            raise DatasetError(f"{root}: no images in the {split!r} split of the paper's synthetic layout")
-        first = self.dataset[0]
-        height, width = first["image"].shape[:2]
-        if height != width:
-            raise DatasetError(f"{root}: crops of {width} x {height} px; expected square crops")
-        self.image_size = int(height)
-        self.num_vertices = int(first["vertices_xyz"].shape[0]) if with_mesh else None
-
-    def __repr__(self) -> str:
-        return f"PaperSyntheticSource({self.dataset!r}, {self.image_size} px)"
-
-    def elements(self, epoch, seed: int, shuffle: bool, buffer: int = 0) -> tf.data.Dataset:
-        """Sample indices of one epoch (a full permutation seeded by (seed, epoch); `buffer`
-        is unused: indices are shuffled whole)."""
-        indices = tf.range(self.num_samples, dtype=tf.int64)
-        if shuffle:
-            indices = tf.random.experimental.stateless_shuffle(indices, seed=tf.stack([np.int64(seed), epoch]))
-        return tf.data.Dataset.from_tensor_slices(indices)
-
-    def _load(self, index, images: bool):
-        sample = self.dataset[int(index)]
-        size = self.image_size
-        if sample["image"].shape[:2] != (size, size):
-            raise DatasetError(
-                f"{sample['name']}: crop of shape {sample['image'].shape}; expected {size} x {size} like the first"
-            )
-        values = [sample["joints_xyz"].astype(np.float32), sample["intrinsics"].astype(np.float32)]
-        if self.num_vertices is not None:
-            values.append(sample["vertices_xyz"].astype(np.float32))
-        if images:
-            alpha = np.where(sample["mask"], 255, 0).astype(np.uint8)[..., None]
-            values += [sample["image"], np.concatenate([sample["image"], alpha], axis=-1)]
-        return values
-
-    def decode(self, index: tf.Tensor, images: bool) -> dict[str, tf.Tensor]:
-        """Loads one sample by index (in a numpy_function; OpenCV releases the GIL)."""
-        size = self.image_size
-        names = ["joints_xyz", "intrinsics"]
-        types = [tf.float32, tf.float32]
-        shapes = [(NUM_KEYPOINTS, 3), (4,)]
-        if self.num_vertices is not None:
-            names.append("vertices_xyz")
-            types.append(tf.float32)
-            shapes.append((self.num_vertices, 3))
-        if images:
-            names += ["image", "image_rgba"]
-            types += [tf.uint8, tf.uint8]
-            shapes += [(size, size, 3), (size, size, 4)]
-        values = tf.numpy_function(lambda i: self._load(i, images), [index], types, stateful=False)
-        sample = {name: tf.ensure_shape(value, shape) for name, value, shape in zip(names, values, shapes)}
-        sample["is_left"] = tf.constant(False)  # the set's hands are all right hands
-        return sample
-
-
-def open_source(path: str | Path, split: str = "train"):
-    """A source for a folder: our shards (metadata.json) or the paper's synthetic layout.
-
-    Args:
-      path: shard folder, or the paper set's root (images/ and 3D_labels/).
-      split: split of the paper's set ("train" or "val"); ignored for shard folders.
-
-    Raises:
-      DatasetError: the folder is missing or is neither layout.
-    """
-    path = Path(path)
-    if not path.is_dir():
-        raise DatasetError(f"dataset folder {path} does not exist")
-    if (path / "metadata.json").is_file():
-        return ShardSource(path)
-    if (path / "images").is_dir() and (path / "3D_labels").is_dir():
-        return PaperSyntheticSource(path, split)
-    raise DatasetError(
-        f"{path} holds neither shards (metadata.json) nor the paper's synthetic layout (images/, 3D_labels/)"
-    )
-
-
-def check_image_size(source, image_size: int, resize: bool) -> None:
-    """Fails fast when the stored crops cannot feed a model of `image_size` px.
-
-    Raises:
-      DatasetError: sides differ and resizing is off.
-    """
-    if source.image_size != image_size and not resize:
-        raise DatasetError(
-            f"{source!r} holds {source.image_size} x {source.image_size} crops but the model takes "
-            f"{image_size} x {image_size} and data.resize is false; regenerate the data at {image_size} px "
-            f"or set data.resize=true"
-        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -289,135 +95,12 @@ def background_bank(config: DataConfig, size: int, seed: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------
-# Per-sample maths (unbatched tensors).
-
-
-def _uniform(key: tf.Tensor, index: int, low, high, shape=()) -> tf.Tensor:
-    seed = tf.random.experimental.stateless_fold_in(key, index)
-    return tf.random.stateless_uniform(shape, seed=seed, minval=low, maxval=high)
+# One decoded sample -> one output element (unbatched tensors).
 
 
 def _resize(image: tf.Tensor, size: int) -> tf.Tensor:
     """S0 x S0 x C float -> size x size x C (bilinear, antialiased when shrinking)."""
     return tf.image.resize(image, (size, size), method="bilinear", antialias=True)
-
-
-def affine_augmentation(key, config: AugmentConfig, size: int):
-    """Random warp parameters: rotation theta (radians), zoom k and shift t (pixels, 2).
-
-    Args:
-      key: 2 int64 stateless seed of the sample.
-      config: the ranges.
-      size: crop side S in pixels.
-
-    Returns:
-      (theta, k, t): scalar, scalar and 2 float32.
-    """
-    angle = math.radians(config.rotation_deg)
-    theta = _uniform(key, 0, -angle, angle)
-    zoom = _uniform(key, 1, config.scale_min, config.scale_max)
-    shift = _uniform(key, 2, -config.translation * size, config.translation * size, (2,))
-    return theta, zoom, shift
-
-
-def warp_labels(joints_xyz, vertices_xyz, intrinsics, theta, zoom, shift, size: int):
-    """Labels of the warped crop (module docstring, step 3).
-
-    Args:
-      joints_xyz: J x 3 mm.   vertices_xyz: V x 3 mm or None.   intrinsics: 4 of the S x S crop.
-      theta: rotation about the optical axis, radians.  zoom: k.  shift: 2 pixels t.
-      size: crop side S.
-
-    Returns:
-      (joints_xyz J x 3, vertices_xyz V x 3 or None, intrinsics 4, matrix 2 x 2 M): the
-      rotated points, the new intrinsics and the image-plane map x' = M (x - c) + c + t.
-    """
-    cos, sin = tf.cos(theta), tf.sin(theta)
-    rotation_3d = tf.stack([[cos, -sin, 0.0], [sin, cos, 0.0], [0.0, 0.0, 1.0]])
-    focal = intrinsics[:2]
-    rotation_2d = rotation_3d[:2, :2]
-    matrix = zoom * focal[:, None] * rotation_2d / focal[None, :]  # k F R F^-1
-    centre = tf.fill([2], 0.5 * size)
-    principal = tf.linalg.matvec(matrix, intrinsics[2:] - centre) + centre + shift
-    new_intrinsics = tf.concat([zoom * focal, principal], axis=0)
-    joints_xyz = tf.linalg.matvec(rotation_3d, joints_xyz)
-    if vertices_xyz is not None:
-        vertices_xyz = tf.linalg.matvec(rotation_3d, vertices_xyz)
-    return joints_xyz, vertices_xyz, new_intrinsics, matrix
-
-
-def warp_image(image, matrix, shift, fill_mode: str) -> tf.Tensor:
-    """Resamples an S x S x C float image so that input point x lands at M (x - c) + c + t.
-
-    Pixel centres sit at i + 0.5 (continuous convention); the op samples input index
-    coordinates (centres at i), hence the half-pixel terms. Bilinear; outside the input the
-    fill is zero ("CONSTANT") or the mirrored image ("REFLECT").
-    """
-    size = image.shape[0]
-    centre = tf.fill([2], 0.5 * size)
-    inverse = tf.linalg.inv(matrix)
-    # x_in + 0.5 = M^-1 (x_out + 0.5 - c - t) + c  =>  x_in = M^-1 x_out + offset.
-    offset = tf.linalg.matvec(inverse, 0.5 - centre - shift) + centre - 0.5
-    transform = tf.stack([inverse[0, 0], inverse[0, 1], offset[0], inverse[1, 0], inverse[1, 1], offset[1], 0.0, 0.0])
-    warped = tf.raw_ops.ImageProjectiveTransformV3(
-        images=image[tf.newaxis],
-        transforms=transform[tf.newaxis],
-        output_shape=tf.constant([size, size]),
-        fill_value=0.0,
-        interpolation="BILINEAR",
-        fill_mode=fill_mode,
-    )
-    return tf.ensure_shape(warped[0], image.shape)
-
-
-def _background(bank: tf.Tensor, key) -> tf.Tensor:
-    """One bank background, randomly flipped and turned by k x 90 degrees (float, [0, 1])."""
-    choice = tf.random.stateless_uniform(
-        (), tf.random.experimental.stateless_fold_in(key, 10), 0, tf.shape(bank, out_type=tf.int64)[0], dtype=tf.int64
-    )
-    background = tf.image.convert_image_dtype(tf.gather(bank, choice), tf.float32)
-    turns = tf.random.stateless_uniform((), tf.random.experimental.stateless_fold_in(key, 11), 0, 4, dtype=tf.int32)
-    background = tf.image.rot90(background, turns)
-    flip = _uniform(key, 12, 0.0, 1.0) < 0.5
-    return tf.where(flip, background[:, ::-1], background)
-
-
-def _gaussian_blur(image: tf.Tensor, sigma: tf.Tensor, radius: int = 3) -> tf.Tensor:
-    """Separable Gaussian blur of an H x W x 3 image with reflected borders."""
-    taps = tf.range(-radius, radius + 1, dtype=tf.float32)
-    kernel = tf.exp(-0.5 * tf.square(taps / sigma))
-    kernel = kernel / tf.reduce_sum(kernel)
-    padded = tf.pad(image[tf.newaxis], [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="REFLECT")
-    along_x = tf.tile(kernel[tf.newaxis, :, tf.newaxis, tf.newaxis], [1, 1, 3, 1])
-    along_y = tf.tile(kernel[:, tf.newaxis, tf.newaxis, tf.newaxis], [1, 1, 3, 1])
-    blurred = tf.nn.depthwise_conv2d(padded, along_x, [1, 1, 1, 1], "VALID")
-    blurred = tf.nn.depthwise_conv2d(blurred, along_y, [1, 1, 1, 1], "VALID")
-    return blurred[0]
-
-
-def photometric_augmentation(image: tf.Tensor, key, config: AugmentConfig) -> tf.Tensor:
-    """Colour jitter, blur and noise of an H x W x 3 float image in [0, 1] (stateless)."""
-
-    def seed(index):
-        return tf.random.experimental.stateless_fold_in(key, index)
-
-    image = tf.image.stateless_random_brightness(image, config.brightness, seed(20)) if config.brightness else image
-    if config.contrast:
-        image = tf.image.stateless_random_contrast(image, 1 - config.contrast, 1 + config.contrast, seed(21))
-    if config.saturation:
-        image = tf.image.stateless_random_saturation(image, 1 - config.saturation, 1 + config.saturation, seed(22))
-    if config.hue:
-        image = tf.image.stateless_random_hue(tf.clip_by_value(image, 0.0, 1.0), config.hue, seed(23))
-    if config.blur_probability:
-        sigma = _uniform(key, 24, 0.3, config.blur_sigma_max)
-        blur = _uniform(key, 25, 0.0, 1.0) < config.blur_probability
-        image = tf.cond(blur, lambda: _gaussian_blur(image, sigma), lambda: image)
-    if config.noise_probability and config.noise_std_max:
-        std = _uniform(key, 26, 0.0, config.noise_std_max)
-        noisy = _uniform(key, 27, 0.0, 1.0) < config.noise_probability
-        noise = tf.random.stateless_normal(tf.shape(image), seed(28)) * std
-        image = image + tf.where(noisy, noise, tf.zeros_like(noise))
-    return tf.clip_by_value(image, 0.0, 1.0)
 
 
 def make_labels(joints_xyz, vertices_xyz, intrinsics, size: int, heatmap_size: int, sigma: float):
@@ -513,7 +196,7 @@ def prepare_sample(
             image = warp_image(image, matrix, shift, "CONSTANT" if composite else "REFLECT")
     if images:
         if composite:
-            background = _background(bank, key)
+            background = random_background(bank, key)
             image = image[..., :3] + background * (1.0 - image[..., 3:])
         if augment and config.augment.enabled:
             image = photometric_augmentation(image, key, config.augment)

@@ -58,7 +58,7 @@ class WeakDataConfig:
     Attributes:
       real_like_train, real_like_test, real_like_seed: the default rendered set (test = seed + 1).
       stb_train_stride: keep every k-th STB training frame (1: all 15000).
-      photometric: photometric augmentation of the training images (`data.pipeline`).
+      photometric: photometric augmentation of the training images (`data.augment`).
       heatmap_sigma: Gaussian SD in pixels at 64 x 64 heat-maps (paper: 4), scaled with the side;
         the --init run's value unless set.
       views: camera views of the real-like set ("full" or "frontal", `data.sample_params`); the

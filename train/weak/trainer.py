@@ -9,8 +9,9 @@ import numpy as np
 import tensorflow as tf
 
 from handshape_tf.assets.template import load_template
+from handshape_tf.data.augment import photometric_augmentation
+from handshape_tf.data.data_config import AugmentConfig
 from handshape_tf.data.depth_sensor import nearest_depth
-from handshape_tf.data.pipeline import AugmentConfig, photometric_augmentation
 from handshape_tf.losses import MeshTopology
 from handshape_tf.models.network import HOURGLASS
 from train.batch_norm import batch_norm_layers
