@@ -19,7 +19,8 @@ training images (`train.batch_norm.recalibrate_batch_norm`) before model.keras i
 
 Run folder (default <workdir>/synthetic-<preset>, see `train.checkpoints`): starting the same
 command again resumes from the last checkpoint (same stage, step, optimizer state and input
-position); a finished run is only re-calibrated and re-evaluated. Outputs: config.yaml,
+position); a finished run is only re-calibrated and re-evaluated, unless `--budget` grew: then
+its last stage trains on until the new budget (`StagedTrainer`). Outputs: config.yaml,
 checkpoints/, logs/ (TensorBoard), model.keras, learning_curve.png, report.json, evaluation/
 (report, PCK curve and prediction sheet of `handshape_tf.evaluation`) and
 evaluation-mean-baseline/.
