@@ -10,9 +10,10 @@ holding train/ and heldout/ shard folders; by default the synthetic trainer's de
 seen (left hands not mirrored). Each sample's targets are `chirality.side_cues`: the side, and
 the two cues that decide it (palm towards the camera, the hand's turn in the picture), which
 keep the network off the chance plateau (`handshape_tf.models.side`). Each batch mirrors half
-its crops (side and turn flip, the palm's facing does not) and turns, scales and shifts every
-crop (`jitter`: none of the three targets changes), so hands at any roll and detector boxes of
-any tightness look familiar.
+its crops (side and turn flip, the palm's facing does not); `--set rotation_deg=180
+scale=[0.85,1.2] shift=0.1` also turns, zooms and shifts every crop (`jitter`: none of the three
+targets changes), which helps on hands seen from every direction and costs accuracy on frontal
+ones (assets/DETECTOR_CARD.md has both), so it is off by default, as for the shipped model.
 
 Adam with a linear warm-up, constant until `decay_start` of the budget, then half a cosine down
 to `final_rate_fraction` (as `train.detector`). Run folder: config.yaml, checkpoints/ (resume
@@ -56,7 +57,7 @@ class SideTrainConfig:
       max_train_samples: use at most this many training crops (0: all).
       rotation_deg, scale, shift: `jitter`'s in-plane turn (uniform within +- degrees), zoom
         (uniform in [low, high], > 1 enlarges the hand) and shift (uniform within +- this
-        fraction of the crop, per axis).
+        fraction of the crop, per axis); the defaults leave crops as they are.
     """
 
     model: SideConfig = SideConfig()
@@ -71,9 +72,9 @@ class SideTrainConfig:
     log_every: int = 50
     cue_weight: float = 1.0
     max_train_samples: int = 0
-    rotation_deg: float = 180.0
-    scale: tuple[float, float] = (0.85, 1.2)
-    shift: float = 0.1
+    rotation_deg: float = 0.0
+    scale: tuple[float, float] = (1.0, 1.0)
+    shift: float = 0.0
 
     def __post_init__(self):
         low, high = self.scale
@@ -245,7 +246,8 @@ def train(
         rng = np.random.default_rng([config.seed, int(run.step)])  # batch k is the same on resume
         rows = rng.integers(0, len(train_crops), config.batch_size)
         images, targets = mirror(train_crops[rows], train_targets[rows], rng.uniform(size=len(rows)) < 0.5)
-        images = jitter(images, rng, config)
+        if config.rotation_deg or config.shift or tuple(config.scale) != (1.0, 1.0):
+            images = jitter(images, rng, config)
         with run.step_clock():
             total, terms = train_step(tf.constant(images), tf.constant(targets))
             if not math.isfinite(float(total)):
