@@ -22,6 +22,13 @@ not included) runs through the same LiteRT interpreter for comparison; it ships 
 mediapipe wheel (do not commit it):
     pip download --no-deps mediapipe==0.10.21 -d /tmp/mp
     cd /tmp/mp && unzip -o -j mediapipe-0.10.21-*.whl 'mediapipe/modules/hand_landmark/hand_landmark_full.tflite'
+With `--mediapipe-palm-model` (palm_detection_full.tflite, from the same wheel:
+    cd /tmp/mp && unzip -o -j mediapipe-0.10.21-*.whl 'mediapipe/modules/palm_detection/palm_detection_full.tflite')
+a full frame with `FRAME_HANDS` hands is timed too, model invocations only, batch 1, as each
+pipeline runs them: MediaPipe's palm detector once and its landmark model per hand, against the
+shipped detector once, the side classifier on each hand's crop and its mirror image, and the
+shipped mesh model per hand (`handshape_tf.assets`). Pre- and post-processing (letterboxing,
+decoding, cropping) are left out of both.
 The paper's 19.9 ms per image (GTX 1080: 12.6 ms hourglass, 4.7 ms encoder + graph CNN,
 2.6 ms pose regressor) is printed beside ours: a different machine, for scale only.
 """
@@ -50,6 +57,7 @@ TFLITE_QUANTIZATION = {"tflite_fp32": "none", "tflite_fp16": "fp16", "tflite_int
 # Paper Sec. 5.2 runtime on a GTX 1080 (a different machine), milliseconds per image.
 PAPER_MS = {"full": 19.9, "hourglass": 12.6, "encoder_mesh": 4.7, "pose": 2.6}
 CALIBRATION_CROPS = 16
+FRAME_HANDS = 2
 _RESULT_PREFIX = "BENCHMARK-RESULT "
 
 
@@ -272,6 +280,35 @@ def worker(spec: dict) -> None:
         make = litert_runner(Path(spec["mediapipe_model"]), threads)
         median, p90, _ = measure(make, spec["runs"], spec["batch"], 0)
         emit(Result("mediapipe", "tflite_fp32", "full", threads, median, p90, None))
+    if spec.get("mediapipe_palm_model"):
+        for name, runs in frame_pipelines(spec, threads).items():
+            latency = timed(runs, spec["runs"])
+            emit(Result(name, "tflite", "frame", threads, *(1e3 * np.percentile(latency, [50, 90])), None))
+
+
+def frame_pipelines(spec: dict, threads: int) -> dict:
+    """{name: one frame's model invocations} for MediaPipe and the shipped models (module docstring)."""
+    from handshape_tf.assets import SHIPPED_DETECTOR, SHIPPED_MODEL, SHIPPED_SIDE
+
+    palm = litert_runner(Path(spec["mediapipe_palm_model"]), threads)(1)
+    landmark = litert_runner(Path(spec["mediapipe_model"]), threads)(1)
+    detector = litert_runner(SHIPPED_DETECTOR, threads)(1)
+    side = litert_runner(SHIPPED_SIDE, threads)(1)
+    mesh = litert_runner(SHIPPED_MODEL, threads)(1)
+
+    def mediapipe_frame():
+        palm()
+        for _ in range(FRAME_HANDS):
+            landmark()
+
+    def our_frame():
+        detector()
+        for _ in range(2 * FRAME_HANDS):  # each crop and its mirror image
+            side()
+        for _ in range(FRAME_HANDS):
+            mesh()
+
+    return {"frame-mediapipe": mediapipe_frame, "frame-ours": our_frame}
 
 
 def run_workers(spec: dict, threads: list[int]) -> list[Result]:
@@ -298,6 +335,8 @@ def run_workers(spec: dict, threads: list[int]) -> list[Result]:
 def format_table(results: list[Result], parameters: dict[str, int], batch: int) -> str:
     """The results as a text table, with MediaPipe ratios and the paper's GPU numbers."""
     mediapipe = {r.threads: r for r in results if r.preset == "mediapipe"}
+    frames = {(r.preset, r.threads): r for r in results if r.stage == "frame"}
+    results = [r for r in results if r.stage != "frame"]
     lines = []
     for threads, result in sorted(mediapipe.items()):
         lines.append(
@@ -326,6 +365,14 @@ def format_table(results: list[Result], parameters: dict[str, int], batch: int) 
         + ", ".join(f"{name}: {count:,} parameters" for name, count in parameters.items())
         + "."
     )
+    for threads in sorted({t for _, t in frames}):
+        ours, theirs = frames[("frame-ours", threads)], frames[("frame-mediapipe", threads)]
+        lines.append(
+            f"A frame with {FRAME_HANDS} hands, model invocations only, {threads} thread(s): shipped detector + side "
+            f"classifier + mesh model {ours.median_ms:.2f} ms (p90 {ours.p90_ms:.2f}), MediaPipe palm detector + "
+            f"landmark model {theirs.median_ms:.2f} ms (p90 {theirs.p90_ms:.2f}): ratio "
+            f"{ours.median_ms / theirs.median_ms:.2f}"
+        )
     return "\n".join(lines)
 
 
@@ -347,6 +394,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=32, help="batch of the throughput measurement")
     parser.add_argument("--batch-runs", type=int, default=3, help="timed calls at --batch (0: skip)")
     parser.add_argument("--mediapipe-model", help="hand_landmark_full.tflite (see the module docstring)")
+    parser.add_argument(
+        "--mediapipe-palm-model", help="palm_detection_full.tflite: also time a full frame (module docstring)"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     add_verbose_argument(parser)
     args = parser.parse_args(argv)
@@ -354,8 +404,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker:
         worker(json.loads(Path(args.worker).read_text()))
         return
-    if args.mediapipe_model and not Path(args.mediapipe_model).is_file():
-        parser.error(f"--mediapipe-model {args.mediapipe_model} does not exist (see --help for how to get it)")
+    for flag, path in (
+        ("--mediapipe-model", args.mediapipe_model),
+        ("--mediapipe-palm-model", args.mediapipe_palm_model),
+    ):
+        if path and not Path(path).is_file():
+            parser.error(f"{flag} {path} does not exist (see --help for how to get it)")
+    if args.mediapipe_palm_model and not args.mediapipe_model:
+        parser.error("--mediapipe-palm-model needs --mediapipe-model (the landmark model of the same pipeline)")
     if min(args.threads) < 1 or args.runs < 1:
         parser.error(f"--threads {args.threads} and --runs {args.runs} must be >= 1")
 
@@ -375,6 +431,7 @@ def main(argv: list[str] | None = None) -> None:
             "batch": args.batch,
             "batch_runs": args.batch_runs,
             "mediapipe_model": args.mediapipe_model,
+            "mediapipe_palm_model": args.mediapipe_palm_model,
         }
         results = run_workers(spec, args.threads)
     print(format_table(results, parameters, args.batch))

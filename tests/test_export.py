@@ -439,6 +439,8 @@ def test_benchmark_table_ratios_and_paper_column():
         benchmark.Result("cpu", "tflite_int8", "full", 2, 6.0, 7.0, 120.0),
         benchmark.Result("cpu", "tflite_int8", "hourglass", 2, 4.0, 5.0, 200.0),
         benchmark.Result("cpu", "onnx", "pose", 1, 1.0, 1.5, 900.0),
+        benchmark.Result("frame-ours", "tflite", "frame", 1, 7.0, 7.5, None),
+        benchmark.Result("frame-mediapipe", "tflite", "frame", 1, 14.0, 14.5, None),
     ]
     table = benchmark.format_table(results, {"cpu": 1_516_918}, 32).splitlines()
     assert table[0] == (
@@ -448,6 +450,20 @@ def test_benchmark_table_ratios_and_paper_column():
     assert table[3].split() == ["cpu", "tflite_int8", "2", "hourglass", "4.00", "5.00", "200.0", "12.6"]
     assert table[4].split() == ["cpu", "onnx", "1", "pose", "1.00", "1.50", "900.0", "2.6"]
     assert table[5].endswith("cpu: 1,516,918 parameters.")
+    assert table[6].startswith("A frame with 2 hands, model invocations only, 1 thread(s): shipped detector")
+    assert "7.00 ms (p90 7.50)" in table[6] and "14.00 ms (p90 14.50)" in table[6] and table[6].endswith("ratio 0.50")
+
+
+def test_frame_pipelines_run_the_shipped_models_and_mediapipes_stand_ins(tmp_path):
+    """The frame timing invokes both pipelines end to end (the shipped files stand in for
+    MediaPipe's, which are not installed here)."""
+    from handshape_tf.assets import SHIPPED_DETECTOR, SHIPPED_MODEL
+
+    spec = {"mediapipe_palm_model": str(SHIPPED_DETECTOR), "mediapipe_model": str(SHIPPED_MODEL)}
+    pipelines = benchmark.frame_pipelines(spec, threads=1)
+    assert set(pipelines) == {"frame-ours", "frame-mediapipe"}
+    for run in pipelines.values():
+        run()
 
 
 def test_litert_timing_runs_any_batch(tiny, tmp_path):
