@@ -128,6 +128,13 @@ def parse_overrides(pairs: list[str] | None) -> dict[str, str]:
     return result
 
 
+def command_line_updates(budget: float | None, pairs: list[str] | None) -> dict[str, str | float]:
+    """The dotted config updates of a training command's `--budget MINUTES` and `--set key=value`
+    (a `--set budget_minutes=...` wins over --budget)."""
+    updates: dict[str, str | float] = {} if budget is None else {"budget_minutes": float(budget)}
+    return {**updates, **parse_overrides(pairs)}
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Reads a YAML config file: a mapping of keys (nested or dotted) to values."""
     path = Path(path)

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from handshape_tf.config_utils import merge, parse_overrides
 from handshape_tf.data.full_frames import HandPool
 from train import detector as train_detector
 
@@ -61,13 +62,13 @@ def test_worker_batches_match_the_in_process_stream(tmp_path):
     joints = rng.uniform(8, 24, (3, 21, 2)).astype(np.float32)
     HandPool(rgba, joints, np.array([False, True, False])).save(tmp_path / "pool.npz")
     spec = train_detector.ComposerSpec(str(tmp_path / "pool.npz"), None, "photo", 64, 64)
-    config = train_detector.merge(
+    config = merge(
         train_detector.DetectorTrainConfig(),
-        train_detector.parse_overrides(["batch_size=3", "model.input_height=64", "model.input_width=64"]),
+        parse_overrides(["batch_size=3", "model.input_height=64", "model.input_width=64"]),
     )
     expected = [train_detector.compose_batch(spec.build(), config, start) for start in (5, 8)]
     for workers in (0, 2):
-        config = train_detector.merge(config, {"workers": workers})
+        config = merge(config, {"workers": workers})
         stream = train_detector.training_batches(spec, config, start_frame=5, depth=2)
         got = [next(stream) for _ in range(2)]
         stream.close()

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from handshape_tf.cli import EXIT_BAD_INPUT, add_overrides_argument, add_verbose_argument, print_error, setup_logging
-from handshape_tf.config_utils import ConfigError, merge, parse_overrides
+from handshape_tf.config_utils import ConfigError, command_line_updates, merge
 from handshape_tf.models.detector import DetectorConfig
 
 logger = logging.getLogger("train.detector")
@@ -490,10 +490,7 @@ def _fmt(value) -> str:
 
 
 def resolve(args) -> DetectorTrainConfig:
-    config = DetectorTrainConfig()
-    if args.budget is not None:
-        config = dataclasses.replace(config, budget_minutes=float(args.budget))
-    return merge(config, parse_overrides(args.overrides))
+    return merge(DetectorTrainConfig(), command_line_updates(args.budget, args.overrides))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from handshape_tf.cli import EXIT_BAD_INPUT, add_overrides_argument, add_verbose_argument, print_error, setup_logging
-from handshape_tf.config_utils import ConfigError, merge, parse_overrides
+from handshape_tf.config_utils import ConfigError, command_line_updates, merge
 from handshape_tf.data.shards import DatasetError
 from handshape_tf.models.side import SIDE_OUTPUTS, SideConfig
 
@@ -295,10 +295,7 @@ def train(
 
 
 def resolve(args) -> SideTrainConfig:
-    config = SideTrainConfig()
-    if args.budget is not None:
-        config = dataclasses.replace(config, budget_minutes=float(args.budget))
-    return merge(config, parse_overrides(args.overrides))
+    return merge(SideTrainConfig(), command_line_updates(args.budget, args.overrides))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,7 +45,7 @@ from handshape_tf.cli import (
     print_error,
     setup_logging,
 )
-from handshape_tf.config_utils import ConfigError, parse_overrides, to_dict
+from handshape_tf.config_utils import ConfigError, command_line_updates, to_dict
 from train import checkpoints
 from train.config import resolve_config
 from train.datasets import (
@@ -87,10 +87,7 @@ def build_parser(prog: str = "python -m train.synthetic") -> argparse.ArgumentPa
 
 def resolve(args) -> Any:
     """The TrainConfig of the command line (preset -> --config -> --budget -> --set)."""
-    overrides = parse_overrides(args.overrides)
-    if args.budget is not None:
-        overrides = {"budget_minutes": args.budget, **overrides}
-    return resolve_config(args.preset, args.config, overrides)
+    return resolve_config(args.preset, args.config, command_line_updates(args.budget, args.overrides))
 
 
 def prepare_data(args, config, chief: bool, progress: bool) -> RunData:
