@@ -139,6 +139,7 @@ class Demo:
       detector: a detector .tflite: find and track hands in full frames (box and left unused).
       side_model: with a detector, the side classifier .tflite that names each hand left or right.
       max_hands, redetect_every: as `HandTracker`.
+      smooth_joints: with a detector, smooth each hand's joints and mesh over frames (One Euro).
     """
 
     def __init__(
@@ -151,6 +152,7 @@ class Demo:
         side_model: Path | None = None,
         max_hands: int = 2,
         redetect_every: int = 10,
+        smooth_joints: bool = True,
     ):
         from handshape_tf.inference import HandPredictor, TFLiteBackend
         from handshape_tf.inference.detection import HandDetector
@@ -174,6 +176,7 @@ class Demo:
                 ),
                 max_hands=max_hands,
                 redetect_every=redetect_every,
+                filter_joints=smooth_joints,
             )
         self.fps: float | None = None
         # Warm-up on a blank frame: the first pass allocates the interpreter's tensors, packs the
@@ -341,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--redetect-every", type=int, default=10, help="with --detector, detect at least every N frames (default: 10)"
     )
+    parser.add_argument(
+        "--no-filter", action="store_true", help="with --detector, no One Euro smoothing of the joints over frames"
+    )
     parser.add_argument("--threads", type=int, default=None, help="LiteRT threads (default: LiteRT's choice)")
     parser.add_argument("--max-frames", type=int, default=None, help="stop a video/camera after this many frames")
     parser.add_argument("--benchmark", action="store_true", help="print per-stage latency on the first frame")
@@ -378,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
             side_model=args.side_model,
             max_hands=args.max_hands,
             redetect_every=args.redetect_every,
+            smooth_joints=not args.no_filter,
         )
     except ValueError as error:  # a corrupt .tflite, or a model that does not take B x S x S x 3 images
         print(f"mobile_demo: {error}", file=sys.stderr)

@@ -120,7 +120,7 @@ def test_demo_with_a_detector_runs_litert_only_and_handles_frames_without_hands(
     writer.release()
     out = tmp_path / "out"
     arguments = ["--model", tiny_tflite, "--detector", untrained_detector_tflite, "--threads", "1"]
-    result = _run_demo(*arguments, "--video", clip, "--out", out, "--benchmark", "--runs", "2")
+    result = _run_demo(*arguments, "--video", clip, "--out", out, "--benchmark", "--runs", "2", "--no-filter")
     assert result.returncode == 0, result.stderr[-3000:]
     assert not _imported(result.stderr) & {"tensorflow", "keras"}
     assert "the detector ran on 5 of 5 frames" in result.stderr

@@ -202,7 +202,45 @@ def test_clip_matching_and_tracking_summary(parts):
         }
         for image in _clip(2)
     ]
-    summary = track_clip(tracker, frames)
+    summary = track_clip(tracker, [frames])
     assert summary["detector_runs"] == 2 and summary["detector_fraction"] == 1.0  # no track: detect again
     assert (summary["hands_labelled"], summary["hands_found"], summary["hands_missed"]) == (2, 0, 2)
-    assert summary["joint_error_percent_of_hand"] is None
+    assert summary["joint_error_percent_of_hand"] is None and summary["jitter_percent_of_hand"] is None
+
+
+def test_clip_error_and_jitter_by_hand():
+    """A constructed tracker whose one hand is off by +a, -a, +a, -a pixels in u (box side 40):
+    error a / 40; jitter |e_t - 2 e_t-1 + e_t-2| = 4a / 40; two clips pool their hands, and a
+    missed frame breaks the three-frame run the jitter needs."""
+    from handshape_tf.evaluation.clip import track_clip
+
+    truth = np.full((21, 2), 30.0, np.float32)
+    box = np.array([10, 10, 40, 40], np.float32)
+
+    class Constructed:
+        def __init__(self, offsets):
+            self.offsets = offsets
+
+        def reset(self):
+            self.frames, self.detector_runs = 0, 1
+
+        def update(self, image):
+            offset = self.offsets[self.frames % len(self.offsets)]
+            self.frames += 1
+            if offset is None:
+                return []
+            joints = truth + np.array([offset, 0.0], np.float32)
+            return [SimpleNamespace(prediction=SimpleNamespace(joints_uv=joints), is_left=False)]
+
+    def clip(n):
+        return [{"image": None, "boxes": box[None], "is_left": np.array([False]), "joints_uv": truth[None]}] * n
+
+    a = 2.0
+    summary = track_clip(Constructed([a, -a]), [clip(4), clip(3)])
+    assert summary["hands_found"] == 7 and summary["detector_runs"] == 2
+    np.testing.assert_allclose(summary["joint_error_percent_of_hand"], 100 * a / 40)
+    np.testing.assert_allclose(summary["joint_error_per_clip"], [100 * a / 40] * 2)
+    np.testing.assert_allclose(summary["jitter_percent_of_hand"], 100 * 4 * a / 40)  # 2 + 1 triples
+    steady = track_clip(Constructed([a, None, a, a, a]), [clip(5)])
+    assert steady["hands_missed"] == 1
+    np.testing.assert_allclose(steady["jitter_percent_of_hand"], 0.0)  # one full triple (frames 2-4): constant error

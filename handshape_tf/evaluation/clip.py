@@ -8,18 +8,22 @@ Shape shorthand: J = 21 keypoints, n hands in a frame.
 
 The clip (`FrameComposer.clip`): two hands (a right and a left one) crossing a background photo
 of the photo bank's test part, each changing pose twice, at `--width` x `--height`; the hands
-are rendered for it (6 of them, seed `--seed`). The mesh model (default: the shipped one) and
-the detector run through `HandTracker` twice: tracking as the demo does (the detector every
-`--redetect-every` frames or when a hand is lost) and with the detector on every frame, the
-baseline tracking must not be worse than.
+are rendered for it (6 of them, seed `--seeds`; several seeds make several clips, and the
+summary pools their hands). The mesh model (default: the shipped one) and the detector run
+through `HandTracker` twice: tracking as the demo does (the detector every `--redetect-every`
+frames or when a hand is lost) and with the detector on every frame, the baseline tracking must
+not be worse than. Both smooth joints with the tracker's One Euro filter (`--no-filter`: raw).
 
 Per frame, each labelled hand is matched to the predicted hand whose 2D joints' centre lies
 closest to its box's centre (within half the box's larger side, each prediction used once).
-Reported per run: the frames on which the detector ran, hands found / missed, and the 2D joint
+Reported per run: the frames on which the detector ran, hands found / missed, the 2D joint
 error of the found hands (mean over joints of the pixel distance, divided by the hand's box's
-larger side: "joint error, % of hand size"), and the side accuracy of the found hands. Writes
-report.json, clip.gif (every `--gif-every`-th overlay of the tracked run, at its real speed
-for a 30 frames/s clip) and strip.png (every `--strip-every`-th overlay side by side) into --out.
+larger side: "joint error, % of hand size"), the jitter (mean over joints of the second
+difference over three consecutive frames of the error vector, prediction minus truth, in % of
+hand size: 0 for an error that is constant or changes steadily; what smoothing removes), and
+the side accuracy of the found hands. Writes report.json, clip.gif (every `--gif-every`-th
+overlay of the first clip's tracked run, at its real speed for a 30 frames/s clip) and
+strip.png (every `--strip-every`-th overlay side by side) into --out.
 
 Exit status: 0 done, 2 a missing model or detector or bad arguments.
 """
@@ -58,34 +62,52 @@ def match_hands(hands, boxes: np.ndarray) -> list[tuple[int, int]]:
     return pairs
 
 
-def track_clip(tracker, frames: list[dict[str, Any]], overlays: bool = False) -> dict[str, Any]:
-    """Runs `tracker` (reset first) over the clip's frames; the summary of module docstring
-    (plus "overlays", RGB frames with the hands drawn, when asked)."""
+def track_clip(tracker, clips: list[list[dict[str, Any]]], overlays: bool = False) -> dict[str, Any]:
+    """Runs `tracker` over each clip (a list of frames; the tracker is reset per clip); the
+    summary of the module docstring over all their hands, plus the joint error of each clip
+    ("joint_error_per_clip") and, when asked, "overlays": RGB frames of the first clip with the
+    hands drawn."""
     from handshape_tf.inference.overlay import draw_hands
 
-    tracker.reset()
-    errors, sides, missed, drawn = [], [], 0, []
-    for frame in frames:
-        hands = tracker.update(frame["image"])
-        pairs = match_hands(hands, frame["boxes"])
-        missed += len(frame["boxes"]) - len(pairs)
-        for hand_index, label in pairs:
-            truth = frame["joints_uv"][label]
-            size = float(frame["boxes"][label][2:].max())
-            distance = np.linalg.norm(hands[hand_index].prediction.joints_uv - truth, axis=-1).mean()
-            errors.append(100.0 * distance / size)
-            sides.append(hands[hand_index].is_left == bool(frame["is_left"][label]))
-        if overlays:
-            drawn.append(draw_hands(frame["image"], hands))
-    labelled = sum(len(frame["boxes"]) for frame in frames)
+    errors, jitters, sides, missed, drawn, per_clip, runs = [], [], [], 0, [], [], 0
+    for clip_index, frames in enumerate(clips):
+        tracker.reset()
+        clip_errors = []
+        history: dict[int, list] = {}  # label -> its error vectors (J x 2, % of hand size; None: missed)
+        for frame in frames:
+            hands = tracker.update(frame["image"])
+            found = {label: hand_index for hand_index, label in match_hands(hands, frame["boxes"])}
+            missed += len(frame["boxes"]) - len(found)
+            for label in range(len(frame["boxes"])):
+                recent = history.setdefault(label, [])
+                if label not in found:
+                    recent.append(None)
+                    continue
+                hand = hands[found[label]]
+                size = float(frame["boxes"][label][2:].max())
+                offset = 100.0 * (hand.prediction.joints_uv - frame["joints_uv"][label]) / size
+                recent.append(offset)
+                clip_errors.append(float(np.linalg.norm(offset, axis=-1).mean()))
+                sides.append(hand.is_left == bool(frame["is_left"][label]))
+                if len(recent) >= 3 and recent[-2] is not None and recent[-3] is not None:
+                    jitters.append(float(np.linalg.norm(recent[-1] - 2 * recent[-2] + recent[-3], axis=-1).mean()))
+            if overlays and clip_index == 0:
+                drawn.append(draw_hands(frame["image"], hands))
+        runs += tracker.detector_runs
+        errors += clip_errors
+        per_clip.append(float(np.mean(clip_errors)) if clip_errors else None)
+    frame_count = sum(len(frames) for frames in clips)
+    labelled = sum(len(frame["boxes"]) for frames in clips for frame in frames)
     summary = {
-        "frames": len(frames),
-        "detector_runs": tracker.detector_runs,
-        "detector_fraction": tracker.detector_runs / max(len(frames), 1),
+        "frames": frame_count,
+        "detector_runs": runs,
+        "detector_fraction": runs / max(frame_count, 1),
         "hands_labelled": labelled,
         "hands_found": len(errors),
         "hands_missed": missed,
         "joint_error_percent_of_hand": float(np.mean(errors)) if errors else None,
+        "joint_error_per_clip": per_clip,
+        "jitter_percent_of_hand": float(np.mean(jitters)) if jitters else None,
         "side_accuracy": float(np.mean(sides)) if sides else None,
     }
     if overlays:
@@ -111,8 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frames", type=int, default=90, help="clip length (default 90)")
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--height", type=int, default=240)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0], help="one clip per seed, hands pooled in the summary (default 0)"
+    )
     parser.add_argument("--redetect-every", type=int, default=10, help="the tracker's detector period (default 10)")
+    parser.add_argument("--no-filter", action="store_true", help="no One Euro smoothing of the joints (both runs)")
     parser.add_argument("--strip-every", type=int, default=15, help="frames between strip.png's tiles (default 15)")
     parser.add_argument("--gif-every", type=int, default=2, help="frames between clip.gif's frames (default 2)")
     add_verbose_argument(parser)
@@ -164,26 +189,28 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as error:
         print_error(error)
         return EXIT_BAD_INPUT
-    frames = make_clip(args.width, args.height, args.frames, args.seed)
+    clips = [make_clip(args.width, args.height, args.frames, seed) for seed in args.seeds]
+    smoothing = {"filter_joints": not args.no_filter}
     runs = {
-        "tracking": HandTracker(predictor, detector, redetect_every=args.redetect_every),
-        "every_frame": HandTracker(predictor, detector, always_detect=True),
+        "tracking": HandTracker(predictor, detector, redetect_every=args.redetect_every, **smoothing),
+        "every_frame": HandTracker(predictor, detector, always_detect=True, **smoothing),
     }
     report: dict[str, Any] = {
         "model": str(args.model),
         "detector": str(args.detector),
-        "clip": {"frames": args.frames, "width": args.width, "height": args.height, "seed": args.seed},
+        "clip": {"frames": args.frames, "width": args.width, "height": args.height, "seeds": args.seeds},
+        "filter_joints": not args.no_filter,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     for name, tracker in runs.items():
-        summary = track_clip(tracker, frames, overlays=name == "tracking")
+        summary = track_clip(tracker, clips, overlays=name == "tracking")
         overlays = summary.pop("overlays", None)
         report[name] = summary
         print(
             f"{name}: detector on {summary['detector_runs']} of {summary['frames']} frames, "
             f"{summary['hands_found']} of {summary['hands_labelled']} hands found, joint error "
-            f"{_percent(summary['joint_error_percent_of_hand'])} of hand size, side accuracy "
-            f"{_percent(summary['side_accuracy'], 100)}"
+            f"{_percent(summary['joint_error_percent_of_hand'])} of hand size, jitter "
+            f"{_percent(summary['jitter_percent_of_hand'])}, side accuracy {_percent(summary['side_accuracy'], 100)}"
         )
         if overlays:
             write_gif(overlays[:: args.gif_every], args.out / "clip.gif", fps=30.0 / args.gif_every)

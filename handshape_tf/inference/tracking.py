@@ -23,7 +23,8 @@ back (`HandPredictor.predict(is_left=True)`); a track's side is the running mean
 detections' left probabilities.
 
 Against jitter, a One Euro filter (Casiez et al., CHI 2012; `OneEuroFilter`) per track smooths
-joints and mesh, in 2D and 3D (switch off with `filter_joints=False`); the crop itself follows
+joints and mesh, in 2D and 3D (switch off with `filter_joints=False`); a track keeps its
+filter through re-detections (a new filter only for a new track), and the crop itself follows
 the unfiltered joints so it does not lag.
 
 Numpy and OpenCV only (no TensorFlow import here): the LiteRT demo uses it as is.
@@ -350,8 +351,6 @@ class HandTracker:
             track.confidence = float(np.mean(prediction.confidence))
             track.lost = track.confidence < self.min_confidence
             if track.filter is not None:
-                if new:
-                    track.filter.reset()
                 stacked = np.concatenate([getattr(prediction, name).reshape(-1) for name in _FILTERED])
                 smooth = track.filter(stacked, t)
                 parts, start = {}, 0
