@@ -22,6 +22,18 @@ def test_presets_are_valid_and_distinct():
     )
 
 
+def test_no_preset_pools_its_hourglass_below_the_measured_minimum():
+    """The exploding-predictions fix: the cpu preset's hourglass once pooled its 16 x 16 maps to
+    1 x 1 (depth 4), where BatchNorm blew a few inference-time features up by orders of magnitude
+    (`MIN_HOURGLASS_SIDE`); every preset stops at the paper's 4 x 4 or above."""
+    from handshape_tf.models.config import MIN_HOURGLASS_SIDE
+
+    for name in ModelConfig.preset_names():
+        assert ModelConfig.preset(name).hourglass_innermost_side >= MIN_HOURGLASS_SIDE, name
+    assert ModelConfig.preset("paper").hourglass_innermost_side == 4
+    assert ModelConfig.preset("cpu", hourglass_depth=4).hourglass_innermost_side == 1  # the old cpu preset
+
+
 def test_unknown_preset_names_the_choices():
     with pytest.raises(ConfigError, match=r"unknown model preset 'huge'; choose one of \['paper', 'cpu'"):
         ModelConfig.preset("huge")

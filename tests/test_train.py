@@ -1,6 +1,7 @@
 """Training: objectives, baselines, overfitting, checkpoints and resume, bad input, distribution."""
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -269,6 +270,18 @@ def test_optimizer_choice_and_warmup(data, tmp_path):
     assert isinstance(_trainer(data, tmp_path / "other").optimizers["full"], keras.optimizers.RMSprop)
     with pytest.raises(ConfigError, match="optimizer.warmup_steps=-1 must be >= 0"):
         resolve_config("tiny", overrides={"optimizer.warmup_steps": -1})
+
+
+def test_an_hourglass_pooled_below_the_minimum_is_warned_about(data, tmp_path, caplog):
+    """tiny (16 x 16 heat-maps) with depth 4 pools to 1 x 1: the trainer says so and what to use."""
+    with caplog.at_level(logging.WARNING, logger="train.loop"):
+        _trainer(data, tmp_path / "deep", **{"model.hourglass_depth": 4})
+    assert "hourglass_depth=4 pools the 16-pixel heat-map features to 1 pixels" in caplog.text
+    assert "use hourglass_depth <= 2" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="train.loop"):
+        _trainer(data, tmp_path / "preset")
+    assert "hourglass_depth" not in caplog.text
 
 
 def test_cosine_schedule_follows_the_stage_progress_the_loop_sets(data, tmp_path):

@@ -465,7 +465,7 @@ def test_init_errors_are_reported_before_any_work(tmp_path, tiny_init, capsys):
     code, err = _run(["--init", unfinished, "--workdir", tmp_path], capsys)
     assert code == 2 and "lacks model.keras (unfinished?)" in err
     code, err = _run(["--init", tiny_init, "--preset", "cpu", "--workdir", tmp_path], capsys)
-    assert code == 2 and "holds a model of another preset (hourglass_depth=2 (preset 'cpu': 4)" in err
+    assert code == 2 and "holds a model of another preset (hourglass_filters=16 (preset 'cpu': 64)" in err
     assert "--preset ('tiny')" in err
     code, err = _run(["--init", tiny_init, "--workdir", tmp_path, "--set", "model.image_size=128"], capsys)
     assert code == 2 and "model comes from the --init run" in err

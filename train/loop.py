@@ -49,6 +49,7 @@ from tqdm import tqdm
 from handshape_tf.assets.template import load_template
 from handshape_tf.data.pipeline import background_bank, evaluation_dataset, training_dataset
 from handshape_tf.losses import MeshTopology
+from handshape_tf.models.config import MIN_HOURGLASS_SIDE
 from handshape_tf.models.network import HOURGLASS, POSE_REGRESSOR, build_model
 from train import checkpoints
 from train.batch_norm import recalibrate_batch_norm
@@ -483,6 +484,18 @@ class Trainer(StagedTrainer):
         self.source = source
         self.replicas = replicas
         keras.utils.set_random_seed(config.seed)  # the initial weights
+        model_config = config.model
+        if model_config.hourglass_innermost_side < MIN_HOURGLASS_SIDE:
+            logger.warning(
+                "hourglass_depth=%d pools the %d-pixel heat-map features to %d pixels; below %d the hourglass's "
+                "BatchNorm makes a few predictions explode at inference (models.config.MIN_HOURGLASS_SIDE): "
+                "use hourglass_depth <= %d",
+                model_config.hourglass_depth,
+                model_config.heatmap_size,
+                model_config.hourglass_innermost_side,
+                MIN_HOURGLASS_SIDE,
+                int(math.log2(model_config.heatmap_size // MIN_HOURGLASS_SIDE)),
+            )
         with environment.strategy.scope():
             model = build_network(config)
         super().__init__(config, run_dir, model, environment, progress=progress)

@@ -5,9 +5,10 @@
 modules and 4 max-pools (4 x 4 x 256 = 4096 latent), two FC layers to 80 coarse nodes x 64
 features, four x2 graph upsamplings with K = 3 Chebyshev convolutions up to 1280 nodes, and the
 linear pose regressor. `ModelConfig.preset("cpu")` is the small model for a 2-core CPU: 64 x 64
-input (16 x 16 heat-maps, 1 x 1 x 64 latent), one 64-channel hourglass, narrow graph layers; it
-trains end to end at ~65 images/s there (batch 16; the hourglass alone ~120), so a 30-minute
-budget passes ~12 times over a 10k-sample set (`train.config` holds its short-budget recipe).
+input (16 x 16 heat-maps), one 64-channel hourglass of depth 2 (pooling to 4 x 4 as the paper's
+does, `MIN_HOURGLASS_SIDE`), a 4 x 4 x 64 latent, narrower graph layers; it trains end to end at
+~80 images/s there (batch 16; the hourglass alone ~210), so a 30-minute budget passes ~12 times
+over a 10k-sample set (`train.config` holds its short-budget recipe).
 """
 
 from __future__ import annotations
@@ -69,6 +70,11 @@ class ModelConfig:
     def heatmap_size(self) -> int:
         """Side of the heat-maps: the hourglass works at a quarter of the input resolution."""
         return self.image_size // 4
+
+    @property
+    def hourglass_innermost_side(self) -> int:
+        """Side of the hourglass's innermost (most pooled) feature maps: M / 2**hourglass_depth."""
+        return self.heatmap_size // 2**self.hourglass_depth
 
     @property
     def graph_levels(self) -> int:
@@ -140,19 +146,30 @@ class ModelConfig:
         return self
 
 
+# The hourglass should not pool its heat-map-sized maps below this side (the paper's: 64 x 64
+# heat-maps, depth 4 -> 4 x 4). Measured: the `cpu` preset with depth 4 on 16 x 16 maps pooled
+# to 1 x 1, where BatchNorm normalises each channel over the batch alone; at inference, with the
+# running statistics, a few images in a hundred got their innermost features amplified 10x per
+# residual module (hourglass features 2 to 700x their median norm), and those hands came out
+# tens of crop widths away (the "exploding predictions"; held-out mean pose error 2,553 mm after
+# 30 XLA minutes, and most of the un-aligned error a longer run added).
+MIN_HOURGLASS_SIDE = 4
+
 _MODELS = {
     "paper": ModelConfig(),
     # Measured on the 2-core CPU: see README "Presets" for the training throughput.
     "cpu": ModelConfig(
         image_size=64,
         num_stacks=1,
+        hourglass_depth=2,
         hourglass_filters=64,
         hourglass_modules=1,
         encoder_filters=64,
-        decoder_fc_units=256,
+        encoder_pools=2,
+        decoder_fc_units=512,
         decoder_coarse_features=32,
-        decoder_widths=(32, 16, 16, 8),
-        pose_widths=(16, 16),
+        decoder_widths=(64, 32, 32, 16),
+        pose_widths=(32, 32),
     ),
     # For tests: builds and runs in a fraction of a second.
     "tiny": ModelConfig(
