@@ -101,3 +101,26 @@ def test_nested_sections_and_yaml_round_trip(tmp_path):
     assert to_dict(run)["model"]["decoder_widths"] == [64, 64, 32, 32]
     with pytest.raises(ConfigError, match=r"unknown config key 'model.stacks'"):
         merge(Run(), {"model": {"stacks": 1}})
+
+
+def test_the_readme_states_the_cpu_defaults():
+    """Every row of the README's "`cpu` default" table is what `preset_config("cpu")` holds."""
+    import ast
+    import re
+    from pathlib import Path
+
+    from train.config import preset_config
+
+    config = to_dict(preset_config("cpu"))
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme.split("| `cpu` default | value | chosen by |")[1].split("\n\n")[0]
+    rows = re.findall(r"^\| `([a-z_.]+)` \| ([^|(]+?)(?: \([^|]*\))? \| [^|]* \|$", table, re.MULTILINE)
+    assert len(rows) >= 10, rows
+    for key, text in rows:
+        value = config
+        for part in key.split("."):
+            value = value[part]
+        words = {"true": True, "false": False}
+        stated = ast.literal_eval(text) if text[0].isdigit() or text[0] == "[" else words.get(text, text)
+        assert (list(value) if isinstance(value, tuple) else value) == stated, (key, value, text)
+
