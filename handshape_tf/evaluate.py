@@ -31,6 +31,12 @@ def _format_metrics(report: dict) -> list[str]:
         f"pose error after Procrustes alignment: mean {aligned['mean_mm']:.2f} mm, "
         f"AUC 20-50 mm {aligned['auc_20_50']:.3f}",
     ]
+    joints_2d = metrics.get("joints_2d")
+    if joints_2d is not None:
+        lines.append(
+            f"2D joint error: mean {joints_2d['mean_percent']:.2f}% of the crop, median "
+            f"{joints_2d['median_percent']:.2f}%; {joints_2d['off_crop']} hands predicted off their crop"
+        )
     if mesh is None:
         lines.append(f"mesh error: not computed ({report['mesh_note']})")
     else:

@@ -314,6 +314,23 @@ def test_perfect_and_trivial_predictors_on_shards(shard_folder):
     assert perfect["count"] == 6
     assert perfect["pose"]["mean_mm"] < 1e-2 and perfect["mesh"]["mean_mm"] < 1e-2
     assert perfect["pose"]["auc_20_50"] == 1.0
+    assert perfect["joints_2d"]["mean_percent"] < 1e-3 and perfect["joints_2d"]["off_crop"] == 0
+
+
+def test_2d_joint_errors_by_hand():
+    """Errors in % of the crop box's larger side; a prediction whose joints' centre is over one
+    box side from the box's centre counts as off the crop."""
+    accumulator = ErrorAccumulator()
+    truth = np.zeros((2, 21, 2))
+    boxes = np.array([[-20.0, -10.0, 40.0, 20.0], [-5.0, -5.0, 10.0, 10.0]])  # sides 40 and 10
+    predicted = truth + np.array([[[4.0, 3.0]], [[0.0, 11.0]]])  # 5 px (12.5%) and 11 px (110%, off)
+    accumulator.update(np.ones((2, 21, 3)), np.ones((2, 21, 3)))
+    accumulator.update_2d(predicted, truth, boxes)
+    joints_2d = accumulator.summary()["joints_2d"]
+    np.testing.assert_allclose([joints_2d["mean_percent"], joints_2d["median_percent"]], [61.25, 61.25])
+    assert joints_2d["off_crop"] == 1
+    with pytest.raises(ValueError, match="expected B x J x 2 twice and B x 4"):
+        accumulator.update_2d(predicted, truth, boxes[:1])
 
 
 # ------------------------------------------------------------------------------ CLI on RHD

@@ -175,6 +175,8 @@ class ErrorAccumulator:
         self._pose_aligned: list[np.ndarray] = []
         self._mesh: list[np.ndarray] = []  # B each: per-sample mean vertex error
         self._mesh_aligned: list[np.ndarray] = []
+        self._joints_2d: list[np.ndarray] = []  # B x J each: % of the crop box
+        self._centre_2d: list[np.ndarray] = []  # B each: predicted joints' centre from the box's, box sides
 
     def update(self, pred_joints, gt_joints, pred_vertices=None, gt_vertices=None) -> np.ndarray:
         """Adds a batch.
@@ -217,6 +219,27 @@ class ErrorAccumulator:
             self._mesh.append(point_errors(pred_vertices, gt_vertices).mean(axis=1))
             self._mesh_aligned.append(aligned_point_errors(pred_vertices, gt_vertices).mean(axis=1))
         return errors.mean(axis=1)
+
+    def update_2d(self, pred_uv, gt_uv, boxes) -> None:
+        """Adds a batch's 2D joints (the image the network saw a crop of), measured in % of the
+        crop box's larger side so that sets of any image size compare.
+
+        Args:
+          pred_uv: B x J x 2 predicted joints, image pixels.
+          gt_uv: B x J x 2 ground truth (the 3D joints projected with the image's intrinsics).
+          boxes: B x 4 crop boxes (x0, y0, w, h) the network saw, image pixels.
+        """
+        pred_uv, gt_uv = np.asarray(pred_uv, np.float64), np.asarray(gt_uv, np.float64)
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        if pred_uv.ndim != 3 or pred_uv.shape[-1] != 2 or pred_uv.shape != gt_uv.shape or len(boxes) != len(pred_uv):
+            raise ValueError(
+                f"pred_uv {pred_uv.shape}, gt_uv {gt_uv.shape} and boxes {boxes.shape}; expected B x J x 2 twice "
+                "and B x 4"
+            )
+        side = boxes[:, 2:].max(axis=1)
+        self._joints_2d.append(100.0 * np.linalg.norm(pred_uv - gt_uv, axis=-1) / side[:, None])
+        centre = boxes[:, :2] + boxes[:, 2:] / 2
+        self._centre_2d.append(np.linalg.norm(pred_uv.mean(axis=1) - centre, axis=-1) / side)
 
     def update_uvd(
         self, pose_uvd, joints_xyz, intrinsics, crop_box, root_depth, scale, mesh_uvd=None, vertices_xyz=None
@@ -274,7 +297,11 @@ class ErrorAccumulator:
            "pose": {mean_mm, median_mm, per_joint_mm (J), pck {thresholds_mm, values},
                     auc_20_50, auc_0_50},
            "pose_aligned": the same after Procrustes alignment,
-           "mesh": {mean_mm, median_mm, aligned_mean_mm, aligned_median_mm} or None}
+           "mesh": {mean_mm, median_mm, aligned_mean_mm, aligned_median_mm} or None,
+           "joints_2d": {mean_percent, median_percent (of the crop box's larger side, over all
+                         joints), off_crop (samples whose predicted joints' centre lies over one
+                         box side from the box's centre: a prediction that exploded)}
+                        or None when `update_2d` was not called}
 
         Raises:
           ValueError: nothing was added.
@@ -290,11 +317,20 @@ class ErrorAccumulator:
                 "aligned_mean_mm": float(aligned.mean()),
                 "aligned_median_mm": float(np.median(aligned)),
             }
+        joints_2d = None
+        if self._joints_2d:
+            errors = np.concatenate(self._joints_2d)
+            joints_2d = {
+                "mean_percent": float(errors.mean()),
+                "median_percent": float(np.median(errors)),
+                "off_crop": int(np.sum(np.concatenate(self._centre_2d) > 1.0)),
+            }
         return {
             "count": self.count,
             "pose": _error_summary(self.pose_errors(), self.thresholds),
             "pose_aligned": _error_summary(self.pose_errors(aligned=True), self.thresholds),
             "mesh": mesh,
+            "joints_2d": joints_2d,
         }
 
 

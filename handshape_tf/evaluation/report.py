@@ -31,6 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from handshape_tf.data import crop as crop_utils
+from handshape_tf.data.sample_params import project
 from handshape_tf.evaluation.metrics import ErrorAccumulator, MeanUVDPredictor
 from handshape_tf.evaluation.plots import plot_pck_curves, prediction_sheet
 
@@ -344,6 +345,8 @@ def evaluate_model(
             use_mesh = mesh_note is None
         mesh = (pred_vertices, np.stack([s["vertices_xyz"] for s in batch])) if use_mesh else ()
         errors = accumulator.update(np.stack([p.joints_xyz for p in predictions]), stacked["joints_xyz"], *mesh)
+        truth_uv = [project(joints, camera) for joints, camera in zip(stacked["joints_xyz"], stacked["intrinsics"])]
+        accumulator.update_2d(np.stack([p.joints_uv for p in predictions]), np.stack(truth_uv), stacked["crop_box"])
         for sample, prediction, error in zip(batch, predictions, errors):
             index = counts["evaluated"]
             wanted = len(tiles) < sheet_size if sheet_indices is None else index in sheet_indices
