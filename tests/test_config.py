@@ -123,4 +123,3 @@ def test_the_readme_states_the_cpu_defaults():
         words = {"true": True, "false": False}
         stated = ast.literal_eval(text) if text[0].isdigit() or text[0] == "[" else words.get(text, text)
         assert (list(value) if isinstance(value, tuple) else value) == stated, (key, value, text)
-
