@@ -2,10 +2,12 @@
 readable TensorFlow errors.
 
 Every entry point's `main(argv) -> int` returns EXIT_OK, EXIT_FAILURE (the work failed: a
-diverged training run, an export that does not match its model) or EXIT_BAD_INPUT (bad
-arguments, config, data or files; argparse's own errors use it too), and reports a failure as
-one "error: ..." line on stderr (`print_error`). Importing this module does not import
-TensorFlow, so an entry point can parse its arguments (and answer --help) before paying for it.
+diverged training run, an export that does not match its model), EXIT_BAD_INPUT (bad
+arguments, config, data or files; argparse's own errors use it too) or, for a training command
+stopped by SIGTERM or Ctrl-C after saving a checkpoint, EXIT_INTERRUPTED (128 + SIGINT, as a
+shell reports Ctrl-C), and reports a failure as one "error: ..." line on stderr (`print_error`).
+Importing this module does not import TensorFlow, so an entry point can parse its arguments (and
+answer --help) before paying for it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_INTERRUPTED = 130
 
 
 def format_number(value) -> str:

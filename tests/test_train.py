@@ -3,12 +3,14 @@
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -35,6 +37,7 @@ from train import checkpoints
 from train.batch_norm import batch_norm_layers, recalibrate_batch_norm
 from train.config import LossConfig, resolve_config
 from train.evaluate import headline, heldout_metrics
+from train.interrupts import TrainingInterrupted
 from train.loop import Trainer, TrainingDiverged, make_environment
 from train.objectives import Objective, normalised_from_uvd, normalised_targets, uv_from_normalised
 from train.schedules import LinearWarmup, StageSchedule
@@ -192,6 +195,55 @@ def test_a_larger_budget_extends_a_finished_run_by_its_last_stage(data, tmp_path
     assert longer["resumed_from_step"] == first["global_step"]
     assert longer["stages"]["full"]["steps"] >= 1 and longer["global_step"] > first["global_step"]
     assert longer["training_seconds"] >= trained + 0.02 * 60 * 0.99
+
+
+def test_a_stop_signal_saves_a_checkpoint_and_the_run_resumes_from_it(data, tmp_path):
+    """SIGINT in the middle of a stage (sent by the loop's own logging at global step 6): the
+    step in flight finishes, a checkpoint of step 6 is written, TrainingInterrupted names the
+    signal, Python's Ctrl-C handler is back, and a new trainer resumes at step 6."""
+    run = tmp_path / "run"
+    steps = {"stages.heatmap.max_steps": 4, "stages.pose.max_steps": 4, "stages.full.max_steps": 50}
+    trainer = _trainer(data, run, log_every_steps=1, **steps)
+    log = trainer._log
+
+    def log_and_interrupt(name, values, images_per_second):
+        log(name, values, images_per_second)
+        if int(trainer.global_step.numpy()) == 6:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    trainer._log = log_and_interrupt
+    with pytest.raises(TrainingInterrupted, match=r"stopped by SIGINT at stage 'pose', step 2 \(global step 6"):
+        trainer.train()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert _latest_step(run) == 6
+    resumed = _trainer(data, run, **steps)
+    assert resumed.restore() and int(resumed.global_step.numpy()) == 6 and int(resumed.step.numpy()) == 2
+
+
+def test_a_budgeted_run_saves_and_stops_on_a_signal(tmp_path):
+    """BudgetedRun (train.detector, train.side): inside `with run:`, SIGTERM makes `training`
+    save a checkpoint and raise; outside, the handlers are what they were."""
+    from train.budgeted_run import BudgetedRun
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    config = SimpleNamespace(
+        learning_rate=1e-3,
+        warmup_steps=0,
+        final_rate_fraction=0.1,
+        decay_start=0.5,
+        budget_minutes=10.0,
+        checkpoint_minutes=10.0,
+    )
+    previous = signal.getsignal(signal.SIGTERM)
+    run = BudgetedRun(model, tmp_path, config)
+    with run, pytest.raises(TrainingInterrupted, match="stopped by SIGTERM at step 3"):
+        while run.training:
+            with run.step_clock():
+                pass
+            if int(run.step) == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) is previous
+    assert BudgetedRun(model, tmp_path, config).step.numpy() == 3  # restored from the saved checkpoint
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data, tmp_path):
@@ -441,6 +493,16 @@ def _latest_step(run: Path) -> int:
     return int(line.rsplit("-", 1)[1].strip('"'))
 
 
+def _running_past_step(command, run: Path, step: int) -> subprocess.Popen:
+    """`command` started, once its run folder holds a checkpoint of `step` or later (still running)."""
+    process = subprocess.Popen(command, cwd=REPO, env=_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while _latest_step(run) < step and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, process.stderr.read().decode()[-3000:]
+    return process
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_from_its_last_checkpoint(data, tmp_path):
     run = tmp_path / "run"
@@ -452,11 +514,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(data, tmp_path):
         "stages.full.max_steps=150",
         "checkpoint.every_steps=2",
     )
-    process = subprocess.Popen(command, cwd=REPO, env=_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 240
-    while _latest_step(run) < 12 and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert process.poll() is None, process.stderr.read().decode()[-3000:]
+    process = _running_past_step(command, run, 12)
     process.send_signal(signal.SIGKILL)
     process.wait()
     killed_at = _latest_step(run)
@@ -479,6 +537,22 @@ def test_killed_run_resumes_from_its_last_checkpoint(data, tmp_path):
     assert [reader.get_tensor(k) for k in iterations] == [150]  # the optimizer state was restored, not restarted
     assert (run / "model.keras").is_file() and (run / "learning_curve.png").is_file()
     assert report["evaluation"]["model"]["samples"] == 8
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_command_with_a_checkpoint_and_status_130(data, tmp_path):
+    """What a session's end or a scheduler does: SIGTERM to `train.synthetic`; it saves the
+    step it was on, says how to resume and exits with EXIT_INTERRUPTED."""
+    run = tmp_path / "run"
+    command = _command(data, run, "stages.heatmap.max_steps=4", "stages.pose.max_steps=4", "stages.full.max_steps=5000")
+    process = _running_past_step(command, run, 8)
+    process.send_signal(signal.SIGTERM)
+    stderr = process.communicate(timeout=120)[1].decode()
+    assert process.returncode == 130, stderr[-3000:]
+    assert "training stopped by SIGTERM at stage 'full'" in stderr and "run the same command again" in stderr
+    stopped_at = int(re.search(r"global step (\d+)", stderr).group(1))
+    assert _latest_step(run) == stopped_at >= 8  # the checkpoint holds the last step trained
+    assert not (run / "report.json").exists()
 
 
 def _free_ports(count: int) -> list[int]:

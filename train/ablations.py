@@ -25,7 +25,7 @@ import logging
 import sys
 from typing import Any
 
-from handshape_tf.cli import EXIT_BAD_INPUT, print_error, setup_logging
+from handshape_tf.cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, print_error, setup_logging
 from handshape_tf.config_utils import ConfigError, merge
 from train import checkpoints
 from train.synthetic import build_parser, prepare_data, resolve, train_run
@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose, timestamps=True)
     from handshape_tf.data.shards import DatasetError
     from train.evaluate import headline, mean_baseline_metrics
+    from train.interrupts import TrainingInterrupted
     from train.loop import TrainingDiverged, make_environment
 
     try:
@@ -127,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as error:
             print_error(error)
             return EXIT_BAD_INPUT
+        except TrainingInterrupted as error:
+            print_error(error)
+            return EXIT_INTERRUPTED
         if not environment.chief:
             continue
         stages = report["training"]["stages"]

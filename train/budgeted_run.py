@@ -12,6 +12,7 @@ import keras
 import tensorflow as tf
 
 from train import checkpoints
+from train.interrupts import StopSignals, TrainingInterrupted
 from train.schedules import StageSchedule
 
 logger = logging.getLogger(__name__)
@@ -31,12 +32,16 @@ class BudgetedRun:
       config: anything with learning_rate, warmup_steps, final_rate_fraction, decay_start,
         budget_minutes and checkpoint_minutes.
 
+    Inside `with run:`, SIGTERM or SIGINT makes `training` save a checkpoint and raise
+    `TrainingInterrupted` (`train.interrupts`).
+
     Example:
       run = BudgetedRun(model, run_dir, config)
-      while run.training:
-          with run.step_clock():
-              loss = train_step(run.optimizer, batch)
-          run.save_every_so_often()
+      with run:
+          while run.training:
+              with run.step_clock():
+                  loss = train_step(run.optimizer, batch)
+              run.save_every_so_often()
     """
 
     def __init__(self, model: keras.Model, run_dir: Path, config):
@@ -60,10 +65,28 @@ class BudgetedRun:
         self.history = checkpoints.History(run_dir / checkpoints.HISTORY_FILE)
         self.history.truncate(int(self.step))
         self._last_save = time.monotonic()
+        self._signals = StopSignals()
+
+    def __enter__(self) -> BudgetedRun:
+        self._signals.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._signals.__exit__(*exc)
 
     @property
     def training(self) -> bool:
-        """Whether the training clock is still within the budget."""
+        """Whether the training clock is still within the budget.
+
+        Raises:
+          TrainingInterrupted: a stop signal came (inside `with run:`); a checkpoint was saved.
+        """
+        if self._signals.received:
+            self.save()
+            raise TrainingInterrupted(
+                f"training stopped by {self._signals.received} at step {int(self.step)} ({self.minutes:.1f} "
+                "training minutes); a checkpoint was saved: run the same command again to resume"
+            )
         return float(self.seconds) < self.budget_seconds
 
     @property

@@ -25,7 +25,8 @@ accuracy, precision/recall at the default threshold, per domain), detections.png
 held-out frames with the detections), detector.tflite with --tflite (builtin ops only,
 checked against Keras on the held-out frames).
 
-Exit codes: 0 done, 2 bad input (config, run folder).
+Exit codes: 0 done, 2 bad input (config, run folder), 130 stopped by Ctrl-C or SIGTERM (after a
+checkpoint: the same command resumes).
 """
 
 from __future__ import annotations
@@ -45,9 +46,17 @@ from typing import Any
 
 import numpy as np
 
-from handshape_tf.cli import EXIT_BAD_INPUT, add_overrides_argument, add_verbose_argument, print_error, setup_logging
+from handshape_tf.cli import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    add_overrides_argument,
+    add_verbose_argument,
+    print_error,
+    setup_logging,
+)
 from handshape_tf.config_utils import ConfigError, command_line_updates, merge
 from handshape_tf.models.detector import DetectorConfig
+from train.interrupts import TrainingInterrupted
 
 logger = logging.getLogger("train.detector")
 
@@ -408,36 +417,39 @@ def train(config: DetectorTrainConfig, run_dir: Path, *, tflite: bool = False, p
     batches = training_batches(specs["train"], config, int(run.step) * config.batch_size)
     running = None
     log_every = config.log_every if progress else config.log_every * 4
-    while run.training:
-        batch = next(batches)
-        with run.step_clock():
-            total, parts = train_step(*(tf.constant(part) for part in batch))
-            total = float(total)
-            if not math.isfinite(total):
-                raise FloatingPointError(f"training loss is {total} at step {int(run.step)}; lower the learning rate")
-        running = total if running is None else 0.9 * running + 0.1 * total
-        if int(run.step) % log_every == 0:
-            row = {
-                "global_step": int(run.step),
-                "stage": "detector",
-                "loss": total,
-                **{k: float(v) for k, v in parts.items()},
-                "minutes": run.minutes,
-                "learning_rate": run.learning_rate,
-            }
-            run.history.append(row)
-            logger.info(
-                "step %d  loss %.3f (avg %.3f)  focal %.3f  size %.3f  left %.3f  %.1f / %.0f min",
-                int(run.step),
-                total,
-                running,
-                row["focal"],
-                row["size"],
-                row["left"],
-                row["minutes"],
-                config.budget_minutes,
-            )
-        run.save_every_so_often()
+    with run:  # SIGTERM / Ctrl-C: a checkpoint, then TrainingInterrupted
+        while run.training:
+            batch = next(batches)
+            with run.step_clock():
+                total, parts = train_step(*(tf.constant(part) for part in batch))
+                total = float(total)
+                if not math.isfinite(total):
+                    raise FloatingPointError(
+                        f"training loss is {total} at step {int(run.step)}; lower the learning rate"
+                    )
+            running = total if running is None else 0.9 * running + 0.1 * total
+            if int(run.step) % log_every == 0:
+                row = {
+                    "global_step": int(run.step),
+                    "stage": "detector",
+                    "loss": total,
+                    **{k: float(v) for k, v in parts.items()},
+                    "minutes": run.minutes,
+                    "learning_rate": run.learning_rate,
+                }
+                run.history.append(row)
+                logger.info(
+                    "step %d  loss %.3f (avg %.3f)  focal %.3f  size %.3f  left %.3f  %.1f / %.0f min",
+                    int(run.step),
+                    total,
+                    running,
+                    row["focal"],
+                    row["size"],
+                    row["left"],
+                    row["minutes"],
+                    config.budget_minutes,
+                )
+            run.save_every_so_often()
     batches.close()
     run.save()
     checkpoints.save_model_atomically(model, run_dir / MODEL_FILE)
@@ -502,6 +514,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, ValueError) as error:
         print_error(error)
         return EXIT_BAD_INPUT
+    except TrainingInterrupted as error:
+        print_error(error)
+        return EXIT_INTERRUPTED
     logger.info("report: %s", args.run_dir / "report.json")
     for name in ("heldout", "unseen"):
         accuracy = _fmt(report[name]["handedness_accuracy"])

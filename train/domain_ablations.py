@@ -30,7 +30,7 @@ import logging
 import sys
 from typing import Any
 
-from handshape_tf.cli import EXIT_BAD_INPUT, print_error, setup_logging
+from handshape_tf.cli import EXIT_BAD_INPUT, EXIT_INTERRUPTED, print_error, setup_logging
 from handshape_tf.config_utils import ConfigError, merge
 from train import checkpoints
 from train.ablations import variants_parser
@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.data is not None:
         parser.error("--data: every variant renders its own data; this command takes no --data")
     from handshape_tf.data.shards import DatasetError
+    from train.interrupts import TrainingInterrupted
     from train.loop import TrainingDiverged, make_environment
 
     try:
@@ -120,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         except (ConfigError, DatasetError, ValueError) as error:
             print_error(error)
             return EXIT_BAD_INPUT
+        except TrainingInterrupted as error:
+            print_error(error)
+            return EXIT_INTERRUPTED
         if not environment.chief:
             continue
         evaluation = report["evaluation"] or {}

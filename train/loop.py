@@ -54,6 +54,7 @@ from handshape_tf.models.network import HOURGLASS, POSE_REGRESSOR, build_model
 from train import checkpoints
 from train.batch_norm import recalibrate_batch_norm
 from train.config import STAGES, StagedRunConfig, TrainConfig
+from train.interrupts import StopSignals, TrainingInterrupted
 from train.objectives import Objective
 from train.schedules import LinearWarmup, StageSchedule
 
@@ -309,14 +310,17 @@ class StagedTrainer(abc.ABC):
         share = sum(self.config.stage(n).time_fraction for n in self.STAGE_ORDER[: index + 1])
         return share * self.config.budget_minutes * 60.0
 
-    def _agree(self, stop: bool, save: bool, progress: float) -> tuple[bool, bool, float]:
-        """The chief's stop and save decisions and stage progress, the same on every worker."""
+    def _agree(
+        self, stop: bool, save: bool, progress: float, interrupted: bool = False
+    ) -> tuple[bool, bool, float, bool]:
+        """The chief's stop, save and interruption decisions and stage progress, the same on every
+        worker."""
         if self._agree_fn is None:
-            return stop, save, progress
+            return stop, save, progress, interrupted
         # Only the chief's values are non-zero, so the sum over replicas is the chief's.
-        flags = tf.constant([float(stop), float(save), progress] if self.env.chief else [0.0, 0.0, 0.0])
-        agreed = self._agree_fn(flags).numpy()
-        return bool(agreed[0] > 0), bool(agreed[1] > 0), float(agreed[2])
+        flags = [float(stop), float(save), progress, float(interrupted)]
+        agreed = self._agree_fn(tf.constant(flags if self.env.chief else [0.0] * 4)).numpy()
+        return bool(agreed[0] > 0), bool(agreed[1] > 0), float(agreed[2]), bool(agreed[3] > 0)
 
     def _save(self) -> None:
         self.manager.save(checkpoint_number=int(self.global_step.numpy()))
@@ -326,18 +330,20 @@ class StagedTrainer(abc.ABC):
 
         Raises:
           TrainingDiverged: a non-finite loss (no checkpoint is written after it).
+          TrainingInterrupted: SIGTERM or SIGINT; a checkpoint was written after the last step.
         """
         if self.restore():
             self._extend_finished_run()
         summary: dict[str, Any] = {"resumed_from_step": self.resumed_from, "stages": {}}
-        for name in self.stage_names:
-            index = self.STAGE_ORDER.index(name)  # `stage` counts in STAGE_ORDER: skipped stages keep their place
-            if index < int(self.stage.numpy()):
-                continue
-            summary["stages"][name] = self._run_stage(name)
-            self.stage.assign(index + 1)
-            self.step.assign(0)
-            self._save()
+        with StopSignals() as signals:
+            for name in self.stage_names:
+                index = self.STAGE_ORDER.index(name)  # `stage` counts in STAGE_ORDER: skipped stages keep their place
+                if index < int(self.stage.numpy()):
+                    continue
+                summary["stages"][name] = self._run_stage(name, signals)
+                self.stage.assign(index + 1)
+                self.step.assign(0)
+                self._save()
         summary.update(
             global_step=int(self.global_step.numpy()),
             training_seconds=float(self.seconds.numpy()),
@@ -345,7 +351,9 @@ class StagedTrainer(abc.ABC):
         )
         return summary
 
-    def _run_stage(self, name: str) -> dict[str, Any]:
+    def _run_stage(self, name: str, signals: StopSignals) -> dict[str, Any]:
+        """Trains stage `name` from its current step until its limits; a stop signal (`signals`,
+        also one that came before the stage began) saves a checkpoint and raises."""
         c = self.config
         stage = c.stage(name)
         deadline = self._deadline(name)
@@ -381,7 +389,8 @@ class StagedTrainer(abc.ABC):
                 return int(self.step.numpy()) / stage.max_steps
             return (float(self.seconds.numpy()) - stage_start) / max(deadline - stage_start, 1e-9)
 
-        stop, _, agreed_progress = self._agree(limits_reached(), False, progress())
+        asked = signals.received is not None
+        stop, _, agreed_progress, interrupted = self._agree(limits_reached() or asked, False, progress(), asked)
         with self.writer.as_default():
             while not stop:
                 self.stage_progress.assign(agreed_progress)
@@ -411,11 +420,22 @@ class StagedTrainer(abc.ABC):
                     int(self.step.numpy()) - last_save_step >= c.checkpoint.every_steps
                     or now - last_save_time >= c.checkpoint.every_seconds
                 )
-                stop, save, agreed_progress = self._agree(limits_reached(), due, progress())
+                asked = signals.received is not None
+                stop, save, agreed_progress, interrupted = self._agree(
+                    limits_reached() or asked, due, progress(), asked
+                )
                 if save and not stop:
                     self._save()
                     last_save_time, last_save_step = now, int(self.step.numpy())
         bar.close()
+        if interrupted:
+            self._save()
+            raise TrainingInterrupted(
+                f"training stopped by {signals.received or 'a signal to the chief'} at stage {name!r}, step "
+                f"{int(self.step.numpy())} (global step {int(self.global_step.numpy())}, "
+                f"{float(self.seconds.numpy()) / 60:.1f} training minutes); a checkpoint was saved: run the same "
+                "command again to resume"
+            )
         return {
             "steps": int(self.step.numpy()),
             "session_steps": int(self.step.numpy()) - first_step,

@@ -22,7 +22,8 @@ accuracies on the held-out and unseen-domain crops; with --detector-run, the sid
 that `train.detector` run's detector + this classifier on its held-out and unseen-domain frames,
 i.e. on the detector's boxes), side.tflite with --tflite (builtin ops, checked against Keras).
 
-Exit codes: 0 done, 2 bad input (config, run folder, data).
+Exit codes: 0 done, 2 bad input (config, run folder, data), 130 stopped by Ctrl-C or SIGTERM
+(after a checkpoint: the same command resumes).
 """
 
 from __future__ import annotations
@@ -37,10 +38,18 @@ from typing import Any
 
 import numpy as np
 
-from handshape_tf.cli import EXIT_BAD_INPUT, add_overrides_argument, add_verbose_argument, print_error, setup_logging
+from handshape_tf.cli import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    add_overrides_argument,
+    add_verbose_argument,
+    print_error,
+    setup_logging,
+)
 from handshape_tf.config_utils import ConfigError, command_line_updates, merge
 from handshape_tf.data.shards import DatasetError
 from handshape_tf.models.side import SIDE_OUTPUTS, SideConfig
+from train.interrupts import TrainingInterrupted
 
 logger = logging.getLogger("train.side")
 
@@ -242,35 +251,36 @@ def train(
         run.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         return total, terms
 
-    while run.training:
-        rng = np.random.default_rng([config.seed, int(run.step)])  # batch k is the same on resume
-        rows = rng.integers(0, len(train_crops), config.batch_size)
-        images, targets = mirror(train_crops[rows], train_targets[rows], rng.uniform(size=len(rows)) < 0.5)
-        if config.rotation_deg or config.shift or tuple(config.scale) != (1.0, 1.0):
-            images = jitter(images, rng, config)
-        with run.step_clock():
-            total, terms = train_step(tf.constant(images), tf.constant(targets))
-            if not math.isfinite(float(total)):
-                raise FloatingPointError(f"training loss is {float(total)} at step {int(run.step)}; lower the rate")
-        if int(run.step) % config.log_every == 0:
-            row = {
-                "global_step": int(run.step),
-                "stage": "side",
-                "loss": float(total),
-                **{name: float(terms[k]) for k, name in enumerate(SIDE_OUTPUTS)},
-                "minutes": run.minutes,
-                "learning_rate": run.learning_rate,
-            }
-            run.history.append(row)
-            logger.info(
-                "step %d  loss %.3f  side %.3f  palm %.3f  turn %.3f  %.1f / %.1f min",
-                int(run.step),
-                row["loss"],
-                *terms.numpy(),
-                row["minutes"],
-                config.budget_minutes,
-            )
-        run.save_every_so_often()
+    with run:  # SIGTERM / Ctrl-C: a checkpoint, then TrainingInterrupted
+        while run.training:
+            rng = np.random.default_rng([config.seed, int(run.step)])  # batch k is the same on resume
+            rows = rng.integers(0, len(train_crops), config.batch_size)
+            images, targets = mirror(train_crops[rows], train_targets[rows], rng.uniform(size=len(rows)) < 0.5)
+            if config.rotation_deg or config.shift or tuple(config.scale) != (1.0, 1.0):
+                images = jitter(images, rng, config)
+            with run.step_clock():
+                total, terms = train_step(tf.constant(images), tf.constant(targets))
+                if not math.isfinite(float(total)):
+                    raise FloatingPointError(f"training loss is {float(total)} at step {int(run.step)}; lower the rate")
+            if int(run.step) % config.log_every == 0:
+                row = {
+                    "global_step": int(run.step),
+                    "stage": "side",
+                    "loss": float(total),
+                    **{name: float(terms[k]) for k, name in enumerate(SIDE_OUTPUTS)},
+                    "minutes": run.minutes,
+                    "learning_rate": run.learning_rate,
+                }
+                run.history.append(row)
+                logger.info(
+                    "step %d  loss %.3f  side %.3f  palm %.3f  turn %.3f  %.1f / %.1f min",
+                    int(run.step),
+                    row["loss"],
+                    *terms.numpy(),
+                    row["minutes"],
+                    config.budget_minutes,
+                )
+            run.save_every_so_often()
     run.save()
     checkpoints.save_model_atomically(model, run_dir / MODEL_FILE)
     checkpoints.plot_learning_curve(run.history.rows(), run_dir / checkpoints.CURVE_FILE)
@@ -318,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DatasetError, FileNotFoundError, ValueError) as error:
         print_error(error)
         return EXIT_BAD_INPUT
+    except TrainingInterrupted as error:
+        print_error(error)
+        return EXIT_INTERRUPTED
     logger.info("report: %s", args.run_dir / "report.json")
     for name in ("heldout", "unseen"):
         if name in report:

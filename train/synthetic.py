@@ -25,7 +25,8 @@ checkpoints/, logs/ (TensorBoard), model.keras, learning_curve.png, report.json,
 (report, PCK curve and prediction sheet of `handshape_tf.evaluation`) and
 evaluation-mean-baseline/.
 
-Exit codes (`handshape_tf.cli`): 0 done, 2 bad input (config, data, run folder), 1 training diverged.
+Exit codes (`handshape_tf.cli`): 0 done, 2 bad input (config, data, run folder), 1 training diverged,
+130 stopped by Ctrl-C or SIGTERM (after a checkpoint of the step in flight: the same command resumes).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from typing import Any
 from handshape_tf.cli import (
     EXIT_BAD_INPUT,
     EXIT_FAILURE,
+    EXIT_INTERRUPTED,
     add_overrides_argument,
     add_verbose_argument,
     format_number,
@@ -281,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print_error(error)
         return EXIT_BAD_INPUT
+    from train.interrupts import TrainingInterrupted
     from train.loop import TrainingDiverged, make_environment
 
     try:
@@ -295,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as error:
         print_error(error)
         return EXIT_FAILURE
+    except TrainingInterrupted as error:
+        print_error(error)
+        return EXIT_INTERRUPTED
     if environment.chief:
         print_summary(report)
     return 0

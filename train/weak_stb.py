@@ -55,7 +55,7 @@ logs/, history.jsonl, pseudo_gt/, model.keras, learning_curve.png, evaluation-be
 report.json, pck.png, meshes.png (Fig. 6-style comparison).
 
 Exit codes (`handshape_tf.cli`): 0 done, 2 bad input (config, --init, data, run folder), 1 training
-diverged.
+diverged, 130 stopped by Ctrl-C or SIGTERM (after a checkpoint: the same command resumes).
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ from typing import Any
 from handshape_tf.cli import (
     EXIT_BAD_INPUT,
     EXIT_FAILURE,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     add_overrides_argument,
     add_verbose_argument,
@@ -170,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose, timestamps=True)
     from handshape_tf.data.shards import DatasetError
+    from train.interrupts import TrainingInterrupted
     from train.loop import TrainingDiverged
     from train.weak.data import prepare_data
     from train.weak.run import run_command
@@ -187,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as error:
         print_error(error)
         return EXIT_FAILURE
+    except TrainingInterrupted as error:
+        print_error(error)
+        return EXIT_INTERRUPTED
     print_report(report, comparison, figure)
     return EXIT_OK
 

@@ -21,7 +21,8 @@ depth and scale, AUC over 20-50 mm), next to the two starting points before fine
 Writes table3.md, table3.json and the PCK curves with and without 3D pose supervision
 (pck_with_3d_pose.png, pck_without_3d_pose.png) beside the run folders.
 
-Exit codes: 0 done, 2 bad input, 1 a variant diverged (the others still run).
+Exit codes: 0 done, 2 bad input, 1 a variant diverged (the others still run), 130 stopped by Ctrl-C or
+SIGTERM (after a checkpoint: the same command resumes).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import Any
 from handshape_tf.cli import (
     EXIT_BAD_INPUT,
     EXIT_FAILURE,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     add_overrides_argument,
     add_verbose_argument,
@@ -178,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose, timestamps=True)
     from handshape_tf.data.shards import DatasetError
     from handshape_tf.evaluation.plots import plot_pck_curves
+    from train.interrupts import TrainingInterrupted
     from train.loop import TrainingDiverged
     from train.weak.data import prepare_data
     from train.weak.run import run_weak
@@ -220,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as error:
             print_error(error)
             return EXIT_BAD_INPUT
+        except TrainingInterrupted as error:
+            print_error(error)
+            return EXIT_INTERRUPTED
         befores.setdefault(
             kind,
             {
