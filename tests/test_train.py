@@ -37,7 +37,7 @@ from train import checkpoints
 from train.batch_norm import batch_norm_layers, recalibrate_batch_norm
 from train.config import LossConfig, resolve_config
 from train.evaluate import headline, heldout_metrics
-from train.interrupts import TrainingInterrupted
+from train.interrupts import StopSignals, TrainingInterrupted
 from train.loop import Trainer, TrainingDiverged, make_environment
 from train.objectives import Objective, normalised_from_uvd, normalised_targets, uv_from_normalised
 from train.schedules import LinearWarmup, StageSchedule
@@ -197,10 +197,25 @@ def test_a_larger_budget_extends_a_finished_run_by_its_last_stage(data, tmp_path
     assert longer["training_seconds"] >= trained + 0.02 * 60 * 0.99
 
 
+def test_stop_signals_install_and_restore_handlers_and_leave_ignored_ones_alone():
+    original = signal.getsignal(signal.SIGINT)
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        with StopSignals() as signals:
+            assert signal.getsignal(signal.SIGINT) == signals._handle
+            os.kill(os.getpid(), signal.SIGINT)
+        assert signals.received == "SIGINT" and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job's Ctrl-C: not ours to catch
+        with StopSignals():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, original)
+
+
 def test_a_stop_signal_saves_a_checkpoint_and_the_run_resumes_from_it(data, tmp_path):
-    """SIGINT in the middle of a stage (sent by the loop's own logging at global step 6): the
+    """SIGTERM in the middle of a stage (sent by the loop's own logging at global step 6): the
     step in flight finishes, a checkpoint of step 6 is written, TrainingInterrupted names the
-    signal, Python's Ctrl-C handler is back, and a new trainer resumes at step 6."""
+    signal, the previous handler is back, and a new trainer resumes at step 6."""
     run = tmp_path / "run"
     steps = {"stages.heatmap.max_steps": 4, "stages.pose.max_steps": 4, "stages.full.max_steps": 50}
     trainer = _trainer(data, run, log_every_steps=1, **steps)
@@ -209,12 +224,13 @@ def test_a_stop_signal_saves_a_checkpoint_and_the_run_resumes_from_it(data, tmp_
     def log_and_interrupt(name, values, images_per_second):
         log(name, values, images_per_second)
         if int(trainer.global_step.numpy()) == 6:
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGTERM)
 
     trainer._log = log_and_interrupt
-    with pytest.raises(TrainingInterrupted, match=r"stopped by SIGINT at stage 'pose', step 2 \(global step 6"):
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TrainingInterrupted, match=r"stopped by SIGTERM at stage 'pose', step 2 \(global step 6"):
         trainer.train()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is previous
     assert _latest_step(run) == 6
     resumed = _trainer(data, run, **steps)
     assert resumed.restore() and int(resumed.global_step.numpy()) == 6 and int(resumed.step.numpy()) == 2

@@ -22,8 +22,8 @@ class TrainingInterrupted(Exception):
 
 class StopSignals:
     """While entered, SIGTERM and SIGINT set `received` (the signal's name) instead of ending
-    the process (module docstring). Outside the main thread, where Python cannot install
-    handlers, it does nothing.
+    the process (module docstring). A signal the process ignores (SIGINT in a background job)
+    stays ignored; outside the main thread, where Python cannot install handlers, it does nothing.
 
     Example:
       with StopSignals() as signals:
@@ -37,7 +37,9 @@ class StopSignals:
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
-            self._previous = {number: signal.signal(number, self._handle) for number in _SIGNALS}
+            for number in _SIGNALS:
+                if signal.getsignal(number) is not signal.SIG_IGN:
+                    self._previous[number] = signal.signal(number, self._handle)
         return self
 
     def _handle(self, number, frame) -> None:
