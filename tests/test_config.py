@@ -20,6 +20,8 @@ def test_presets_are_valid_and_distinct():
         "cpu",
         "custom",
     )
+    # The graph formulation does not change the network: a model trained either way is the preset's.
+    assert ModelConfig.preset("cpu", graph_formulation="sparse").preset_name() == "cpu"
 
 
 def test_no_preset_pools_its_hourglass_below_the_measured_minimum():

@@ -106,6 +106,12 @@ def _swing(a, b) -> tf.Tensor:
     return tf.eye(3, batch_shape=tf.shape(a)[:1]) + cross + tf.matmul(cross, cross) / tf.maximum(1.0 + c, 1e-6)
 
 
+def det3(matrices) -> tf.Tensor:
+    """... x 3 x 3 -> ... determinants as the triple product of the rows (XLA has no
+    MatrixDeterminant kernel, and the training step may be compiled)."""
+    return tf.reduce_sum(matrices[..., 0, :] * tf.linalg.cross(matrices[..., 1, :], matrices[..., 2, :]), axis=-1)
+
+
 def kabsch_rotation(source, target) -> tf.Tensor:
     """B x 3 x 3 rotations R minimising sum |R (a_i - mean a) - (b_i - mean b)|^2.
 
@@ -117,7 +123,7 @@ def kabsch_rotation(source, target) -> tf.Tensor:
     b = target - tf.reduce_mean(target, axis=1, keepdims=True)
     covariance = tf.matmul(a, b, transpose_a=True)  # B x 3 x 3, sum a b^T
     _, u, v = tf.linalg.svd(covariance)
-    sign = tf.sign(tf.linalg.det(tf.matmul(v, u, transpose_b=True)))
+    sign = tf.sign(det3(tf.matmul(v, u, transpose_b=True)))
     correction = tf.linalg.diag(tf.stack([tf.ones_like(sign), tf.ones_like(sign), sign], axis=-1))
     return tf.matmul(tf.matmul(v, correction), u, transpose_b=True)
 
