@@ -9,7 +9,8 @@ aligned mesh / pose errors. Degenerate inputs: if all pred points coincide the s
 every aligned point is the target centroid; when the cross-covariance is rank deficient (e.g.
 collinear points) the rotation about the degenerate axis is arbitrary but the aligned points
 are still optimal. The TF version differentiates through tf.linalg.svd, whose gradient is not
-finite for repeated singular values: use it for evaluation, not as a training loss.
+finite for repeated singular values: use it for evaluation, not as a training loss. It uses
+no MatrixDeterminant (`det3`), so a step compiled with XLA may contain it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ def _check_pair(pred_shape, target_shape) -> None:
             f"pred has shape {pred_shape} and target {target_shape}; expected the same shape "
             f"B x P x 3 (or P x 3 in numpy)"
         )
+
+
+def det3(matrices) -> tf.Tensor:
+    """... x 3 x 3 -> ... determinants as the triple product of the rows (XLA has no
+    MatrixDeterminant kernel)."""
+    return tf.reduce_sum(matrices[..., 0, :] * tf.linalg.cross(matrices[..., 1, :], matrices[..., 2, :]), axis=-1)
 
 
 def procrustes_transform(pred, target) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -55,7 +62,7 @@ def procrustes_transform(pred, target) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]
     covariance = tf.linalg.matmul(pred_centred, target_centred, transpose_a=True)  # B x 3 x 3
     singular, left, right = tf.linalg.svd(covariance)  # covariance = left diag(s) right^T
     # Rotation R = right D left^T, D = diag(1, 1, sign det(right left^T)).
-    sign = tf.sign(tf.linalg.det(tf.linalg.matmul(right, left, transpose_b=True)))
+    sign = tf.sign(det3(tf.linalg.matmul(right, left, transpose_b=True)))
     sign = tf.where(sign == 0, tf.ones_like(sign), sign)
     flip = tf.stack([tf.ones_like(sign), tf.ones_like(sign), sign], axis=-1)  # B x 3
     rotation = tf.linalg.matmul(right * flip[..., tf.newaxis, :], left, transpose_b=True)

@@ -34,6 +34,7 @@ import tensorflow as tf
 
 from handshape_tf.assets.template import KEYPOINT_RIG_JOINTS, RIG_JOINT_NAMES, SCALE_BONE, load_template
 from handshape_tf.config_utils import to_dict
+from handshape_tf.geometry.alignment import procrustes_transform
 from handshape_tf.geometry.skinning import axis_angle_to_matrix, forward_kinematics, linear_blend_skinning
 from handshape_tf.models.config import ARCHITECTURES, ModelConfig
 from handshape_tf.models.network import build_trunk, heatmap_outputs, model_config_from
@@ -106,26 +107,15 @@ def _swing(a, b) -> tf.Tensor:
     return tf.eye(3, batch_shape=tf.shape(a)[:1]) + cross + tf.matmul(cross, cross) / tf.maximum(1.0 + c, 1e-6)
 
 
-def det3(matrices) -> tf.Tensor:
-    """... x 3 x 3 -> ... determinants as the triple product of the rows (XLA has no
-    MatrixDeterminant kernel, and the training step may be compiled)."""
-    return tf.reduce_sum(matrices[..., 0, :] * tf.linalg.cross(matrices[..., 1, :], matrices[..., 2, :]), axis=-1)
-
-
 def kabsch_rotation(source, target) -> tf.Tensor:
-    """B x 3 x 3 rotations R minimising sum |R (a_i - mean a) - (b_i - mean b)|^2.
+    """B x 3 x 3 rotations R minimising sum |R (a_i - mean a) - (b_i - mean b)|^2 (the rotation
+    of the Procrustes fit, `procrustes_transform`).
 
     Args:
       source: P x 3 or B x P x 3 points a.  target: B x P x 3 points b.
     """
     source = tf.broadcast_to(tf.convert_to_tensor(source, tf.float32), tf.shape(target))
-    a = source - tf.reduce_mean(source, axis=1, keepdims=True)
-    b = target - tf.reduce_mean(target, axis=1, keepdims=True)
-    covariance = tf.matmul(a, b, transpose_a=True)  # B x 3 x 3, sum a b^T
-    _, u, v = tf.linalg.svd(covariance)
-    sign = tf.sign(det3(tf.matmul(v, u, transpose_b=True)))
-    correction = tf.linalg.diag(tf.stack([tf.ones_like(sign), tf.ones_like(sign), sign], axis=-1))
-    return tf.matmul(tf.matmul(v, correction), u, transpose_b=True)
+    return procrustes_transform(source, target)[1]
 
 
 @keras.saving.register_keras_serializable(package="handshape_tf")
