@@ -1,19 +1,21 @@
 """Trains the side classifier (left or right hand, from a crop) within a time budget, then evaluates it.
 
-    python -m train.side                              # 10 min, runs/side
+    python -m train.side                              # 20 min, runs/side: the shipped recipe
     python -m train.side --budget 3 --run-dir runs/side-try --tflite
     python -m train.side --data runs/data/<set> --set width=24
 
-Data: the crops `python -m train.synthetic` trains the mesh network on (`--data`: a folder
-holding train/ and heldout/ shard folders; by default the synthetic trainer's default set under
---workdir, rendered first if missing, with its unseen-domain test set), loaded into memory as
-seen (left hands not mirrored). Each sample's targets are `chirality.side_cues`: the side, and
-the two cues that decide it (palm towards the camera, the hand's turn in the picture), which
-keep the network off the chance plateau (`handshape_tf.models.side`). Each batch mirrors half
-its crops (side and turn flip, the palm's facing does not); `--set rotation_deg=180
-scale=[0.85,1.2] shift=0.1` also turns, zooms and shifts every crop (`jitter`: none of the three
-targets changes), which helps on hands seen from every direction and costs accuracy on frontal
-ones (assets/DETECTOR_CARD.md has both), so it is off by default, as for the shipped model.
+Data (`--data`: a folder holding train/ and heldout/ shard folders): by default the synthetic
+trainer's default set rendered from every view direction (`SIDE_DATA`: views "full", 30,000
+training crops) under --workdir, rendered first if missing, with its unseen-domain test set;
+loaded into memory as seen (left hands not mirrored). Each sample's targets are
+`chirality.side_cues`: the side, and the two cues that decide it (palm towards the camera, the
+hand's turn in the picture), which keep the network off the chance plateau
+(`handshape_tf.models.side`). Each batch mirrors half its crops (side and turn flip, the palm's
+facing does not) and turns, zooms and shifts every crop (`jitter`: none of the three targets
+changes). The defaults are the shipped classifier's recipe: against frontal crops without the
+jitter, it names the side of far more of the detector's hands (every view direction) at some
+cost on frontal crops (assets/DETECTOR_CARD.md has both); `--data` with the mesh network's
+frontal set and `--set rotation_deg=0 "scale=[1,1]" shift=0` give the frontal one.
 
 Adam with a linear warm-up, constant until `decay_start` of the budget, then half a cosine down
 to `final_rate_fraction` (as `train.detector`). Run folder: config.yaml, checkpoints/ (resume
@@ -66,7 +68,7 @@ class SideTrainConfig:
       max_train_samples: use at most this many training crops (0: all).
       rotation_deg, scale, shift: `jitter`'s in-plane turn (uniform within +- degrees), zoom
         (uniform in [low, high], > 1 enlarges the hand) and shift (uniform within +- this
-        fraction of the crop, per axis); the defaults leave crops as they are.
+        fraction of the crop, per axis).
     """
 
     model: SideConfig = SideConfig()
@@ -76,14 +78,14 @@ class SideTrainConfig:
     warmup_steps: int = 100
     decay_start: float = 0.7
     final_rate_fraction: float = 0.05
-    budget_minutes: float = 10.0
+    budget_minutes: float = 20.0
     checkpoint_minutes: float = 2.0
     log_every: int = 50
     cue_weight: float = 1.0
     max_train_samples: int = 0
-    rotation_deg: float = 0.0
-    scale: tuple[float, float] = (1.0, 1.0)
-    shift: float = 0.0
+    rotation_deg: float = 180.0
+    scale: tuple[float, float] = (0.85, 1.2)
+    shift: float = 0.1
 
     def __post_init__(self):
         low, high = self.scale
@@ -173,12 +175,17 @@ def jitter(crops: np.ndarray, rng: np.random.Generator, config: SideTrainConfig)
     return out
 
 
+# The default data's changes to the `cpu` preset's dataset (`train.datasets`): hands from every
+# view direction, as the detector finds them, and three times the mesh default's crops.
+SIDE_DATA = {"dataset.views": "full", "dataset.train_samples": 30000}
+
+
 def default_data(workdir: Path) -> tuple[Path, Path | None]:
-    """The synthetic trainer's default set (rendered now if missing) and its unseen-domain set."""
+    """The `SIDE_DATA` set (rendered now if missing) and its unseen-domain set."""
     from train.config import preset_config
     from train.datasets import default_dataset_dir, is_complete, render_default_dataset, unseen_dataset_dir
 
-    config = preset_config("cpu")
+    config = merge(preset_config("cpu"), SIDE_DATA)
     folder, unseen = default_dataset_dir(workdir, config), unseen_dataset_dir(workdir, config)
     if not is_complete(folder, unseen):
         render_default_dataset(folder, config, unseen_folder=unseen)
