@@ -3,7 +3,9 @@
     python -m handshape_tf.evaluate --model run/model.keras --data data/val [--out DIR]
         [--limit N] [--batch-size B]
 
---model: a .keras file, a SavedModel directory or a .tflite file.
+--model: a .keras file, a SavedModel directory or a .tflite file; MediaPipe's
+hand_landmark_full.tflite is measured as a peer on the same crops (pose only:
+`handshape_tf.evaluation.peers`).
 --data: one of our shard folders (metadata.json), or the root of the paper's synthetic set
 (its "val" cameras are used), the paper's real-world set, RHD ("evaluation" split; a split
 folder opens that split) or STB ("test" split: B1Counting + B1Random).
@@ -71,15 +73,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"model not found: {args.model} (expected a .keras file, a SavedModel folder or a .tflite file)")
     setup_logging(args.verbose)
 
+    from handshape_tf.evaluation.peers import MediaPipeLandmarkBackend, is_mediapipe_landmark_model
     from handshape_tf.evaluation.report import evaluate_model, open_evaluation_data
-    from handshape_tf.inference.predictor import load_predictor
+    from handshape_tf.inference.predictor import HandPredictor, load_predictor
 
     try:
         data = open_evaluation_data(args.data)
     except (FileNotFoundError, ValueError) as error:
         parser.error(f"cannot open --data {args.data}: {error}")
     try:
-        predictor = load_predictor(args.model, batch_size=args.batch_size)
+        if is_mediapipe_landmark_model(args.model):
+            predictor = HandPredictor(MediaPipeLandmarkBackend(args.model), batch_size=args.batch_size)
+        else:
+            predictor = load_predictor(args.model, batch_size=args.batch_size)
     except (FileNotFoundError, ValueError) as error:
         parser.error(f"cannot load --model {args.model}: {error}")
     out = args.out or args.model.resolve().parent / f"eval-{args.data.resolve().name}"

@@ -431,3 +431,58 @@ def test_cli_bad_inputs_exit_2(rhd_root, tiny_model_path, tmp_path, capsys):
             evaluate_main(["--model", model_arg, "--data", data_arg, *rest])
         assert stopped.value.code == 2
         assert re.search(message, capsys.readouterr().err), message
+
+
+# ------------------------------------------------------------------------------ peer models
+
+
+def _write_mediapipe_like_model(path, landmarks: np.ndarray, presence: float) -> None:
+    """A .tflite with MediaPipe's landmark model layout (224 x 224 x 3 float in; 63, 1, 1, 63
+    out) that returns fixed landmarks and presence for any image."""
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec((1, 224, 224, 3), tf.float32)])
+    def landmark_model(image):
+        zero = 0.0 * tf.reduce_mean(image)
+        fixed = tf.constant(landmarks.reshape(1, 63), tf.float32)
+        return fixed + zero, tf.fill((1, 1), presence) + zero, tf.fill((1, 1), 0.5) + zero, fixed / 1e3 + zero
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [landmark_model.get_concrete_function()], landmark_model
+    )
+    path.write_bytes(converter.convert())
+
+
+def test_mediapipe_peer_landmarks_to_uvd_and_cli(shard_folder, tiny_model_path, tmp_path, capsys):
+    """x, y in 224-pixel input units -> u, v in [0, 1]; depth relative to the wrist in units of
+    the landmarks' own scale bone (9 -> 10: 40 px across, 30 px deeper: 50 px); the CLI measures
+    the peer on the same crops, pose only, and draws its skeleton."""
+    from handshape_tf.evaluation.peers import MediaPipeLandmarkBackend, is_mediapipe_landmark_model
+
+    landmarks = np.zeros((21, 3), np.float32)
+    landmarks[:, :2] = 112.0
+    landmarks[0] = [112.0, 200.0, 5.0]
+    landmarks[9] = [112.0, 100.0, 0.0]
+    landmarks[10] = [152.0, 100.0, 30.0]
+    path = tmp_path / "hand_landmark_like.tflite"
+    _write_mediapipe_like_model(path, landmarks, presence=0.75)
+    assert is_mediapipe_landmark_model(path)
+    assert not is_mediapipe_landmark_model(tiny_model_path) and not is_mediapipe_landmark_model(tmp_path / "none")
+
+    outputs = MediaPipeLandmarkBackend(path).run(np.zeros((2, 224, 224, 3), np.uint8))
+    expected = np.full((21, 3), [0.5, 0.5, -0.1], np.float32)  # z 0 - 5 over 50 px
+    expected[0] = [0.5, 200 / 224, 0.0]
+    expected[9] = [0.5, 100 / 224, -0.1]
+    expected[10] = [152 / 224, 100 / 224, (30 - 5) / 50]
+    np.testing.assert_allclose(outputs["pose_uvd"], np.stack([expected] * 2), atol=1e-6)
+    assert outputs["mesh_uvd"].shape == (2, 0, 3)
+    np.testing.assert_allclose(outputs["heatmaps"], 0.75)
+
+    assert evaluate_main(["--model", str(path), "--data", str(shard_folder), "--out", str(tmp_path / "eval")]) == 0
+    printed = capsys.readouterr().out
+    assert "mesh error: not computed (the model predicts no mesh)" in printed
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["model_description"].startswith("MediaPipe hand landmark model")
+    assert report["input_size"] == 224 and report["metrics"]["count"] == 6 and report["metrics"]["mesh"] is None
+    assert report["metrics"]["pose"]["mean_mm"] > 5.0  # one fixed hand, not the labels
+    _check_png(report["files"]["sheet"], (192, 4 * 192))

@@ -335,7 +335,9 @@ def evaluate_model(
         )
         pred_vertices = np.stack([p.vertices_xyz for p in predictions])  # B x V x 3
         if use_mesh is None:
-            if mesh_note is None and "vertices_xyz" not in batch[0]:
+            if not pred_vertices.shape[1]:
+                mesh_note = "the model predicts no mesh"
+            elif mesh_note is None and "vertices_xyz" not in batch[0]:
                 mesh_note = "the dataset has no meshes"
             elif mesh_note is None and batch[0]["vertices_xyz"].shape != pred_vertices.shape[1:]:
                 mesh_note = (

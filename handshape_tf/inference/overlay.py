@@ -30,7 +30,8 @@ def draw_overlay(
       prediction: its `HandPrediction` (mesh_uv, joints_uv and box in its pixels).
       mesh_colour: RGB of the wireframe edges.
       box_colour: RGB of the crop box outline.
-      draw_mesh: False draws only the skeleton and box.
+      draw_mesh: False draws only the skeleton and box (as for a prediction without a mesh, e.g.
+        a peer's, `handshape_tf.evaluation.peers`).
       channel_order: "rgb" or "bgr", the channel order of `image`.
 
     Returns:
@@ -46,7 +47,7 @@ def draw_overlay(
         shifted = np.round(np.asarray(points, np.float64) * scale - 0.5 * scale)
         return np.clip(shifted, -(2**28), 2**28).astype(np.int32)
 
-    if draw_mesh:
+    if draw_mesh and len(prediction.mesh_uv):
         edges = load_template().edges
         segments = fixed(prediction.mesh_uv)[edges]  # E x 2 x 2
         cv2.polylines(canvas, list(segments), False, mesh_colour, thickness, cv2.LINE_AA, _SHIFT)
