@@ -39,6 +39,11 @@ def _format_metrics(report: dict) -> list[str]:
             f"2D joint error: mean {joints_2d['mean_percent']:.2f}% of the crop, median "
             f"{joints_2d['median_percent']:.2f}%; {joints_2d['off_crop']} hands predicted off their crop"
         )
+    confidence = report["confidence"]
+    lines.append(
+        f"confidence (mean joint heat-map peak, or a peer's hand presence): mean {confidence['mean']:.3f}, "
+        f"above 0.5 for {100 * confidence['above_half']:.1f}% of the hands"
+    )
     if mesh is None:
         lines.append(f"mesh error: not computed ({report['mesh_note']})")
     else:

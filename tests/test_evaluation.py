@@ -485,4 +485,5 @@ def test_mediapipe_peer_landmarks_to_uvd_and_cli(shard_folder, tiny_model_path, 
     assert report["model_description"].startswith("MediaPipe hand landmark model")
     assert report["input_size"] == 224 and report["metrics"]["count"] == 6 and report["metrics"]["mesh"] is None
     assert report["metrics"]["pose"]["mean_mm"] > 5.0  # one fixed hand, not the labels
+    assert report["confidence"] == {"mean": pytest.approx(0.75), "above_half": 1.0}
     _check_png(report["files"]["sheet"], (192, 4 * 192))

@@ -299,8 +299,10 @@ def evaluate_model(
     Returns:
       The report (also written as report.json): model, dataset {kind, path, split, size,
       evaluated, left_hands}, protocol, input_size, mirror_left, metrics (see
-      `ErrorAccumulator.summary`), mesh_note (why the mesh error is not computed, or None), seconds,
-      files {report, pck_curve, sheet}.
+      `ErrorAccumulator.summary`), confidence {mean, above_half}: each hand's mean per-joint
+      confidence (the heat-map peaks; a peer's hand-presence score) averaged, and the share of
+      hands above 0.5, mesh_note (why the mesh error is not computed, or None), seconds, files
+      {report, pck_curve, sheet}.
 
     Raises:
       ValueError: no samples, or a bad limit / batch_size / sheet_size.
@@ -317,6 +319,7 @@ def evaluate_model(
     mesh_note = data.mesh_note
     use_mesh: bool | None = None  # decided on the first batch
     counts = {"evaluated": 0, "left_hands": 0}
+    confidences: list[float] = []
     start = time.perf_counter()
 
     def run(batch: list[dict[str, Any]]) -> None:
@@ -355,6 +358,7 @@ def evaluate_model(
             if wanted:
                 tiles.append(_sheet_tile(sample, prediction, error, sheet_tile))
             counts["evaluated"] += 1
+            confidences.append(float(np.mean(prediction.confidence)))
             counts["left_hands"] += bool(sample["is_left"])
 
     total = data.size if limit is None else min(limit, data.size or limit)
@@ -373,6 +377,7 @@ def evaluate_model(
         "input_size": int(predictor.image_size),
         "mirror_left": bool(mirror_left),
         "metrics": metrics,
+        "confidence": {"mean": float(np.mean(confidences)), "above_half": float(np.mean(np.array(confidences) > 0.5))},
         "mesh_note": mesh_note,
         "seconds": round(time.perf_counter() - start, 3),
         "files": {},
