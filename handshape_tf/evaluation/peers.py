@@ -34,17 +34,8 @@ MEDIAPIPE_INPUT_SIZE = 224
 MEDIAPIPE_OUTPUT_SIZES = (3 * NUM_KEYPOINTS, 1, 1, 3 * NUM_KEYPOINTS)
 
 
-def is_mediapipe_landmark_model(path) -> bool:
-    """Whether `path` is a .tflite file with MediaPipe's landmark model layout (one 224 x 224 x 3
-    float input; 63, 1, 1 and 63 outputs)."""
-    if not (os.fspath(path).endswith(".tflite") and os.path.isfile(path)):
-        return False
-    from ai_edge_litert.interpreter import Interpreter
-
-    try:
-        interpreter = Interpreter(model_path=os.fspath(path))
-    except ValueError:
-        return False
+def _has_mediapipe_layout(interpreter) -> bool:
+    """One 224 x 224 x 3 float input; 63, 1, 1 and 63 outputs."""
     inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
     return (
         len(inputs) == 1
@@ -52,6 +43,18 @@ def is_mediapipe_landmark_model(path) -> bool:
         and np.dtype(inputs[0]["dtype"]) == np.float32
         and tuple(int(np.prod(d["shape"][1:])) for d in outputs) == MEDIAPIPE_OUTPUT_SIZES
     )
+
+
+def is_mediapipe_landmark_model(path) -> bool:
+    """Whether `path` is a .tflite file with MediaPipe's landmark model layout."""
+    if not (os.fspath(path).endswith(".tflite") and os.path.isfile(path)):
+        return False
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        return _has_mediapipe_layout(Interpreter(model_path=os.fspath(path)))
+    except ValueError:
+        return False
 
 
 def landmarks_to_uvd(landmarks: np.ndarray) -> np.ndarray:
@@ -79,13 +82,13 @@ class MediaPipeLandmarkBackend:
     def __init__(self, path, num_threads: int | None = None):
         from ai_edge_litert.interpreter import Interpreter
 
-        if not is_mediapipe_landmark_model(path):
+        self._interpreter = Interpreter(model_path=os.fspath(path), num_threads=num_threads)
+        if not _has_mediapipe_layout(self._interpreter):
             raise ValueError(
                 f"{path} is not MediaPipe's hand landmark model (one 224 x 224 x 3 float input; "
                 f"outputs of {MEDIAPIPE_OUTPUT_SIZES} values)"
             )
         self.description = f"MediaPipe hand landmark model {path}"
-        self._interpreter = Interpreter(model_path=os.fspath(path), num_threads=num_threads)
         self._interpreter.allocate_tensors()
         self._input = self._interpreter.get_input_details()[0]["index"]
         self._landmarks, self._presence = (d["index"] for d in self._interpreter.get_output_details()[:2])
